@@ -1,0 +1,113 @@
+"""Commands as data: an argv that quotes itself, masks secrets when shown, and never runs itself.
+
+Builders in ``portable_deploy.commands`` return these values; only ``host.py`` executes them.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Secret:
+    """An argument whose value is hidden when a command is shown."""
+
+    value: str
+
+    def __str__(self) -> str:
+        return "***"
+
+
+@dataclass(frozen=True)
+class Op:
+    """A shell operator (``&&``, ``||``, ``|``, ``>``, ``<``) placed between arguments unquoted."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Shell text passed through verbatim (for ``$(...)`` and variables); use sparingly."""
+
+    text: str
+
+
+Token = str | Secret | Op | Raw
+
+
+def _render_token(token: Token, reveal: bool) -> str:
+    if isinstance(token, Op | Raw):
+        return token.text
+    if isinstance(token, Secret):
+        return shlex.quote(token.value) if reveal else "***"
+    return shlex.quote(token)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A remote (or local) command line.
+
+    ``mutates`` tells whether running it changes the host: a dry run shows such commands
+    and runs only the read-only ones.
+    """
+
+    tokens: tuple[Token, ...]
+    mutates: bool = False
+
+    def render(self, reveal: bool = False) -> str:
+        """The command as it can be pasted into a shell; secrets shown as ``***`` unless revealed."""
+        return " ".join(_render_token(t, reveal) for t in self.tokens)
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def then(self, other: Command) -> Command:
+        """``self && other``."""
+        return self._join("&&", other)
+
+    def otherwise(self, other: Command) -> Command:
+        """``self || other``."""
+        return self._join("||", other)
+
+    def pipe(self, other: Command) -> Command:
+        """``self | other``."""
+        return self._join("|", other)
+
+    def into(self, path: str) -> Command:
+        """``self > path``."""
+        return Command((*self.tokens, Op(">"), path), mutates=True)
+
+    def _join(self, op: str, other: Command) -> Command:
+        return Command(
+            (*self._grouped(), Op(op), *other._grouped()),
+            mutates=self.mutates or other.mutates,
+        )
+
+    def _grouped(self) -> tuple[Token, ...]:
+        # A compound on either side of a new operator keeps its own precedence: `{ a || b; }`.
+        if any(isinstance(t, Op) and t.text in {"&&", "||", ";"} for t in self.tokens):
+            return (Op("{"), *self.tokens, Op(";"), Op("}"))
+        return self.tokens
+
+
+def cmd(*args: Token | Iterable[Token], mutates: bool = False) -> Command:
+    """Build a command; iterables among ``args`` are flattened, so optional flags read naturally."""
+    tokens: list[Token] = []
+    for arg in args:
+        if isinstance(arg, str | Secret | Op | Raw):
+            tokens.append(arg)
+        else:
+            tokens.extend(arg)
+    return Command(tuple(tokens), mutates=mutates)
+
+
+def sh(script: str, *, mutates: bool = False) -> Command:
+    """A shell snippet run as ``sh -c SCRIPT``: for the few steps that need shell logic on the host."""
+    return Command(("sh", "-c", script), mutates=mutates)
+
+
+def sh_args(script: str, *args: Token, mutates: bool = False) -> Command:
+    """``sh -c SCRIPT sh ARGS...``: shell logic with its inputs passed as quoted positional args."""
+    return Command(("sh", "-c", script, "sh", *args), mutates=mutates)

@@ -1,0 +1,51 @@
+"""Where things live on a host. One place, so every builder and the README agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PORTABLES_DIR = "/var/lib/portables"
+STATE_ROOT = "/var/lib/portable-deploy"
+TRUST_DIR = "/etc/portable-deploy"
+ALLOWED_SIGNERS = f"{TRUST_DIR}/allowed_signers"
+SIGNATURE_NAMESPACE = "portable-deploy"
+ATTACHED_DIR = "/etc/systemd/system.attached"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The paths one app uses on a host."""
+
+    app: str
+
+    @property
+    def state_dir(self) -> str:
+        return f"{STATE_ROOT}/{self.app}"
+
+    @property
+    def releases_dir(self) -> str:
+        return f"{self.state_dir}/releases"
+
+    @property
+    def incoming_dir(self) -> str:
+        return f"{self.state_dir}/incoming"
+
+    @property
+    def lock(self) -> str:
+        return f"{self.state_dir}/deploy.lock"
+
+    @property
+    def audit_log(self) -> str:
+        return f"{self.state_dir}/audit.jsonl"
+
+    def image(self, release: str) -> str:
+        return f"{PORTABLES_DIR}/{release}.raw"
+
+    def incoming_image(self, release: str) -> str:
+        return f"{self.incoming_dir}/{release}.raw"
+
+    def manifest(self, release: str) -> str:
+        return f"{self.releases_dir}/{release}.manifest.json"
+
+    def signature(self, release: str) -> str:
+        return f"{self.manifest(release)}.sig"

@@ -1,0 +1,33 @@
+"""The per-app deploy lock: one file created atomically with link(2), holding who took it."""
+
+from __future__ import annotations
+
+from ..command import Command, sh_args
+
+#: Exit status of ``acquire`` when someone else holds the lock (its content is printed).
+HELD = 3
+
+_ACQUIRE = (
+    'tmp="$1.$$"; printf "%s\\n" "$2" > "$tmp" || exit 1; '
+    'if ln "$tmp" "$1" 2>/dev/null; then rm -f "$tmp"; exit 0; fi; '
+    f'rm -f "$tmp"; cat "$1" 2>/dev/null; exit {HELD}'
+)
+
+
+def acquire(lock: str, record: str) -> Command:
+    """Take the lock, or print the holder's record and exit with ``HELD``."""
+    return sh_args(_ACQUIRE, lock, record, mutates=True)
+
+
+def release(lock: str, token: str) -> Command:
+    """Remove the lock only if it is still ours (its record holds our token)."""
+    return sh_args('grep -qF "$2" "$1" 2>/dev/null && rm -f "$1"; true', lock, token, mutates=True)
+
+
+def read(lock: str) -> Command:
+    return sh_args('cat "$1" 2>/dev/null; true', lock)
+
+
+def break_(lock: str, token: str) -> Command:
+    """Remove a stale lock, provided it is still the one that was judged stale."""
+    return release(lock, token)

@@ -1,0 +1,44 @@
+"""systemctl: start, restart and read units."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..command import Command, cmd
+
+#: Properties read to tell whether a unit is up and stable.
+UNIT_PROPERTIES = (
+    "Id",
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "Result",
+    "NRestarts",
+    "MainPID",
+    "ActiveEnterTimestampMonotonic",
+    "ActiveEnterTimestamp",
+)
+
+
+def restart(units: Sequence[str]) -> Command:
+    return cmd("systemctl", "restart", *units, mutates=True)
+
+
+def start(units: Sequence[str]) -> Command:
+    return cmd("systemctl", "start", *units, mutates=True)
+
+
+def stop(units: Sequence[str]) -> Command:
+    return cmd("systemctl", "stop", *units, mutates=True)
+
+
+def show(units: Sequence[str], properties: Sequence[str] = UNIT_PROPERTIES) -> Command:
+    return cmd("systemctl", "show", "--no-pager", "-p", ",".join(properties), *units)
+
+
+def status(units: Sequence[str]) -> Command:
+    return cmd("systemctl", "status", "--no-pager", "--lines=0", *units)
+
+
+def version() -> Command:
+    return cmd("systemctl", "--version")

@@ -1,0 +1,831 @@
+"""deploy.toml -> frozen dataclasses.
+
+Strict: unknown keys, wrong types and impossible values are errors that name the file and the key
+path, say what was expected and what was found, and give a hint.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import re
+import subprocess
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_FILE = "deploy.toml"
+ENV_FILE = "DEPLOY_TOML"
+#: When set and non-empty, overrides [app] version at build time.
+ENV_VERSION = "DEPLOY_VERSION"
+
+
+class Compression(StrEnum):
+    ZSTD = "zstd"
+    GZIP = "gzip"
+    XZ = "xz"
+    LZ4 = "lz4"
+    LZO = "lzo"
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    name: str
+    #: A literal version, or "git" for `git describe --tags --always --dirty` at build time.
+    version: str
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    #: Shell command lines run in order from the project root before the image is assembled.
+    commands: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    #: Skeleton directory copied into the image root (None: no skeleton).
+    tree: Path | None
+    #: Directory whose unit files go to usr/lib/systemd/system/ in the image.
+    units: Path
+    #: Destination inside the image (relative, no leading slash) -> local source file.
+    files: Mapping[str, Path] = field(default_factory=dict)
+    compression: Compression = Compression.ZSTD
+    #: Output directory for images, manifests and signatures.
+    dist: Path = Path("dist")
+
+
+@dataclass(frozen=True)
+class SignConfig:
+    #: Private SSH key that signs manifests (None: not configured).
+    key: Path | None = None
+    #: allowed_signers file that hosts trust (None: made from key + ".pub" and principal).
+    allowed_signers: Path | None = None
+    principal: str = "deploy"
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    name: str
+    #: Host name, IP address or ~/.ssh/config alias (None for a sandbox host).
+    address: str | None = None
+    port: int | None = None
+    user: str | None = None
+    identity_file: Path | None = None
+    #: This host is the local sandbox VM (`invoke sandbox.up`); address/port/user come from it.
+    sandbox: bool = False
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    keep_releases: int = 5
+    #: Seconds after which a deploy lock counts as stale and may be broken with --break-lock.
+    lock_ttl: int = 900
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    #: Port on the host (127.0.0.1) that the health check reaches through the SSH connection.
+    port: int = 80
+    path: str = "/healthz"
+    status: int = 200
+    #: Path whose body must contain the new version (None: not checked).
+    version_path: str | None = "/version"
+    #: Seconds to wait for units to be active and the health check to pass.
+    timeout: float = 60.0
+    #: Seconds units must stay up (no restarts) after the health check passed.
+    settle: float = 2.0
+
+
+@dataclass(frozen=True)
+class Config:
+    #: The deploy.toml file (absolute); relative paths in it are resolved against its directory.
+    path: Path
+    app: AppConfig
+    build: BuildConfig
+    image: ImageConfig
+    sign: SignConfig
+    hosts: Mapping[str, HostConfig]
+    deploy: DeployConfig = DeployConfig()
+    verify: VerifyConfig = VerifyConfig()
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The deploy.toml to read: the explicit one, else $DEPLOY_TOML, else ./deploy.toml."""
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get(ENV_FILE) or DEFAULT_FILE)
+
+
+# --- schema -----------------------------------------------------------------------------------
+# Each known key with an example line; the examples double as hints after a type error.
+
+_SECTIONS: dict[str, dict[str, str]] = {
+    "app": {"name": 'name = "scoreboard"', "version": 'version = "1.4.2" (or "git")'},
+    "build": {"commands": 'commands = ["make build"]'},
+    "image": {
+        "tree": 'tree = "image"',
+        "units": 'units = "units"',
+        "files": 'files = { "usr/bin/scoreboard" = "build/scoreboard" }',
+        "compression": 'compression = "zstd"',
+        "dist": 'dist = "dist"',
+    },
+    "sign": {
+        "key": 'key = "~/.ssh/deploy_ed25519"',
+        "allowed_signers": 'allowed_signers = "allowed_signers"',
+        "principal": 'principal = "deploy"',
+    },
+    "hosts": {},
+    "deploy": {"keep_releases": "keep_releases = 5", "lock_ttl": "lock_ttl = 900"},
+    "verify": {
+        "port": "port = 80",
+        "path": 'path = "/healthz"',
+        "status": "status = 200",
+        "version_path": 'version_path = "/version" (or "" to skip)',
+        "timeout": "timeout = 60",
+        "settle": "settle = 2",
+    },
+}
+_HOST_KEYS: dict[str, str] = {
+    "address": 'address = "203.0.113.10"',
+    "port": "port = 22",
+    "user": 'user = "deploy"',
+    "identity_file": 'identity_file = "~/.ssh/id_ed25519"',
+    "sandbox": "sandbox = true",
+}
+_HOST_EXAMPLE = '[hosts.prod] with address = "203.0.113.10" (or sandbox = true for the local VM)'
+
+_UNIT_SUFFIXES = (".service", ".socket", ".target", ".timer", ".path", ".mount", ".slice")
+_APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+_HOST_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+#: A word on the ssh command line: printable ASCII, no spaces, not an option.
+_SSH_WORD = re.compile(r"[\x21-\x7e]+")
+_URL_PATH = re.compile(r"/[\x21-\x7e]*")
+_GIT_DESCRIBE = ("describe", "--tags", "--always", "--dirty")
+
+GitRunner = Callable[[list[str]], str]
+
+
+# --- rendering values in messages -------------------------------------------------------------
+
+
+def _key(key: str) -> str:
+    """A key as it is written in TOML: bare when possible, else quoted."""
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
+
+
+def _shown(text: str | Path) -> str:
+    """A path or name for a one-line message: as is when printable, else escaped and quoted."""
+    s = str(text)
+    return s if s.isprintable() else json.dumps(s)
+
+
+def _type_name(value: object) -> str:
+    # bool before int: TOML booleans are Python bools, which are ints.
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "table"
+    return type(value).__name__  # datetime, date, time
+
+
+def _render(value: object, budget: int = 40) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value if len(value) <= budget else value[:budget] + "...")
+    if isinstance(value, list):
+        items = [_render(v, budget // 2) for v in value[:3]]
+        return "[" + ", ".join(items) + (", ...]" if len(value) > 3 else "]")
+    if isinstance(value, dict):
+        return "{...}"
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return repr(value)
+
+
+def _found(value: object) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    return f"{_render(value)} ({_type_name(value)})"
+
+
+def _is_dir(path: Path) -> bool:
+    # Path.is_dir raises on e.g. ENAMETOOLONG or an unencodable name; for us that is "no".
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Doc:
+    """The file being read: how it is named in messages and where its relative paths start."""
+
+    file: str
+    root: Path
+
+    def error(self, where: str, text: str, hint: str) -> ConfigError:
+        return ConfigError(f"{self.file}: {where}: {text}", hint=hint)
+
+    def resolve(self, text: str) -> Path:
+        path = Path(os.path.expanduser(text))
+        return path if path.is_absolute() else self.root / path
+
+
+def _reject_unknown(doc: _Doc, where: str, data: Mapping[str, object], valid: list[str]) -> None:
+    for key in data:
+        if key in valid:
+            continue
+        close = difflib.get_close_matches(key, valid, n=1)
+        guess = f'did you mean "{close[0]}"?' if close else "valid keys are " + ", ".join(valid)
+        raise doc.error(
+            f"{where} {_key(key)}",
+            f"unknown key, {guess}",
+            hint=f"keys of {where}: {', '.join(valid)}; remove or rename this one",
+        )
+
+
+def _reject_unknown_tables(doc: _Doc, data: Mapping[str, object]) -> None:
+    valid = list(_SECTIONS)
+    shown = ", ".join(f"[{name}]" for name in valid)
+    for key, value in data.items():
+        if key in _SECTIONS:
+            continue
+        if not isinstance(value, dict):
+            raise doc.error(
+                _key(key),
+                f"unknown top-level key, expected only the tables {shown}",
+                hint="every key belongs in a table; is a [table] header missing above it?",
+            )
+        close = difflib.get_close_matches(key, valid, n=1)
+        guess = f"did you mean [{close[0]}]?" if close else f"valid tables are {shown}"
+        raise doc.error(
+            f"[{_key(key)}]",
+            f"unknown table, {guess}",
+            hint=f"deploy.toml has the tables {shown}",
+        )
+
+
+class _Table:
+    """One [section] being read: typed getters whose errors name the key path."""
+
+    def __init__(
+        self, doc: _Doc, where: str, data: Mapping[str, object], examples: Mapping[str, str]
+    ) -> None:
+        self.doc = doc
+        self.where = where
+        self.data = data
+        self.examples = examples
+        _reject_unknown(doc, where, data, list(examples))
+
+    def fail(self, key: str, text: str, hint: str | None = None) -> ConfigError:
+        return self.doc.error(
+            f"{self.where} {_key(key)}", text, hint or f"for example: {self.examples[key]}"
+        )
+
+    def type_error(self, key: str, expected: str) -> ConfigError:
+        return self.fail(key, f"expected {expected}, found {_found(self.data[key])}")
+
+    def string(self, key: str, *, required: bool = False) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                raise self.fail(key, "required key is missing, expected a string")
+            return None
+        if not isinstance(value, str):
+            raise self.type_error(key, "a string")
+        return value
+
+    def path(self, key: str) -> Path | None:
+        text = self.string(key)
+        if text is None:
+            return None
+        if not text or "\0" in text:
+            raise self.type_error(key, "a file system path")
+        return self.doc.resolve(text)
+
+    def integer(self, key: str, default: int, low: int, high: int | None, expected: str) -> int:
+        value = self.data.get(key, default)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < low
+            or (high is not None and value > high)
+        ):
+            raise self.type_error(key, expected)
+        return value
+
+    def number(self, key: str, default: float, *, positive: bool) -> float:
+        value = self.data.get(key, default)
+        expected = "a number greater than 0" if positive else "a number of at least 0"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.type_error(key, expected)
+        number = float(value)
+        if not math.isfinite(number) or number < 0 or (positive and number == 0):
+            raise self.type_error(key, expected)
+        return number
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.type_error(key, "a boolean (true or false)")
+        return value
+
+
+def _section(doc: _Doc, data: Mapping[str, object], name: str) -> _Table:
+    """An optional [name] table (empty when absent)."""
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise doc.error(
+            f"[{name}]",
+            f"expected a table, found {_found(value)}",
+            hint=f"write [{name}] on a line of its own, followed by its keys",
+        )
+    return _Table(doc, f"[{name}]", value, _SECTIONS[name])
+
+
+def _read_toml(doc: _Doc, path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{doc.file}: file not found",
+            hint=f"create it (see the README), or set {ENV_FILE} to the path of your deploy.toml",
+        ) from None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(
+            f"{doc.file}: cannot read the file: {reason}",
+            hint=f"check that it is a readable file, or set {ENV_FILE} to another path",
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{doc.file}: expected UTF-8 text, found an invalid byte at offset {exc.start}",
+            hint="TOML files are UTF-8; save the file with that encoding",
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{doc.file}: TOML syntax error: {exc}",
+            hint="fix the syntax at that line and column (TOML reference: https://toml.io/en/v1.0.0)",
+        ) from None
+
+
+# --- values with rules of their own ----------------------------------------------------------
+
+
+def _version_problem(version: str) -> tuple[str, str] | None:
+    """(what is wrong, hint) for a version that cannot be part of NAME_VERSION.raw, else None."""
+    if not version:
+        return "is empty", 'set a version such as "1.4.2", or "git"'
+    if "_" in version:
+        return (
+            'contains "_"',
+            'the image is NAME_VERSION.raw and portablectl splits at the first "_"; use "-" or "."',
+        )
+    if "/" in version:
+        return 'contains "/"', 'the version is part of a file name; use "-" or "."'
+    if any(c.isspace() for c in version):
+        return "contains whitespace", 'the version is part of a file name; use "-" or "."'
+    if not all("\x21" <= c <= "\x7e" for c in version):
+        return (
+            "contains characters that are not printable ASCII",
+            "use letters, digits, '.', '-' and '+'",
+        )
+    return None
+
+
+_VERSION_EXPECTED = 'a version without "_", "/" or whitespace, in printable ASCII'
+
+
+def _load_app(doc: _Doc, data: Mapping[str, object]) -> AppConfig:
+    if "app" not in data:
+        raise doc.error(
+            "[app]",
+            "required table is missing, expected [app] with name and version",
+            hint='add [app] with name = "scoreboard" and version = "1.4.2" (or "git")',
+        )
+    app = _section(doc, data, "app")
+    name = app.string("name", required=True)
+    assert name is not None
+    if not _APP_NAME.fullmatch(name):
+        raise app.fail(
+            "name",
+            'expected lowercase letters, digits and "-" (starting with a letter or digit), '
+            f"found {_found(name)}",
+            hint='the image is NAME_VERSION.raw and portablectl splits at the first "_"; '
+            'use e.g. "my-app"',
+        )
+    version = app.string("version", required=True)
+    assert version is not None
+    problem = _version_problem(version)
+    if problem:
+        raise app.fail(
+            "version",
+            f"expected {_VERSION_EXPECTED}, found {_found(version)} which {problem[0]}",
+            hint=problem[1],
+        )
+    return AppConfig(name=name, version=version)
+
+
+def _load_build(doc: _Doc, data: Mapping[str, object]) -> BuildConfig:
+    build = _section(doc, data, "build")
+    value = build.data.get("commands", [])
+    if not isinstance(value, list):
+        raise build.type_error("commands", "an array of strings")
+    for index, command in enumerate(value):
+        if not isinstance(command, str) or not command.strip():
+            raise build.fail(
+                "commands",
+                f"expected an array of non-empty strings, found {_found(command)} at index {index}",
+            )
+    return BuildConfig(commands=tuple(value))
+
+
+def _normalise_destination(image: _Table, dest: str) -> str:
+    """A clean relative POSIX path for a key of [image] files."""
+    where = f"files.{_key(dest)}"
+    if dest.startswith("/"):
+        raise image.fail(
+            where,
+            f"expected a path relative to the image root, found {_found(dest)}",
+            hint=f'drop the leading "/": write "{dest.lstrip("/")}"',
+        )
+    parts = [part for part in dest.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise image.fail(where, f'expected a path inside the image, found {_found(dest)} with ".."')
+    if not parts or "\0" in dest:
+        raise image.fail(where, f"expected a file path inside the image, found {_found(dest)}")
+    if dest.endswith("/"):
+        raise image.fail(
+            where,
+            f'expected a file path, found {_found(dest)} ending in "/"',
+            hint="name the file itself, e.g. usr/bin/scoreboard",
+        )
+    return "/".join(parts)
+
+
+def _load_files(image: _Table) -> dict[str, Path]:
+    value = image.data.get("files", {})
+    if not isinstance(value, dict):
+        raise image.type_error("files", "a table of destination = source path")
+    files: dict[str, Path] = {}
+    written_as: dict[str, str] = {}
+    for dest, source in value.items():
+        where = f"files.{_key(dest)}"
+        clean = _normalise_destination(image, dest)
+        if clean in written_as:
+            raise image.fail(
+                where,
+                f"expected each destination once, found {_found(written_as[clean])} and "
+                f"{_found(dest)}, which both mean {clean}",
+                hint="keep one of the two entries",
+            )
+        if not isinstance(source, str) or not source or "\0" in source:
+            raise image.fail(
+                where,
+                f"expected the path of a local file, found {_found(source)}",
+                hint=f'for example: "{clean}" = "build/{clean.rsplit("/", 1)[-1]}"',
+            )
+        written_as[clean] = dest
+        files[clean] = image.doc.resolve(source)
+    for clean in files:
+        parts = clean.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if parent in files:
+                raise image.fail(
+                    f"files.{_key(written_as[clean])}",
+                    f"expected {parent} to be a directory, found it is a file "
+                    f"(files.{_key(written_as[parent])})",
+                    hint="a destination cannot be both a file and a directory; rename one",
+                )
+    return files
+
+
+def _check_units(image: _Table, units: Path, app: str) -> None:
+    if not _is_dir(units):
+        raise image.fail(
+            "units",
+            f"expected a directory of systemd unit files, found no directory at {_shown(units)}",
+            hint=f"create it with {app}.service in it, or point units at your unit directory",
+        )
+    try:
+        entries = sorted(units.iterdir(), key=lambda entry: entry.name)
+    except OSError as exc:
+        raise image.fail(
+            "units",
+            f"expected a readable directory, found {_shown(units)}: {exc.strerror}",
+            hint="check the directory's permissions",
+        ) from None
+    for entry in entries:
+        name = _shown(entry.name)
+        if (
+            not entry.name.endswith(_UNIT_SUFFIXES)
+            or entry.name.startswith(".")
+            or not _is_file(entry)
+        ):
+            raise image.fail(
+                "units",
+                f"expected only unit files ({' '.join(_UNIT_SUFFIXES)}) in {_shown(units)}, "
+                f"found {name}",
+                hint="only unit files belong there; put other files in [image] tree or files",
+            )
+        rest = entry.name[len(app) :]
+        if not entry.name.startswith(app) or rest[:1] not in (".", "-", "@"):
+            raise image.fail(
+                "units",
+                f'expected unit names starting with "{app}." "{app}-" or "{app}@", found {name} '
+                f"in {_shown(units)}",
+                hint=f"portablectl silently ignores units not named after the image; rename it "
+                f"to {app}-{name} or similar",
+            )
+    if not entries:
+        raise image.fail(
+            "units",
+            f"expected at least one unit file, found an empty directory {_shown(units)}",
+            hint=f"add {app}.service; a portable image without units cannot be attached",
+        )
+
+
+def _load_image(doc: _Doc, data: Mapping[str, object], app: str) -> ImageConfig:
+    image = _section(doc, data, "image")
+    tree = image.path("tree")
+    if tree is not None and not _is_dir(tree):
+        raise image.fail(
+            "tree",
+            f"expected an existing directory, found {_found(image.data['tree'])}, "
+            f"and {_shown(tree)} is not a directory",
+            hint="create the directory, or remove tree to build without a skeleton",
+        )
+    files = _load_files(image)
+    compression = image.string("compression") or Compression.ZSTD.value
+    if compression not in {c.value for c in Compression}:
+        raise image.fail(
+            "compression",
+            f"expected one of {', '.join(c.value for c in Compression)}, "
+            f"found {_found(image.data['compression'])}",
+        )
+    units = image.path("units") or doc.resolve("units")
+    _check_units(image, units, app)
+    return ImageConfig(
+        tree=tree,
+        units=units,
+        files=files,
+        compression=Compression(compression),
+        dist=image.path("dist") or doc.resolve("dist"),
+    )
+
+
+def _load_sign(doc: _Doc, data: Mapping[str, object]) -> SignConfig:
+    sign = _section(doc, data, "sign")
+    key = sign.path("key")  # may not exist yet; `sign` checks it when it needs it
+    allowed = sign.path("allowed_signers")
+    if allowed is not None and not _is_file(allowed):
+        raise sign.fail(
+            "allowed_signers",
+            f"expected an existing file, found {_found(sign.data['allowed_signers'])}, "
+            f"and {_shown(allowed)} is not a file",
+            hint="create it (one line: PRINCIPAL KEY), or remove allowed_signers to derive it "
+            "from key + .pub",
+        )
+    principal = sign.string("principal")
+    if principal is None:
+        principal = "deploy"
+    elif not principal or not _SSH_WORD.fullmatch(principal) or "," in principal:
+        raise sign.fail(
+            "principal",
+            "expected a principal without whitespace or commas (printable ASCII), "
+            f"found {_found(principal)}",
+        )
+    return SignConfig(key=key, allowed_signers=allowed, principal=principal)
+
+
+def _load_host(doc: _Doc, name: str, value: object) -> HostConfig:
+    where = f"[hosts.{_key(name)}]"
+    if not _HOST_NAME.fullmatch(name):
+        raise doc.error(
+            where,
+            f'expected a host name of letters, digits, "-" and "_", found {_found(name)}',
+            hint="the name is only a label for --host; e.g. [hosts.prod]",
+        )
+    if not isinstance(value, dict):
+        raise doc.error(
+            where,
+            f"expected a table, found {_found(value)}",
+            hint=f'write [hosts.{name}] on a line of its own, then address = "..."',
+        )
+    host = _Table(doc, where, value, _HOST_KEYS)
+    if host.boolean("sandbox", False):
+        for key in ("address", "port", "user", "identity_file"):
+            if key in value:
+                raise host.fail(
+                    key,
+                    f"expected no {key} on a sandbox host, found {_found(value[key])}",
+                    hint="the sandbox VM provides address, port, user and key; remove the key "
+                    "or set sandbox = false",
+                )
+        return HostConfig(name=name, sandbox=True)
+    address = host.string("address")
+    if address is None:
+        raise host.fail(
+            "address",
+            "required key is missing, expected a host name, IP address or ssh alias",
+            hint='add address = "203.0.113.10", or sandbox = true for the local VM',
+        )
+    if not _SSH_WORD.fullmatch(address) or address.startswith("-"):
+        raise host.type_error("address", "a host name, IP address or ssh alias")
+    user = host.string("user")
+    if user is not None and (not _SSH_WORD.fullmatch(user) or user.startswith("-")):
+        raise host.type_error("user", "a user name without whitespace")
+    port = host.integer("port", 22, 1, 65535, "an integer from 1 to 65535")
+    return HostConfig(
+        name=name,
+        address=address,
+        port=port if "port" in value else None,
+        user=user,
+        identity_file=host.path("identity_file"),
+    )
+
+
+def _load_hosts(doc: _Doc, data: Mapping[str, object]) -> dict[str, HostConfig]:
+    if "hosts" not in data:
+        raise doc.error(
+            "[hosts]",
+            "required table is missing, expected at least one [hosts.NAME]",
+            hint=f"add {_HOST_EXAMPLE}",
+        )
+    value = data["hosts"]
+    if not isinstance(value, dict) or not value:
+        raise doc.error(
+            "[hosts]",
+            f"expected at least one [hosts.NAME] table, found {_found(value)}",
+            hint=f"add {_HOST_EXAMPLE}",
+        )
+    return {name: _load_host(doc, name, host) for name, host in value.items()}
+
+
+def _load_deploy(doc: _Doc, data: Mapping[str, object]) -> DeployConfig:
+    deploy = _section(doc, data, "deploy")
+    return DeployConfig(
+        keep_releases=deploy.integer(
+            "keep_releases",
+            5,
+            2,
+            None,
+            "an integer of at least 2 (the current and one to roll back to)",
+        ),
+        lock_ttl=deploy.integer("lock_ttl", 900, 1, None, "a whole number of seconds above 0"),
+    )
+
+
+def _url_path(table: _Table, key: str, default: str) -> str:
+    path = table.string(key)
+    if path is None:
+        return default
+    if not _URL_PATH.fullmatch(path):
+        raise table.type_error(key, 'a URL path starting with "/", without spaces')
+    return path
+
+
+def _load_verify(doc: _Doc, data: Mapping[str, object]) -> VerifyConfig:
+    verify = _section(doc, data, "verify")
+    port = verify.integer("port", 80, 1, 65535, "an integer from 1 to 65535")
+    path = _url_path(verify, "path", "/healthz")
+    status = verify.integer("status", 200, 100, 599, "an HTTP status from 100 to 599")
+    version_path: str | None = "/version"
+    if verify.data.get("version_path") == "":
+        version_path = None
+    else:
+        version_path = _url_path(verify, "version_path", "/version")
+    return VerifyConfig(
+        port=port,
+        path=path,
+        status=status,
+        version_path=version_path,
+        timeout=verify.number("timeout", 60.0, positive=True),
+        settle=verify.number("settle", 2.0, positive=False),
+    )
+
+
+# --- public API -------------------------------------------------------------------------------
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate deploy.toml; a ConfigError names file, key path, expected and found."""
+    path = Path(path)
+    doc = _Doc(file=_shown(path), root=path.absolute().parent)
+    data = _read_toml(doc, path)
+    _reject_unknown_tables(doc, data)
+    app = _load_app(doc, data)
+    return Config(
+        path=path.absolute(),
+        app=app,
+        build=_load_build(doc, data),
+        image=_load_image(doc, data, app.name),
+        sign=_load_sign(doc, data),
+        hosts=_load_hosts(doc, data),
+        deploy=_load_deploy(doc, data),
+        verify=_load_verify(doc, data),
+    )
+
+
+def check_sources(cfg: Config) -> None:
+    """Every [image] files source exists and is a regular file (run after the build commands)."""
+    for dest, source in cfg.image.files.items():
+        if _is_file(source):
+            continue
+        state = "is not a regular file" if source.exists() else "does not exist"
+        raise ConfigError(
+            f"{_shown(cfg.path)}: [image] files.{json.dumps(dest)}: expected a regular file, "
+            f"found {_shown(source)}, which {state}",
+            hint="sources are usually made by the [build] commands; check that they ran and "
+            "write this file, or fix the path",
+        )
+
+
+def _run_git(argv: list[str]) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def resolve_version(cfg: Config, git: GitRunner | None = None) -> str:
+    """The version to build: $DEPLOY_VERSION, else [app] version, with "git" meaning git describe.
+
+    ``git`` runs an argv and returns its stdout, raising CalledProcessError on failure
+    (default: subprocess).
+    """
+    override = os.environ.get(ENV_VERSION, "")
+    if override and override != "git":
+        problem = _version_problem(override)
+        if problem:
+            raise ConfigError(
+                f"environment variable {ENV_VERSION}: expected {_VERSION_EXPECTED}, "
+                f"found {_found(override)} which {problem[0]}",
+                hint=f"{problem[1]}; or unset {ENV_VERSION} to use [app] version",
+            )
+        return override
+    version = override or cfg.app.version
+    if version != "git":
+        return version
+    source = (
+        f"environment variable {ENV_VERSION}" if override else f"{_shown(cfg.path)}: [app] version"
+    )
+    argv = ["git", "-C", str(cfg.root), *_GIT_DESCRIBE]
+    fallback = f"set a literal version in [app] version or in {ENV_VERSION}"
+    try:
+        output = (git or _run_git)(argv)
+    except subprocess.CalledProcessError as exc:
+        detail = str(exc.stderr or "").strip().splitlines()
+        reason = detail[-1] if detail else f"exit status {exc.returncode}"
+        raise ConfigError(
+            f'{source} = "git": `{" ".join(argv)}` failed: {_shown(reason)}',
+            hint=f"{_shown(cfg.root)} must be a git repository with at least one commit; "
+            f"or {fallback}",
+        ) from None
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ConfigError(
+            f'{source} = "git": could not run git: {_shown(str(exc))}',
+            hint=f"install git, or {fallback}",
+        ) from None
+    described = re.sub(r"[\s/_]", "-", output.strip())
+    problem = _version_problem(described)
+    if problem:
+        raise ConfigError(
+            f'{source} = "git": expected {_VERSION_EXPECTED} from git describe, '
+            f"found {_found(described)} which {problem[0]}",
+            hint=f"tag the commit with a plain version such as v1.4.2, or {fallback}",
+        )
+    return described

@@ -1,0 +1,21 @@
+"""The one error type a user sees: a message that says what is wrong and a hint that says what to do."""
+
+from __future__ import annotations
+
+
+class DeployError(Exception):
+    """A failure the user can act on; ``tasks.py`` turns it into one line and exit code 1."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} (hint: {self.hint})"
+        return self.message
+
+
+class ConfigError(DeployError):
+    """deploy.toml is wrong: the message names the file and the key path."""

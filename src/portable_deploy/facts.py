@@ -1,0 +1,202 @@
+"""Facts: pure parsers that turn the output of a read-only remote command into typed values.
+
+Each parser is tested against output recorded on a real Debian 12 host.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+ATTACHED_STATES = frozenset({"attached", "attached-runtime", "running", "running-runtime"})
+
+
+@dataclass(frozen=True)
+class PortableImage:
+    name: str
+    state: str
+
+    @property
+    def attached(self) -> bool:
+        return self.state in ATTACHED_STATES
+
+
+def portable_images(output: str) -> list[PortableImage]:
+    """``portablectl list --no-legend``: NAME TYPE RO CRTIME MTIME USAGE STATE (times hold spaces)."""
+    images = []
+    for line in output.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and not line.startswith("No images"):
+            images.append(PortableImage(name=fields[0], state=fields[-1]))
+    return images
+
+
+def live_release(output: str, app: str) -> str | None:
+    """The app's attached release (``NAME_VERSION``) in ``portablectl list`` output, if any."""
+    for image in portable_images(output):
+        if image.attached and image.name.split("_", 1)[0] == app:
+            return image.name.removesuffix(".raw")
+    return None
+
+
+@dataclass(frozen=True)
+class UnitState:
+    id: str
+    load_state: str
+    active_state: str
+    sub_state: str
+    result: str
+    n_restarts: int
+    main_pid: int
+    active_enter_monotonic: int
+    active_enter: str
+
+    @property
+    def active(self) -> bool:
+        return self.active_state == "active"
+
+
+def unit_states(output: str) -> dict[str, UnitState]:
+    """``systemctl show -p ... UNIT...``: blocks of KEY=VALUE separated by blank lines."""
+    states: dict[str, UnitState] = {}
+    for block in output.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if "Id" not in props:
+            continue
+        states[props["Id"]] = UnitState(
+            id=props["Id"],
+            load_state=props.get("LoadState", ""),
+            active_state=props.get("ActiveState", ""),
+            sub_state=props.get("SubState", ""),
+            result=props.get("Result", ""),
+            n_restarts=_int(props.get("NRestarts")),
+            main_pid=_int(props.get("MainPID")),
+            active_enter_monotonic=_int(props.get("ActiveEnterTimestampMonotonic")),
+            active_enter=props.get("ActiveEnterTimestamp", ""),
+        )
+    return states
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def sha256sum(output: str) -> str | None:
+    """``sha256sum FILE`` -> the hex digest, or None when nothing was printed (no file)."""
+    fields = output.split()
+    return fields[0] if fields else None
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    systemd_version: int
+    has_portablectl: bool
+    has_ssh_keygen: bool
+    trusted: bool
+    set_up: bool
+    user: str
+
+
+def host_info(output: str) -> HostInfo:
+    """The KEY=VALUE lines printed by ``commands.trust.host_info``."""
+    props = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+    return HostInfo(
+        systemd_version=_int(props.get("systemd")),
+        has_portablectl=bool(props.get("portablectl")),
+        has_ssh_keygen=bool(props.get("ssh_keygen")),
+        trusted=props.get("trust") == "yes",
+        set_up=props.get("state") == "yes",
+        user=props.get("user", ""),
+    )
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One line of the host's audit log: what happened, and which release was live after it."""
+
+    at: str
+    event: str
+    release: str
+    live: str | None
+    result: str
+    user: str
+    origin: str
+    message: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))
+
+
+def audit_log(output: str) -> list[AuditRecord]:
+    """The JSON lines of the audit log; unreadable lines are skipped, not fatal."""
+    records = []
+    for line in output.splitlines():
+        try:
+            data = json.loads(line)
+            records.append(
+                AuditRecord(
+                    at=str(data["at"]),
+                    event=str(data["event"]),
+                    release=str(data["release"]),
+                    live=data.get("live"),
+                    result=str(data["result"]),
+                    user=str(data.get("user", "")),
+                    origin=str(data.get("origin", "")),
+                    message=str(data.get("message", "")),
+                )
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
+    return records
+
+
+def live_history(records: Sequence[AuditRecord]) -> list[str]:
+    """The releases that were live, oldest first, one entry per change."""
+    history: list[str] = []
+    for record in records:
+        if record.live and (not history or history[-1] != record.live):
+            history.append(record.live)
+    return history
+
+
+def previous_release(records: Sequence[AuditRecord], live: str | None) -> str | None:
+    """The release live before the current one, by deploy history (not by version order)."""
+    for release in reversed(live_history(records)):
+        if release != live:
+            return release
+    return None
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    token: str
+    user: str
+    origin: str
+    pid: int
+    at: float
+    release: str
+    command: str
+
+
+def lock_record(output: str) -> LockRecord | None:
+    """The JSON in the lock file; None when there is no lock. A garbled lock still counts as held."""
+    text = output.strip()
+    if not text:
+        return None
+    try:
+        data = json.loads(text.splitlines()[0])
+        return LockRecord(
+            token=str(data["token"]),
+            user=str(data["user"]),
+            origin=str(data["origin"]),
+            pid=int(data["pid"]),
+            at=float(data["at"]),
+            release=str(data["release"]),
+            command=str(data["command"]),
+        )
+    except (ValueError, KeyError, TypeError, IndexError):
+        return LockRecord(token=text, user="?", origin="?", pid=0, at=0.0, release="?", command="?")

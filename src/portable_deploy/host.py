@@ -1,0 +1,212 @@
+"""The only module that talks SSH. A ``Host`` runs ``Command`` values over one Fabric connection,
+uploads files with SFTP and forwards ports, all on the same SSH transport.
+
+Host keys are always checked: against ~/.ssh/known_hosts for real hosts and against the sandbox's
+own known_hosts file for the sandbox VM. There is no accept-any-host-key path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from .command import Command
+from .errors import DeployError
+
+#: Called with (host name, rendered command, dry_run) when echo is on.
+Echo = Callable[[str, str, bool], None]
+#: Called with (bytes sent, total bytes) during an upload.
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Result:
+    stdout: str
+    stderr: str
+    exit_code: int
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class RemoteCommandError(DeployError):
+    """A remote command exited non-zero."""
+
+    def __init__(self, host: str, command: Command, result: Result) -> None:
+        detail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-5:]
+        super().__init__(
+            f"[{host}] command failed (exit {result.exit_code}): {command.render()}"
+            + (": " + " / ".join(detail) if detail else ""),
+            hint="run it by hand on the host to see more (invoke sandbox.ssh for the sandbox)",
+        )
+        self.result = result
+
+
+class Remote(Protocol):
+    """What the pipeline needs from a host; ``Host`` is the real one, tests use a recording fake."""
+
+    name: str
+    dry_run: bool
+
+    def run(
+        self, command: Command, *, check: bool = True, timeout: float | None = None
+    ) -> Result: ...
+
+    def stream(self, command: Command) -> int:
+        """Run a read-only command with its output streamed to the terminal (logs)."""
+        if self.echo is not None:
+            self.echo(self.name, command.render(), False)
+        raw = self.connection().run(
+            command.render(reveal=True), hide=False, warn=True, in_stream=False
+        )
+        return int(raw.exited)
+
+    def put(self, local: Path, remote: str, progress: Progress | None = None) -> None: ...
+
+    def forward(self, remote_port: int) -> contextlib.AbstractContextManager[int]: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    """How to reach one host: what deploy.toml or the sandbox says."""
+
+    name: str
+    address: str
+    port: int | None = None
+    user: str | None = None
+    identity_file: Path | None = None
+    #: None: the user's ~/.ssh/known_hosts; else this file only.
+    known_hosts: Path | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Host:
+    """One host, one SSH connection, opened on first use and kept for the whole task."""
+
+    def __init__(self, target: Target, *, echo: Echo | None = None, dry_run: bool = False) -> None:
+        self.target = target
+        self.name = target.name
+        self.echo = echo
+        self.dry_run = dry_run
+        #: How many SSH connections this host opened (one per deploy is the goal).
+        self.connections_opened = 0
+        self._conn: Any = None
+
+    # -- connection -------------------------------------------------------------------------
+    def connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def _connect(self) -> Any:
+        import paramiko
+        from fabric import Connection
+
+        t = self.target
+        kwargs: dict[str, Any] = {}
+        if t.identity_file:
+            kwargs["key_filename"] = [str(t.identity_file)]
+        if t.known_hosts is not None:
+            kwargs["look_for_keys"] = False
+            kwargs["allow_agent"] = False
+        conn = Connection(
+            host=t.address, user=t.user, port=t.port, connect_kwargs=kwargs, connect_timeout=15
+        )
+        conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        if t.known_hosts is not None:
+            conn.client.load_host_keys(str(t.known_hosts))
+        else:
+            known = Path("~/.ssh/known_hosts").expanduser()
+            if known.exists():
+                conn.client.load_host_keys(str(known))
+        try:
+            conn.open()
+        except paramiko.SSHException as e:
+            if "not found in known_hosts" in str(e):
+                raise DeployError(
+                    f"[{self.name}] host key of {t.address} is not known: {e}",
+                    hint=f"connect once with `ssh {t.address}`, check the fingerprint, and accept it",
+                ) from None
+            raise DeployError(
+                f"[{self.name}] SSH to {t.address} failed: {e}",
+                hint="check user, identity_file and that the key is authorized on the host",
+            ) from None
+        except OSError as e:
+            raise DeployError(
+                f"[{self.name}] cannot reach {t.address}:{conn.port}: {e.strerror or e}",
+                hint="is the host up and the address right? (for the sandbox: invoke sandbox.up)",
+            ) from None
+        self.connections_opened += 1
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- operations -------------------------------------------------------------------------
+    def run(self, command: Command, *, check: bool = True, timeout: float | None = None) -> Result:
+        """Run a command; in a dry run, mutating commands are only shown."""
+        skipped = self.dry_run and command.mutates
+        if self.echo is not None:
+            self.echo(self.name, command.render(), skipped)
+        if skipped:
+            return Result("", "", 0)
+        raw = self.connection().run(
+            command.render(reveal=True), hide=True, warn=True, in_stream=False, timeout=timeout
+        )
+        result = Result(raw.stdout, raw.stderr, raw.exited)
+        if check and not result.ok:
+            raise RemoteCommandError(self.name, command, result)
+        return result
+
+    def stream(self, command: Command) -> int:
+        """Run a read-only command with its output streamed to the terminal (logs)."""
+        if self.echo is not None:
+            self.echo(self.name, command.render(), False)
+        raw = self.connection().run(
+            command.render(reveal=True), hide=False, warn=True, in_stream=False
+        )
+        return int(raw.exited)
+
+    def put(self, local: Path, remote: str, progress: Progress | None = None) -> None:
+        if self.echo is not None:
+            self.echo(self.name, f"sftp put {local} {remote}", self.dry_run)
+        if self.dry_run:
+            return
+        sftp = self.connection().sftp()
+        sftp.put(str(local), remote, callback=progress, confirm=True)
+
+    @contextlib.contextmanager
+    def forward(self, remote_port: int) -> Iterator[int]:
+        """Forward a free local port to 127.0.0.1:remote_port on the host, over this connection."""
+        local = free_port()
+        with self.connection().forward_local(
+            local_port=local, remote_port=remote_port, remote_host="127.0.0.1"
+        ):
+            # forward_local listens in a thread; give it a moment to bind.
+            for _ in range(50):
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection(("127.0.0.1", local), 0.1),
+                ):
+                    break
+                time.sleep(0.02)
+            yield local

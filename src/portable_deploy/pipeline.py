@@ -1,0 +1,642 @@
+"""The deploy, as plain steps: build -> sign -> upload -> check -> reattach -> verify (-> roll back).
+
+Each step is a function with typed inputs and outputs. Remote work goes through a ``Remote``
+(``host.Host`` for real, a recording fake in flow tests) and ``Command`` builders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import getpass
+import json
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import facts, image, sign, ui
+from .command import Command
+from .commands import files, lock, portablectl, systemctl, trust
+from .commands.layout import ALLOWED_SIGNERS, PORTABLES_DIR, TRUST_DIR, Layout
+from .config import Config, check_sources, resolve_version
+from .errors import DeployError
+from .facts import AuditRecord
+from .host import Remote, RemoteCommandError
+from .image import Artifact
+from .manifest import Manifest
+from .plan import Action, Plan, plan_release, unit_infos
+from .units import Kind
+
+MIN_SYSTEMD = 252
+
+
+class VerifyFailed(DeployError):
+    """The new release did not pass verification."""
+
+
+@dataclass(frozen=True)
+class Options:
+    dry_run: bool = False
+    restart_sockets: bool = False
+    break_lock: bool = False
+
+
+@dataclass(frozen=True)
+class Signed:
+    artifact: Artifact
+    signature: Path
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.artifact.manifest
+
+
+@dataclass(frozen=True)
+class HostState:
+    live: str | None
+    live_manifest: Manifest | None
+    audit: list[AuditRecord]
+
+    @property
+    def previous(self) -> str | None:
+        return facts.previous_release(self.audit, self.live)
+
+
+# -- local steps ---------------------------------------------------------------------------------
+
+
+def build(cfg: Config, output: Callable[[str], None] | None = None) -> Artifact:
+    """Run the build commands, then pack the image and write its manifest."""
+    version = resolve_version(cfg)
+    image.run_build_commands(cfg, version, output=output)
+    check_sources(cfg)
+    return image.build(cfg, version, run_commands=False)
+
+
+def sign_release(cfg: Config, artifact: Artifact) -> Signed:
+    return Signed(artifact, sign.sign(cfg, artifact))
+
+
+def local_release_unsigned(cfg: Config) -> Artifact:
+    """The release built in dist/ by `invoke build`."""
+    version = resolve_version(cfg)
+    release = f"{cfg.app.name}_{version}"
+    manifest_path = cfg.image.dist / f"{release}.manifest.json"
+    image_path = cfg.image.dist / f"{release}.raw"
+    for path in (image_path, manifest_path):
+        if not path.exists():
+            raise DeployError(f"{path} not found", hint="run `invoke build` first")
+    manifest = Manifest.from_json(manifest_path.read_text(), str(manifest_path))
+    return Artifact(image_path, manifest_path, manifest)
+
+
+def local_release(cfg: Config) -> Signed:
+    """The release already built and signed in dist/ (for `upload` and friends run on their own)."""
+    version = resolve_version(cfg)
+    release = f"{cfg.app.name}_{version}"
+    manifest_path = cfg.image.dist / f"{release}.manifest.json"
+    image_path = cfg.image.dist / f"{release}.raw"
+    sig = manifest_path.with_name(manifest_path.name + ".sig")
+    for path, task in ((image_path, "build"), (manifest_path, "build"), (sig, "sign")):
+        if not path.exists():
+            raise DeployError(f"{path} not found", hint=f"run `invoke {task}` first")
+    manifest = Manifest.from_json(manifest_path.read_text(), str(manifest_path))
+    return Signed(Artifact(image_path, manifest_path, manifest), sig)
+
+
+# -- host state ----------------------------------------------------------------------------------
+
+
+def check_host(host: Remote) -> facts.HostInfo:
+    """Refuse hosts that cannot run portable services or were never set up."""
+    info = facts.host_info(host.run(trust.host_info()).stdout)
+    if not info.has_portablectl:
+        raise DeployError(
+            f"[{host.name}] has no portablectl",
+            hint="install it on the host: apt-get install systemd-container",
+        )
+    if info.systemd_version < MIN_SYSTEMD:
+        raise DeployError(
+            f"[{host.name}] runs systemd {info.systemd_version}; portable-deploy needs {MIN_SYSTEMD}+",
+            hint="use Debian 12 (bookworm) or newer",
+        )
+    return info
+
+
+def read_state(host: Remote, layout: Layout) -> HostState:
+    info = check_host(host)
+    if not (info.set_up and info.trusted):
+        raise DeployError(
+            f"[{host.name}] is not set up for portable-deploy (no {ALLOWED_SIGNERS})",
+            hint=f"run `invoke host.setup --host {host.name}` once",
+        )
+    live = facts.live_release(host.run(portablectl.list_images()).stdout, layout.app)
+    manifest = read_manifest(host, layout, live) if live else None
+    audit = facts.audit_log(host.run(files.cat(layout.audit_log)).stdout)
+    return HostState(live, manifest, audit)
+
+
+def read_manifest(host: Remote, layout: Layout, release: str) -> Manifest | None:
+    text = host.run(files.cat(layout.manifest(release))).stdout
+    if not text.strip():
+        return None
+    return Manifest.from_json(text, f"{host.name}:{layout.manifest(release)}")
+
+
+def setup_host(host: Remote, cfg: Config) -> list[str]:
+    """Idempotent: make the directories and install the trust root. Returns what changed."""
+    check_host(host)
+    layout = Layout(cfg.app.name)
+    changed: list[str] = []
+    dirs = [TRUST_DIR, PORTABLES_DIR, layout.state_dir, layout.releases_dir, layout.incoming_dir]
+    present = set(host.run(files.exists(dirs)).stdout.split())
+    missing = [d for d in dirs if d not in present]
+    if missing:
+        host.run(files.mkdir(*missing, mode="0755"))
+        changed += [f"created {d}" for d in missing]
+    wanted = sign.allowed_signers_text(cfg)
+    if host.run(files.cat(ALLOWED_SIGNERS)).stdout != wanted:
+        host.run(trust.install_allowed_signers(wanted))
+        changed.append(f"installed {ALLOWED_SIGNERS}")
+    return changed
+
+
+# -- the lock ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def deploy_lock(
+    host: Remote, layout: Layout, cfg: Config, release: str, command: str, break_lock: bool
+) -> Iterator[None]:
+    """Hold the app's deploy lock on the host for the duration; refuse if someone else holds it."""
+    token = uuid.uuid4().hex
+    record = json.dumps(
+        {
+            "token": token,
+            "user": getpass.getuser(),
+            "origin": socket.gethostname(),
+            "pid": os.getpid(),
+            "at": time.time(),
+            "release": release,
+            "command": command,
+        },
+        sort_keys=True,
+    )
+    if host.dry_run:
+        host.run(lock.acquire(layout.lock, record))
+        yield
+        return
+    result = host.run(lock.acquire(layout.lock, record), check=False)
+    if result.exit_code == lock.HELD:
+        holder = facts.lock_record(result.stdout)
+        if holder is None:  # released in between: try once more
+            result = host.run(lock.acquire(layout.lock, record), check=False)
+        elif break_lock and _stale(holder, cfg.deploy.lock_ttl):
+            host.run(lock.break_(layout.lock, holder.token))
+            result = host.run(lock.acquire(layout.lock, record), check=False)
+        else:
+            raise DeployError(_held_message(host.name, holder, cfg.deploy.lock_ttl, break_lock))
+    if result.exit_code != 0:
+        raise RemoteCommandError(host.name, lock.acquire(layout.lock, record), result)
+    try:
+        yield
+    finally:
+        host.run(lock.release(layout.lock, token))
+
+
+def _stale(holder: facts.LockRecord, ttl: int) -> bool:
+    if time.time() - holder.at > ttl:
+        return True
+    if holder.origin == socket.gethostname() and holder.pid > 0:
+        try:
+            os.kill(holder.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return False
+
+
+def _held_message(host: str, holder: facts.LockRecord, ttl: int, break_lock: bool) -> str:
+    since = datetime.fromtimestamp(holder.at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    base = (
+        f"[{host}] deploy lock held by {holder.user}@{holder.origin} (pid {holder.pid}) since "
+        f"{since}, running `{holder.command}` for {holder.release}"
+    )
+    if break_lock:
+        return f"{base}; it is not stale (younger than {ttl}s and its owner may be alive)"
+    return f"{base} (hint: wait for it; if its owner is gone, retry with --break-lock)"
+
+
+# -- remote steps --------------------------------------------------------------------------------
+
+
+def upload(host: Remote, layout: Layout, signed: Signed, steps: ui.Steps) -> None:
+    """Send the image (unless the host has it already), manifest and signature to the staging dir."""
+    m = signed.manifest
+    on_host = facts.sha256sum(host.run(files.sha256(layout.image(m.release))).stdout)
+    if on_host is not None and on_host != m.image_sha256:
+        raise DeployError(
+            f"[{host.name}] already has a different {m.image_name} (sha256 {on_host[:12]}...)",
+            hint='releases are immutable: change [app] version (or commit, with version = "git")',
+        )
+    host.run(files.mkdir(layout.incoming_dir, layout.releases_dir))
+    host.put(signed.artifact.manifest_path, f"{layout.incoming_dir}/{m.manifest_name}")
+    host.put(signed.signature, f"{layout.incoming_dir}/{m.manifest_name}.sig")
+    if on_host is not None:
+        steps.info(f"{m.image_name} already on {host.name} (same sha256): not sent again")
+        return
+    target = layout.incoming_image(m.release)
+    with ui.transfer(f"{m.image_name} -> {host.name}", m.image_size) as progress:
+        host.put(signed.artifact.image, target, progress)
+    if host.dry_run:
+        return
+    sent = facts.sha256sum(host.run(files.sha256(target)).stdout)
+    if sent != m.image_sha256:
+        host.run(files.remove(target))
+        raise DeployError(
+            f"[{host.name}] upload of {m.image_name} arrived damaged (sha256 {sent})",
+            hint="retry the deploy",
+        )
+
+
+def check_release(
+    host: Remote, layout: Layout, manifest: Manifest, principal: str, *, staged: bool
+) -> None:
+    """On the host, before anything changes: the signature against the host's own trust root,
+    then the image's sha256 against the signed manifest."""
+    base = layout.incoming_dir if staged else layout.releases_dir
+    manifest_path = f"{base}/{manifest.manifest_name}"
+    image_path = (
+        layout.incoming_image(manifest.release) if staged else layout.image(manifest.release)
+    )
+    if staged and not _staged_image(host, layout, manifest):
+        image_path = layout.image(manifest.release)
+    checks = (
+        trust.verify_signature(manifest_path, manifest_path + ".sig", principal),
+        trust.image_matches_manifest(image_path, manifest_path),
+    )
+    for index, check in enumerate(checks):
+        # These read files that a dry run never uploaded: show them, do not run them.
+        result = host.run(dataclasses.replace(check, mutates=host.dry_run), check=False)
+        if result.ok:
+            continue
+        if staged:
+            host.run(
+                files.remove(
+                    layout.incoming_image(manifest.release), manifest_path, manifest_path + ".sig"
+                )
+            )
+        if index == 0:
+            reason = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            raise DeployError(
+                f"[{host.name}] refused {manifest.release}: signature check failed"
+                + (f" ({reason[-1]})" if reason else ""),
+                hint=f"sign with a key listed in the host's {ALLOWED_SIGNERS} (invoke host.setup installs it)",
+            )
+        raise DeployError(
+            f"[{host.name}] refused {manifest.release}: image sha256 {result.stdout.strip()[:16]}... "
+            "does not match the signed manifest",
+            hint="rebuild and sign again: `invoke build sign`",
+        )
+
+
+def _staged_image(host: Remote, layout: Layout, manifest: Manifest) -> bool:
+    if host.dry_run:
+        return True
+    present = host.run(files.exists([layout.incoming_image(manifest.release)])).stdout
+    return bool(present.strip())
+
+
+def install(host: Remote, layout: Layout, manifest: Manifest) -> None:
+    """Move the checked release into place (a rename: the image is complete or absent)."""
+    staged = layout.incoming_image(manifest.release)
+    if host.dry_run or host.run(files.exists([staged])).stdout.strip():
+        host.run(files.move(staged, layout.image(manifest.release)))
+    incoming = f"{layout.incoming_dir}/{manifest.manifest_name}"
+    host.run(files.move(incoming + ".sig", layout.signature(manifest.release)))
+    host.run(files.move(incoming, layout.manifest(manifest.release)))
+
+
+def reattach(host: Remote, layout: Layout, plan: Plan) -> list[Command]:
+    """Switch the attached image, then stop, restart and start exactly the units the plan names."""
+    image_path = layout.image(plan.release)
+    commands: list[Command] = []
+    if plan.action is Action.ATTACH:
+        commands.append(portablectl.attach(image_path, now=True, enable=True))
+    elif plan.action is Action.REATTACH:
+        commands.append(portablectl.reattach(image_path, now=False, enable=True))
+        if plan.stop:
+            commands.append(systemctl.stop(plan.stop))
+        if plan.restart:
+            commands.append(systemctl.restart(plan.restart))
+        if plan.start:
+            commands.append(systemctl.start(plan.start))
+    for command in commands:
+        host.run(command, timeout=120)
+    return commands
+
+
+def unit_states(host: Remote, units: Sequence[str]) -> dict[str, facts.UnitState]:
+    return facts.unit_states(host.run(systemctl.show(units)).stdout)
+
+
+def watched_units(manifest: Manifest) -> list[str]:
+    """The units that must be active after a deploy: sockets and long-running services."""
+    return sorted(
+        name
+        for name, unit in unit_infos(manifest).items()
+        if unit.kind in (Kind.SOCKET, Kind.SERVICE)
+    )
+
+
+def verify(host: Remote, cfg: Config, manifest: Manifest, steps: ui.Steps) -> None:
+    """Units active, an HTTP health check through the SSH connection, then no restarts for a while."""
+    if host.dry_run:
+        steps.info(f"would check {', '.join(watched_units(manifest))} and GET {cfg.verify.path}")
+        return
+    v = cfg.verify
+    units = watched_units(manifest)
+    deadline = time.monotonic() + v.timeout
+    states = _wait_active(host, units, deadline)
+    with host.forward(v.port) as local_port:
+        _wait_http(local_port, cfg, manifest, deadline)
+    if v.settle > 0:
+        time.sleep(v.settle)
+        after = facts.unit_states(host.run(systemctl.show(units)).stdout)
+        for name in units:
+            before, now = states[name], after.get(name)
+            if now is None or not now.active or now.n_restarts != before.n_restarts:
+                raise VerifyFailed(
+                    f"{name} restarted or stopped within {v.settle:g}s after the health check "
+                    f"(restarts {before.n_restarts} -> {now.n_restarts if now else '?'})"
+                )
+            if before.main_pid and now.main_pid != before.main_pid:
+                raise VerifyFailed(
+                    f"{name} changed its main PID within {v.settle:g}s (restart loop?)"
+                )
+    steps.info(f"{', '.join(units)} active; GET {v.path} -> {v.status}")
+
+
+def _wait_active(host: Remote, units: Sequence[str], deadline: float) -> dict[str, facts.UnitState]:
+    while True:
+        states = facts.unit_states(host.run(systemctl.show(units)).stdout)
+        inactive = [u for u in units if u not in states or not states[u].active]
+        if not inactive:
+            return states
+        if time.monotonic() > deadline:
+            detail = ", ".join(
+                f"{u}: {states[u].active_state}/{states[u].sub_state}" if u in states else f"{u}: ?"
+                for u in inactive
+            )
+            raise VerifyFailed(f"units not active in time: {detail}")
+        time.sleep(0.5)
+
+
+def _wait_http(port: int, cfg: Config, manifest: Manifest, deadline: float) -> None:
+    v = cfg.verify
+    last = "no answer"
+    while True:
+        status, body = _get(port, v.path)
+        if status == v.status:
+            if not v.version_path:
+                return
+            vstatus, vbody = _get(port, v.version_path)
+            if vstatus == 200 and manifest.version in vbody:
+                return
+            last = f"GET {v.version_path} -> {vstatus} {vbody.strip()[:80]!r}, expected {manifest.version!r}"
+        else:
+            last = f"GET {v.path} -> {status or 'no answer'} {body.strip()[:80]!r}, expected {v.status}"
+        if time.monotonic() > deadline:
+            raise VerifyFailed(f"health check failed: {last}")
+        time.sleep(0.5)
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return int(response.status), response.read(4096).decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read(4096).decode(errors="replace")
+    except (OSError, urllib.error.URLError) as e:
+        return 0, str(e)
+
+
+def record(
+    host: Remote,
+    layout: Layout,
+    event: str,
+    release: str,
+    live: str | None,
+    result: str,
+    message: str = "",
+) -> None:
+    """Append one JSON line to the host's audit log."""
+    entry = AuditRecord(
+        at=datetime.now(UTC).isoformat(timespec="seconds"),
+        event=event,
+        release=release,
+        live=live,
+        result=result,
+        user=getpass.getuser(),
+        origin=socket.gethostname(),
+        message=message,
+    )
+    host.run(files.append_line(layout.audit_log, entry.to_json()))
+
+
+def prune(
+    host: Remote, layout: Layout, keep: int, protect: set[str], audit: Sequence[AuditRecord]
+) -> list[str]:
+    """Delete the oldest releases beyond ``keep``; never the live one or the rollback target."""
+    names = host.run(files.listing(PORTABLES_DIR, f"{layout.app}_*.raw")).stdout.split()
+    releases = [n.removesuffix(".raw") for n in names]
+    last_live = {r.live: i for i, r in enumerate(audit) if r.live}
+    releases.sort(key=lambda r: last_live.get(r, -1), reverse=True)
+    kept = [r for r in releases if r in protect]
+    doomed = []
+    for r in releases:
+        if r in protect:
+            continue
+        if len(kept) < keep:
+            kept.append(r)
+        else:
+            doomed.append(r)
+    for r in doomed:
+        host.run(files.remove(layout.image(r), layout.manifest(r), layout.signature(r)))
+    return doomed
+
+
+# -- switching releases, with automatic rollback -------------------------------------------------
+
+
+def switch(
+    host: Remote,
+    cfg: Config,
+    state: HostState,
+    target: Manifest,
+    opts: Options,
+    steps: ui.Steps,
+    event: str,
+) -> Plan:
+    """Reattach ``target`` and verify it; on failure put the live release back and raise."""
+    layout = Layout(cfg.app.name)
+    plan = plan_release(state.live_manifest, target, restart_sockets=opts.restart_sockets)
+    describe(plan, steps)
+    with steps.step(f"reattach {target.release} on {host.name}"):
+        reattach(host, layout, plan)
+    try:
+        with steps.step(f"verify {target.release} on {host.name}"):
+            verify(host, cfg, target, steps)
+    except VerifyFailed as failure:
+        if host.dry_run:
+            raise
+        _revert(host, cfg, state, target, failure, steps, event)
+    if not host.dry_run:
+        record(host, layout, event, target.release, target.release, "ok")
+    return plan
+
+
+def _revert(
+    host: Remote,
+    cfg: Config,
+    state: HostState,
+    failed: Manifest,
+    failure: VerifyFailed,
+    steps: ui.Steps,
+    event: str,
+) -> None:
+    layout = Layout(cfg.app.name)
+    previous = state.live_manifest
+    if previous is None:
+        record(host, layout, event, failed.release, failed.release, "failed", failure.message)
+        raise DeployError(
+            f"[{host.name}] {failed.release} failed verification: {failure.message}; there is no "
+            f"previous release to roll back to, so {failed.release} stays attached",
+            hint=f"see `invoke logs --host {host.name}`, fix, and deploy again",
+        )
+    back = plan_release(failed, previous, restart_sockets=True)
+    try:
+        with steps.step(f"roll back {host.name} to {previous.release}"):
+            reattach(host, layout, back)
+            verify(host, cfg, previous, steps)
+    except DeployError as second:
+        record(
+            host, layout, event, failed.release, previous.release, "rollback-failed", second.message
+        )
+        raise DeployError(
+            f"[{host.name}] {failed.release} failed verification ({failure.message}) and the "
+            f"rollback to {previous.release} failed too: {second.message}",
+            hint=f"look at the host now: `invoke status --host {host.name}` and `invoke logs`",
+        ) from None
+    record(host, layout, event, failed.release, previous.release, "rolled-back", failure.message)
+    raise DeployError(
+        f"[{host.name}] {failed.release} failed verification: {failure.message}; rolled back, "
+        f"{previous.release} is live",
+        hint=f"see `invoke logs --host {host.name} --release {failed.release}`",
+    )
+
+
+def describe(plan: Plan, steps: ui.Steps) -> None:
+    if plan.action is Action.NONE:
+        steps.info(f"{plan.release} is already live: nothing to reattach")
+    elif plan.action is Action.ATTACH:
+        steps.info(f"first deploy: attach {plan.release} and start its units")
+    else:
+        for verb, units in (("stop", plan.stop), ("restart", plan.restart), ("start", plan.start)):
+            for unit in units:
+                steps.info(f"{verb} {unit}: {plan.reasons.get(unit, '')}")
+        if not (plan.stop or plan.restart or plan.start):
+            steps.info("no unit needs a restart")
+
+
+# -- the tasks' bodies ---------------------------------------------------------------------------
+
+
+def deploy_to(host: Remote, cfg: Config, signed: Signed, opts: Options, steps: ui.Steps) -> Plan:
+    """Upload, check, reattach and verify one release on one host, under the deploy lock."""
+    layout = Layout(cfg.app.name)
+    m = signed.manifest
+    with deploy_lock(host, layout, cfg, m.release, "deploy", opts.break_lock):
+        state = read_state(host, layout)
+        with steps.step(f"upload {m.image_name} to {host.name}"):
+            upload(host, layout, signed, steps)
+            check_release(host, layout, m, cfg.sign.principal, staged=True)
+            install(host, layout, m)
+        plan = switch(host, cfg, state, m, opts, steps, "deploy")
+        if not host.dry_run:
+            protect = {m.release} | ({state.live} if state.live else set())
+            removed = prune(host, layout, cfg.deploy.keep_releases, protect, state.audit)
+            if removed:
+                steps.info(f"removed old releases: {', '.join(removed)}")
+        return plan
+
+
+def rollback_on(host: Remote, cfg: Config, to: str | None, opts: Options, steps: ui.Steps) -> Plan:
+    """Reattach the previous (or a named) release already on the host, verified like a deploy."""
+    layout = Layout(cfg.app.name)
+    with deploy_lock(host, layout, cfg, to or "previous", "rollback", opts.break_lock):
+        state = read_state(host, layout)
+        target_name = _release_name(cfg, to) if to else state.previous
+        if target_name is None:
+            raise DeployError(
+                f"[{host.name}] no previous release in the deploy history",
+                hint="name one with --to VERSION (see `invoke releases`)",
+            )
+        target = read_manifest(host, layout, target_name)
+        if target is None:
+            raise DeployError(
+                f"[{host.name}] release {target_name} is not on the host",
+                hint="see `invoke releases` for the ones kept there",
+            )
+        with steps.step(f"check {target.release} on {host.name}"):
+            check_release(host, layout, target, cfg.sign.principal, staged=False)
+        return switch(host, cfg, state, target, opts, steps, "rollback")
+
+
+def _release_name(cfg: Config, to: str) -> str:
+    prefix = f"{cfg.app.name}_"
+    return to if to.startswith(prefix) else prefix + to
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    release: str
+    live: bool
+    rollback_target: bool
+    deployed_at: str
+    deployed_by: str
+    result: str
+
+
+def releases_on(host: Remote, cfg: Config) -> list[ReleaseRow]:
+    layout = Layout(cfg.app.name)
+    state = read_state(host, layout)
+    names = host.run(files.listing(PORTABLES_DIR, f"{layout.app}_*.raw")).stdout.split()
+    last: dict[str, AuditRecord] = {}
+    for r in state.audit:
+        if r.live and r.result in ("ok", "rolled-back"):
+            last[r.live] = r
+    rows = []
+    for name in names:
+        release = name.removesuffix(".raw")
+        rec = last.get(release)
+        rows.append(
+            ReleaseRow(
+                release=release,
+                live=release == state.live,
+                rollback_target=release == state.previous,
+                deployed_at=rec.at if rec else "",
+                deployed_by=f"{rec.user}@{rec.origin}" if rec else "",
+                result=rec.result if rec else "",
+            )
+        )
+    rows.sort(key=lambda row: row.deployed_at, reverse=True)
+    return rows

@@ -1,0 +1,95 @@
+"""Which units a release change restarts: a pure function of the old and new manifests.
+
+The rules: the app (a service a socket activates) restarts whenever the image changed; any other
+long-running service (a sidecar such as Litestream) only when its unit file or a file it runs
+changed; a socket never, unless its unit file changed and the user allowed it; a oneshot is not
+restarted (it runs again when the app starts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .errors import DeployError
+from .manifest import Manifest, changed_paths
+from .units import UNIT_DIR, Kind, UnitInfo
+
+
+class Action(StrEnum):
+    ATTACH = "attach"
+    REATTACH = "reattach"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class Plan:
+    release: str
+    previous: str | None
+    action: Action
+    stop: tuple[str, ...] = ()
+    restart: tuple[str, ...] = ()
+    start: tuple[str, ...] = ()
+    #: Unit -> why it restarts or starts, for the dry run and the deploy log.
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+def unit_infos(manifest: Manifest) -> dict[str, UnitInfo]:
+    return {name: UnitInfo.from_dict(name, data) for name, data in manifest.unit_info.items()}
+
+
+def plan_release(old: Manifest | None, new: Manifest, *, restart_sockets: bool = False) -> Plan:
+    """The units to stop, restart and start to go from ``old`` (live) to ``new``."""
+    if old is None:
+        return Plan(new.release, None, Action.ATTACH, reasons={"*": "first deploy: attach --now"})
+    if old.release == new.release and old.image_sha256 == new.image_sha256:
+        return Plan(new.release, old.release, Action.NONE)
+    changed = changed_paths(old, new)
+    image_changed = old.image_sha256 != new.image_sha256
+    units, old_units = unit_infos(new), unit_infos(old)
+    apps = {u.activates for u in units.values() if u.kind is Kind.SOCKET and u.activates}
+
+    stop = sorted(set(old_units) - set(units))
+    restart: list[str] = []
+    start: list[str] = []
+    reasons: dict[str, str] = {name: "removed from the release" for name in stop}
+    blocked: list[str] = []
+    order = {Kind.SOCKET: 0, Kind.SERVICE: 1, Kind.OTHER: 2, Kind.ONESHOT: 3}
+    for name, unit in sorted(
+        units.items(), key=lambda kv: (order[kv[1].kind], kv[0] in apps, kv[0])
+    ):
+        unit_file_changed = f"{UNIT_DIR}/{name}" in changed
+        if name not in old_units:
+            if unit.kind is not Kind.ONESHOT:
+                start.append(name)
+                reasons[name] = "new in this release"
+        elif unit.kind is Kind.SOCKET:
+            if unit_file_changed and restart_sockets:
+                restart.append(name)
+                reasons[name] = "socket unit changed (--restart-sockets)"
+            elif unit_file_changed:
+                blocked.append(name)
+        elif unit.kind is Kind.SERVICE and name in apps:
+            if image_changed:
+                restart.append(name)
+                reasons[name] = "app service: image changed"
+        elif unit.kind is Kind.SERVICE or unit.kind is Kind.OTHER:
+            touched = sorted(unit.paths & changed)
+            if touched:
+                restart.append(name)
+                reasons[name] = "changed: " + ", ".join(touched)
+    if blocked:
+        raise DeployError(
+            f"{new.release} changes socket unit(s) {', '.join(blocked)}: restarting a socket closes "
+            "its port for a moment and drops queued connections",
+            hint="deploy with --restart-sockets to accept that, or keep the socket unit unchanged",
+        )
+    return Plan(
+        new.release,
+        old.release,
+        Action.REATTACH,
+        stop=tuple(stop),
+        restart=tuple(restart),
+        start=tuple(start),
+        reasons=reasons,
+    )

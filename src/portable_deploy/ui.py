@@ -1,0 +1,91 @@
+"""Everything the user sees: steps with durations, echoed commands, progress bars, tables."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+console = Console(highlight=False)
+
+
+class Steps:
+    """Shows each pipeline step with its duration; remembers the timings for benchmarks."""
+
+    def __init__(self, out: Console | None = None) -> None:
+        self.out = out or console
+        self.timings: list[tuple[str, float]] = []
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        self.out.print(f"[bold cyan]▸[/] {escape(name)}")
+        try:
+            yield
+        except BaseException:
+            took = time.monotonic() - start
+            self.timings.append((name, took))
+            self.out.print(f"[bold red]✗[/] {escape(name)} [dim]({took:.1f}s)[/]")
+            raise
+        took = time.monotonic() - start
+        self.timings.append((name, took))
+        self.out.print(f"[bold green]✓[/] {escape(name)} [dim]({took:.1f}s)[/]")
+
+    def info(self, message: str) -> None:
+        self.out.print(f"  {escape(message)}")
+
+    def warn(self, message: str) -> None:
+        self.out.print(f"  [yellow]![/] {escape(message)}")
+
+
+def echo(host: str, command: str, dry_run: bool) -> None:
+    """``[host] $ command``, exactly as it can be pasted into a shell on that host."""
+    mark = "[yellow](dry-run)[/] " if dry_run else ""
+    console.print(f"  [dim]\\[{escape(host)}][/] {mark}$ {escape(command)}", soft_wrap=True)
+
+
+@contextlib.contextmanager
+def transfer(label: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar with bytes and rate; yields the callback SFTP calls."""
+    with Progress(
+        TextColumn("  {task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=total)
+
+        def update(done: int, _total: int) -> None:
+            progress.update(task, completed=done)
+
+        yield update
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    t = Table(title=title, title_justify="left")
+    for column in columns:
+        t.add_column(column)
+    for row in rows:
+        t.add_row(*(escape(cell) for cell in row))
+    console.print(t)
+
+
+def error(message: str, hint: str | None) -> None:
+    console.print(f"[bold red]error:[/] {escape(message)}")
+    if hint:
+        console.print(f"[dim]hint:[/] {escape(hint)}")
