@@ -309,8 +309,16 @@ class _Table:
         _reject_unknown(doc, where, data, list(examples))
 
     def fail(self, key: str, text: str, hint: str | None = None) -> ConfigError:
+        return self.fail_at(_key(key), text, hint or f"for example: {self.examples[key]}")
+
+    def fail_at(self, subpath: str, text: str, hint: str | None = None) -> ConfigError:
+        """An error at ``[table] subpath``, e.g. ``files."usr/bin/x"`` (already rendered)."""
+        first = subpath.split(".", 1)[0]
+        default = self.examples.get(first)
         return self.doc.error(
-            f"{self.where} {_key(key)}", text, hint or f"for example: {self.examples[key]}"
+            f"{self.where} {subpath}",
+            text,
+            hint or (f"for example: {default}" if default else "see the README"),
         )
 
     def type_error(self, key: str, expected: str) -> ConfigError:
@@ -479,18 +487,20 @@ def _normalise_destination(image: _Table, dest: str) -> str:
     """A clean relative POSIX path for a key of [image] files."""
     where = f"files.{_key(dest)}"
     if dest.startswith("/"):
-        raise image.fail(
+        raise image.fail_at(
             where,
             f"expected a path relative to the image root, found {_found(dest)}",
             hint=f'drop the leading "/": write "{dest.lstrip("/")}"',
         )
     parts = [part for part in dest.split("/") if part not in ("", ".")]
     if ".." in parts:
-        raise image.fail(where, f'expected a path inside the image, found {_found(dest)} with ".."')
+        raise image.fail_at(
+            where, f'expected a path inside the image, found {_found(dest)} with ".."'
+        )
     if not parts or "\0" in dest:
-        raise image.fail(where, f"expected a file path inside the image, found {_found(dest)}")
+        raise image.fail_at(where, f"expected a file path inside the image, found {_found(dest)}")
     if dest.endswith("/"):
-        raise image.fail(
+        raise image.fail_at(
             where,
             f'expected a file path, found {_found(dest)} ending in "/"',
             hint="name the file itself, e.g. usr/bin/scoreboard",
@@ -508,14 +518,14 @@ def _load_files(image: _Table) -> dict[str, Path]:
         where = f"files.{_key(dest)}"
         clean = _normalise_destination(image, dest)
         if clean in written_as:
-            raise image.fail(
+            raise image.fail_at(
                 where,
                 f"expected each destination once, found {_found(written_as[clean])} and "
                 f"{_found(dest)}, which both mean {clean}",
                 hint="keep one of the two entries",
             )
         if not isinstance(source, str) or not source or "\0" in source:
-            raise image.fail(
+            raise image.fail_at(
                 where,
                 f"expected the path of a local file, found {_found(source)}",
                 hint=f'for example: "{clean}" = "build/{clean.rsplit("/", 1)[-1]}"',
@@ -527,7 +537,7 @@ def _load_files(image: _Table) -> dict[str, Path]:
         for depth in range(1, len(parts)):
             parent = "/".join(parts[:depth])
             if parent in files:
-                raise image.fail(
+                raise image.fail_at(
                     f"files.{_key(written_as[clean])}",
                     f"expected {parent} to be a directory, found it is a file "
                     f"(files.{_key(written_as[parent])})",

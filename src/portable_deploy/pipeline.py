@@ -238,8 +238,11 @@ def _held_message(host: str, holder: facts.LockRecord, ttl: int, break_lock: boo
 # -- remote steps --------------------------------------------------------------------------------
 
 
-def upload(host: Remote, layout: Layout, signed: Signed, steps: ui.Steps) -> None:
-    """Send the image (unless the host has it already), manifest and signature to the staging dir."""
+def upload(host: Remote, layout: Layout, signed: Signed, steps: ui.Steps) -> bool:
+    """Send the image (unless the host has it already), manifest and signature to the staging dir.
+
+    Returns whether the image was staged (False: the host already had it in place).
+    """
     m = signed.manifest
     on_host = facts.sha256sum(host.run(files.sha256(layout.image(m.release))).stdout)
     if on_host is not None and on_host != m.image_sha256:
@@ -252,12 +255,12 @@ def upload(host: Remote, layout: Layout, signed: Signed, steps: ui.Steps) -> Non
     host.put(signed.signature, f"{layout.incoming_dir}/{m.manifest_name}.sig")
     if on_host is not None:
         steps.info(f"{m.image_name} already on {host.name} (same sha256): not sent again")
-        return
+        return False
     target = layout.incoming_image(m.release)
     with ui.transfer(f"{m.image_name} -> {host.name}", m.image_size) as progress:
         host.put(signed.artifact.image, target, progress)
     if host.dry_run:
-        return
+        return True
     sent = facts.sha256sum(host.run(files.sha256(target)).stdout)
     if sent != m.image_sha256:
         host.run(files.remove(target))
@@ -265,20 +268,21 @@ def upload(host: Remote, layout: Layout, signed: Signed, steps: ui.Steps) -> Non
             f"[{host.name}] upload of {m.image_name} arrived damaged (sha256 {sent})",
             hint="retry the deploy",
         )
+    return True
 
 
 def check_release(
-    host: Remote, layout: Layout, manifest: Manifest, principal: str, *, staged: bool
+    host: Remote, layout: Layout, manifest: Manifest, principal: str, *, staged: bool | None
 ) -> None:
     """On the host, before anything changes: the signature against the host's own trust root,
-    then the image's sha256 against the signed manifest."""
-    base = layout.incoming_dir if staged else layout.releases_dir
+    then the image's sha256 against the signed manifest.
+
+    ``staged``: None checks a release already installed; True/False check the uploaded manifest,
+    with the image staged (True) or already in place (False).
+    """
+    base = layout.releases_dir if staged is None else layout.incoming_dir
     manifest_path = f"{base}/{manifest.manifest_name}"
-    image_path = (
-        layout.incoming_image(manifest.release) if staged else layout.image(manifest.release)
-    )
-    if staged and not _staged_image(host, layout, manifest):
-        image_path = layout.image(manifest.release)
+    image_path = layout.incoming_image(manifest.release) if staged else layout.image(manifest.release)
     checks = (
         trust.verify_signature(manifest_path, manifest_path + ".sig", principal),
         trust.image_matches_manifest(image_path, manifest_path),
@@ -288,12 +292,9 @@ def check_release(
         result = host.run(dataclasses.replace(check, mutates=host.dry_run), check=False)
         if result.ok:
             continue
-        if staged:
-            host.run(
-                files.remove(
-                    layout.incoming_image(manifest.release), manifest_path, manifest_path + ".sig"
-                )
-            )
+        if staged is not None:
+            doomed = [manifest_path, manifest_path + ".sig"]
+            host.run(files.remove(*doomed, *([image_path] if staged else [])))
         if index == 0:
             reason = (result.stderr.strip() or result.stdout.strip()).splitlines()
             raise DeployError(
@@ -308,18 +309,10 @@ def check_release(
         )
 
 
-def _staged_image(host: Remote, layout: Layout, manifest: Manifest) -> bool:
-    if host.dry_run:
-        return True
-    present = host.run(files.exists([layout.incoming_image(manifest.release)])).stdout
-    return bool(present.strip())
-
-
-def install(host: Remote, layout: Layout, manifest: Manifest) -> None:
+def install(host: Remote, layout: Layout, manifest: Manifest, *, staged: bool) -> None:
     """Move the checked release into place (a rename: the image is complete or absent)."""
-    staged = layout.incoming_image(manifest.release)
-    if host.dry_run or host.run(files.exists([staged])).stdout.strip():
-        host.run(files.move(staged, layout.image(manifest.release)))
+    if staged:
+        host.run(files.move(layout.incoming_image(manifest.release), layout.image(manifest.release)))
     incoming = f"{layout.incoming_dir}/{manifest.manifest_name}"
     host.run(files.move(incoming + ".sig", layout.signature(manifest.release)))
     host.run(files.move(incoming, layout.manifest(manifest.release)))
@@ -567,9 +560,9 @@ def deploy_to(host: Remote, cfg: Config, signed: Signed, opts: Options, steps: u
     with deploy_lock(host, layout, cfg, m.release, "deploy", opts.break_lock):
         state = read_state(host, layout)
         with steps.step(f"upload {m.image_name} to {host.name}"):
-            upload(host, layout, signed, steps)
-            check_release(host, layout, m, cfg.sign.principal, staged=True)
-            install(host, layout, m)
+            staged = upload(host, layout, signed, steps)
+            check_release(host, layout, m, cfg.sign.principal, staged=staged)
+            install(host, layout, m, staged=staged)
         plan = switch(host, cfg, state, m, opts, steps, "deploy")
         if not host.dry_run:
             protect = {m.release} | ({state.live} if state.live else set())
@@ -597,7 +590,7 @@ def rollback_on(host: Remote, cfg: Config, to: str | None, opts: Options, steps:
                 hint="see `invoke releases` for the ones kept there",
             )
         with steps.step(f"check {target.release} on {host.name}"):
-            check_release(host, layout, target, cfg.sign.principal, staged=False)
+            check_release(host, layout, target, cfg.sign.principal, staged=None)
         return switch(host, cfg, state, target, opts, steps, "rollback")
 
 

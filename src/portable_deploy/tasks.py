@@ -115,9 +115,11 @@ def upload(c: Context, host: list[str] | None = None, echo: bool = False) -> Non
         for h in hosts:
             with steps.step(f"upload {signed.manifest.image_name} to {h.name}"):
                 pipeline.read_state(h, layout)
-                pipeline.upload(h, layout, signed, steps)
-                pipeline.check_release(h, layout, signed.manifest, cfg.sign.principal, staged=True)
-                pipeline.install(h, layout, signed.manifest)
+                staged = pipeline.upload(h, layout, signed, steps)
+                pipeline.check_release(
+                    h, layout, signed.manifest, cfg.sign.principal, staged=staged
+                )
+                pipeline.install(h, layout, signed.manifest, staged=staged)
 
 
 @task(

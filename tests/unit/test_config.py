@@ -61,7 +61,9 @@ def load_error(path: Path) -> ConfigError:
 # Each case: TOML text, files to create, the key path and the expected/found wording.
 
 BROKEN = [
-    pytest.param(APP + HOST + "[verify\n", {}, "TOML syntax error", "(at line 6, column 8)", id="syntax"),
+    pytest.param(
+        APP + HOST + "[verify\n", {}, "TOML syntax error", "(at line 6, column 8)", id="syntax"
+    ),
     pytest.param(
         APP + HOST + "[app]\n", {}, "TOML syntax error", "Cannot declare ('app',) twice", id="dup"
     ),
@@ -328,7 +330,7 @@ BROKEN = [
         APP + HOST + '[sign]\nprincipal = "ci deploy"\n',
         {},
         "[sign] principal",
-        'expected a principal without whitespace or commas (printable ASCII), '
+        "expected a principal without whitespace or commas (printable ASCII), "
         'found "ci deploy" (string)',
         id="principal-space",
     ),
@@ -446,7 +448,7 @@ BROKEN = [
         id="key-after-table-lands-in-host",
     ),
     pytest.param(
-        'deploy = [1]\n' + APP + HOST,
+        "deploy = [1]\n" + APP + HOST,
         {},
         "[deploy]",
         "expected a table, found [1] (array)",
@@ -545,7 +547,9 @@ def test_broken_config_names_file_key_and_problem(
     assert error.hint
 
 
-def test_port_message_has_the_documented_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_port_message_has_the_documented_shape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The message is exactly `FILE: [table] key: expected ..., found VALUE (type)`, FILE as given."""
     write(tmp_path, APP + HOST + 'port = "22x"\n')
     monkeypatch.chdir(tmp_path)
@@ -842,7 +846,7 @@ def test_literal_version_is_returned_without_git(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("no_env_version")
 def test_git_version_runs_describe_in_root_and_sanitises(tmp_path: Path) -> None:
-    """"git" runs describe --tags --always --dirty in the root; "/", "_", spaces become "-"."""
+    """ "git" runs describe --tags --always --dirty in the root; "/", "_", spaces become "-"."""
     calls: list[list[str]] = []
 
     def runner(argv: list[str]) -> str:
@@ -966,6 +970,7 @@ def test_real_directory_without_git_is_a_config_error(tmp_path: Path) -> None:
 
 # --- property: nothing but ConfigError --------------------------------------------------------
 
+SECTIONS = ["app", "build", "image", "sign", "deploy", "verify"]
 KEY_NAMES = [
     "app", "build", "image", "sign", "hosts", "deploy", "verify", "files", "name", "version",
     "commands", "tree", "units", "compression", "dist", "key", "allowed_signers", "principal",
@@ -1033,18 +1038,102 @@ def toml_document(doc: dict[str, object]) -> str:
     return "".join(f"{toml_string(k)} = {toml_value(v)}\n" for k, v in doc.items())
 
 
-documents = st.dictionaries(
+#: Per key, values that pass or nearly pass, so examples get past the first check.
+NEAR: dict[str, list[object]] = {
+    "name": ["scoreboard", "scoreboard", "scoreboard", "score_board"],
+    "version": ["1.4.2", "git", "1.0", "1_2"],
+    "commands": [["make"], []],
+    "tree": [".", "units", "nope"],
+    "units": ["units", "units", "units", ".", "nope", "deploy.toml"],
+    "files": [{"usr/bin/x": "x"}, {"./usr/bin/x": "a", "usr/bin/x": "b"}, {"a": "b", "a/c": "d"}],
+    "compression": ["zstd", "bz2"],
+    "dist": ["dist"],
+    "key": ["k"],
+    "allowed_signers": ["deploy.toml", "nope"],
+    "principal": ["deploy", "a b"],
+    "address": ["h", "h", "203.0.113.10", "-x"],
+    "port": [22, 0],
+    "user": ["u"],
+    "identity_file": ["~/.ssh/id"],
+    "sandbox": [True, False],
+    "keep_releases": [5, 1],
+    "lock_ttl": [900],
+    "path": ["/healthz"],
+    "status": [200],
+    "version_path": ["", "/version"],
+    "timeout": [60, 0.5],
+    "settle": [0],
+}
+
+
+def table(names: list[str]) -> st.SearchStrategy[dict[str, object]]:
+    """A table with some of the real keys, each holding a valid or nearly valid value."""
+    return st.fixed_dictionaries({}, optional={name: st.sampled_from(NEAR[name]) for name in names})
+
+
+near_valid = st.fixed_dictionaries(
+    {
+        "app": st.fixed_dictionaries(
+            {"name": st.sampled_from(NEAR["name"]), "version": st.sampled_from(NEAR["version"])}
+        ),
+        "hosts": st.fixed_dictionaries(
+            {},
+            optional={
+                "prod": st.fixed_dictionaries(
+                    {"address": st.sampled_from(NEAR["address"])},
+                    optional={k: st.sampled_from(NEAR[k]) for k in ["port", "user", "sandbox"]},
+                ),
+                "vm": st.just({"sandbox": True}),
+                "my host": st.just({"address": "h"}),
+            },
+        ),
+    },
+    optional={
+        "build": table(["commands"]),
+        "image": table(["tree", "units", "files", "compression", "dist"]),
+        "sign": table(["key", "allowed_signers", "principal"]),
+        "deploy": table(["keep_releases", "lock_ttl"]),
+        "verify": table(["port", "path", "status", "version_path", "timeout", "settle"]),
+    },
+)
+#: A few (key path, value) replacements that break a near-valid document in random places.
+damage = st.lists(
+    st.tuples(
+        st.tuples(st.sampled_from([*SECTIONS, "hosts"]) | keys, st.sampled_from(KEY_NAMES) | keys)
+        | st.tuples(st.just("hosts"), st.sampled_from(["prod", "vm"]), keys),
+        values,
+    ),
+    max_size=2,
+)
+
+
+def damaged(
+    doc: dict[str, object], changes: list[tuple[tuple[str, ...], object]]
+) -> dict[str, object]:
+    for path, value in changes:
+        table: dict[str, object] = doc
+        for key in path[:-1]:
+            inner = table.get(key)
+            if not isinstance(inner, dict):
+                inner = table[key] = {}
+            table = inner
+        table[path[-1]] = value
+    return doc
+
+
+shapeless = st.dictionaries(
     st.sampled_from(["app", "build", "image", "sign", "hosts", "deploy", "verify"]) | keys,
     st.dictionaries(keys, values, max_size=6) | values,
     max_size=7,
 )
+documents = st.builds(damaged, near_valid, damage) | shapeless
 
 
 def test_toml_writer_round_trips() -> None:
     """The test's tiny TOML writer produces what tomllib reads back."""
     import tomllib
 
-    doc: dict[str, object] = {"a\x7f\"": {"b": [1, 2.5, "x\n", True, {"": -3}]}, "c": "é"}
+    doc: dict[str, object] = {'a\x7f"': {"b": [1, 2.5, "x\n", True, {"": -3}]}, "c": "é"}
     assert tomllib.loads(toml_document(doc)) == doc
 
 

@@ -1,0 +1,418 @@
+"""Tests for the scoreboard reference app (app/), run as a real process.
+
+The binary is built once per module with app/build.sh. Each test hands it a
+listening socket the way systemd socket activation does: the socket is fd 3 in
+the child, LISTEN_FDS=1, LISTEN_FDNAMES=http and LISTEN_PID is the child's own
+pid (set by a tiny launcher that then execs the app in the same process). The test keeps its own copy of the socket open, as systemd does, so
+connections queue while the app restarts. Only 127.0.0.1 is used.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / "app" / "build.sh"
+VERSION = "9.8.7-test+1"
+HOST = "127.0.0.1"
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _build(out: Path, *, broken: bool) -> Path:
+    if shutil.which("go") is None:
+        pytest.skip(
+            "go is not installed (apt-get install golang-go golang-github-mattn-go-sqlite3-dev)"
+        )
+    env = dict(
+        os.environ, OUT=str(out), APP_VERSION=VERSION, SCOREBOARD_BROKEN="1" if broken else "0"
+    )
+    result = subprocess.run(
+        ["sh", str(BUILD_SCRIPT)], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, f"app/build.sh failed:\n{result.stdout}\n{result.stderr}"
+    return out / "scoreboard"
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(tmp_path_factory.mktemp("build"), broken=False)
+
+
+@pytest.fixture(scope="module")
+def broken_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(tmp_path_factory.mktemp("build-broken"), broken=True)
+
+
+@dataclass
+class App:
+    proc: subprocess.Popen[str]
+    port: int
+
+    def request(
+        self, method: str, path: str, body: bytes | str | None = None, timeout: float = 10
+    ) -> tuple[int, str]:
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body)
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode()
+        finally:
+            conn.close()
+
+    def post_score(self, player: str, points: int) -> tuple[int, str]:
+        return self.request("POST", "/api/scores", json.dumps({"player": player, "points": points}))
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=20)
+        return self.proc.returncode, err
+
+
+@dataclass
+class Harness:
+    """Starts app processes on a socket owned by the test, and kills them all at teardown."""
+
+    binary: Path
+    db: Path
+    sock: socket.socket
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        port: int = self.sock.getsockname()[1]
+        return port
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "SCOREBOARD_"))}
+        env["SCOREBOARD_DB"] = str(self.db)
+        env.update(extra)
+        return env
+
+    def spawn(
+        self,
+        *,
+        binary: Path | None = None,
+        names: str = "http",
+        listen_pid: str = "self",
+        **env: str,
+    ) -> subprocess.Popen[str]:
+        """Start the app with the socket as fd 3 and LISTEN_PID set to its own pid.
+
+        A small Python launcher moves the socket to fd 3, sets LISTEN_PID to its own pid
+        and execs the app, which keeps that pid. (dash cannot redirect fds above 9.)
+        """
+        fd = self.sock.fileno()
+        pid = "os.getpid()" if listen_pid == "self" else repr(listen_pid)
+        launcher = (
+            "import os, sys\n"
+            f"if {fd} != 3:\n    os.dup2({fd}, 3)\n    os.close({fd})\n"
+            f"os.environ['LISTEN_PID'] = str({pid})\n"
+            "os.execv(sys.argv[1], sys.argv[1:])\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", launcher, str(binary or self.binary)],
+            pass_fds=(fd,),
+            env=self.env(LISTEN_FDS="1", LISTEN_FDNAMES=names, **env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def start(self, **kwargs: Any) -> App:
+        """Spawn the app and wait until /version answers."""
+        app = App(self.spawn(**kwargs), self.port)
+        deadline = time.monotonic() + 15
+        while True:
+            if app.proc.poll() is not None:
+                _, err = app.proc.communicate()
+                pytest.fail(f"app exited with {app.proc.returncode} during start:\n{err}")
+            try:
+                if app.request("GET", "/version", timeout=2)[0] == 200:
+                    return app
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("app did not answer /version within 15 s")
+            time.sleep(0.05)
+
+    def run_plain(
+        self, env: dict[str, str], timeout: float = 15
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the binary without any passed socket; it is expected to exit by itself."""
+        proc = subprocess.Popen(
+            [str(self.binary)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.procs.append(proc)
+        out, err = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def harness(binary: Path, tmp_path: Path) -> Iterator[Harness]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((HOST, 0))
+    sock.listen(128)
+    h = Harness(binary=binary, db=tmp_path / "app.db", sock=sock)
+    try:
+        yield h
+    finally:
+        h.kill_all()
+        sock.close()
+
+
+@pytest.fixture
+def app(harness: Harness) -> App:
+    return harness.start()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_healthz_ok(app: App) -> None:
+    """GET /healthz answers 200 "ok" when the database works."""
+    assert app.request("GET", "/healthz") == (200, "ok\n")
+
+
+def test_version_is_build_version(app: App) -> None:
+    """GET /version answers the APP_VERSION baked in by build.sh, plus a newline."""
+    assert app.request("GET", "/version") == (200, VERSION + "\n")
+
+
+def test_post_adds_points_and_get_sorts(app: App) -> None:
+    """POST /api/scores upserts by adding points and returns the total; GET lists by points desc."""
+    assert app.post_score("ann", 3) == (200, '{"player":"ann","points":3}\n')
+    assert json.loads(app.post_score("bob", 5)[1]) == {"player": "bob", "points": 5}
+    assert json.loads(app.post_score("ann", 4)[1]) == {"player": "ann", "points": 7}
+    assert json.loads(app.post_score("cid", -2)[1]) == {"player": "cid", "points": -2}
+    status, body = app.request("GET", "/api/scores")
+    assert status == 200
+    assert json.loads(body) == [
+        {"player": "ann", "points": 7},
+        {"player": "bob", "points": 5},
+        {"player": "cid", "points": -2},
+    ]
+
+
+def test_concurrent_posts_all_count(app: App) -> None:
+    """Concurrent POSTs for one player all succeed (no SQLITE_BUSY) and every point is counted."""
+    statuses: list[int] = []
+
+    def worker() -> None:
+        for _ in range(25):
+            statuses.append(app.post_score("ann", 1)[0])
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert statuses == [200] * 200
+    assert json.loads(app.request("GET", "/api/scores")[1]) == [{"player": "ann", "points": 200}]
+
+
+def test_empty_scoreboard_is_empty_list(app: App) -> None:
+    """GET /api/scores on a new database answers an empty JSON list, not null."""
+    assert app.request("GET", "/api/scores") == (200, "[]\n")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json",
+        "",
+        "[]",
+        '{"player": "", "points": 1}',
+        '{"player": "   ", "points": 1}',
+        '{"player": "x", "points": 1.5}',
+        '{"player": "x", "points": "3"}',
+        '{"player": "x", "points": null}',
+        '{"player": "x"}',
+        '{"points": 3}',
+        '{"player": 7, "points": 3}',
+        '{"player": "x", "points": 3, "extra": 1}',
+        '{"player": "x", "points": 3} {"player": "y", "points": 1}',
+        '{"player": "x", "points": 99999999999999999999}',
+        '{"player": "' + "x" * 65 + '", "points": 1}',
+        '{"player": "a\\u0000b", "points": 1}',
+    ],
+)
+def test_bad_input_is_400_and_stores_nothing(app: App, body: str) -> None:
+    """POST /api/scores with bad JSON, an empty player or non-integer points answers 400 and stores nothing."""
+    status, text = app.request("POST", "/api/scores", body)
+    assert status == 400, text
+    assert "error" in json.loads(text)
+    assert app.request("GET", "/api/scores") == (200, "[]\n")
+
+
+def test_wrong_method_is_405(app: App) -> None:
+    """Unsupported methods answer 405 with an Allow header."""
+    assert app.request("DELETE", "/api/scores")[0] == 405
+    assert app.request("POST", "/healthz")[0] == 405
+
+
+def test_index_lists_scores_escaped(app: App) -> None:
+    """GET / is an HTML page listing the scores, with player names HTML-escaped."""
+    app.post_score("<script>x</script>", 2)
+    status, body = app.request("GET", "/")
+    assert status == 200
+    assert "<h1>Scoreboard</h1>" in body
+    assert "&lt;script&gt;x&lt;/script&gt;" in body
+    assert "<script>x" not in body
+    assert app.request("GET", "/nope")[0] == 404
+
+
+def test_data_persists_across_restart(harness: Harness) -> None:
+    """Scores survive a restart of the process on the same database file."""
+    first = harness.start()
+    first.post_score("ann", 10)
+    assert first.stop()[0] == 0
+    second = harness.start()
+    assert json.loads(second.post_score("ann", 1)[1]) == {"player": "ann", "points": 11}
+    assert (harness.db.parent / "app.db").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_finishes_inflight_request_then_exits_0(harness: Harness, sig: int) -> None:
+    """On SIGTERM/SIGINT an in-flight request still completes, then the process exits 0."""
+    app = harness.start(SCOREBOARD_DEBUG="1")
+    result: dict[str, object] = {}
+
+    def slow() -> None:
+        try:
+            result["resp"] = app.request("GET", "/debug/sleep?ms=1500")
+        except Exception as e:  # reported by the assertion below
+            result["error"] = e
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.5)  # the request is now being handled
+    code, err = app.stop(sig)
+    t.join(10)
+    assert result.get("resp") == (200, "slept 1500ms\n"), result
+    assert code == 0, err
+    assert "stopped cleanly" in err
+
+
+def test_connection_made_during_restart_is_served_by_next_process(harness: Harness) -> None:
+    """A connection arriving while the app is stopped waits on the passed socket and is served after restart."""
+    first = harness.start()
+    assert first.stop()[0] == 0
+    result: dict[str, object] = {}
+    t = threading.Thread(
+        target=lambda: result.update(resp=first.request("GET", "/healthz", timeout=20))
+    )
+    t.start()
+    time.sleep(0.3)  # nobody accepts now: the connection sits in the socket's backlog
+    harness.start()
+    t.join(20)
+    assert result.get("resp") == (200, "ok\n")
+
+
+def test_debug_route_absent_by_default(app: App) -> None:
+    """GET /debug/sleep is 404 unless SCOREBOARD_DEBUG=1."""
+    assert app.request("GET", "/debug/sleep?ms=1")[0] == 404
+
+
+def test_broken_build_fails_healthz(harness: Harness, broken_binary: Path) -> None:
+    """A build with SCOREBOARD_BROKEN=1 (-X main.failHealth=1) answers /healthz with 500."""
+    app = harness.start(binary=broken_binary)
+    assert app.request("GET", "/healthz")[0] == 500
+    assert app.request("GET", "/version") == (200, VERSION + "\n")
+
+
+def test_fail_health_env_fails_healthz(harness: Harness) -> None:
+    """SCOREBOARD_FAIL_HEALTH=1 makes /healthz answer 500."""
+    app = harness.start(SCOREBOARD_FAIL_HEALTH="1")
+    assert app.request("GET", "/healthz")[0] == 500
+
+
+def test_https_named_socket_is_served(harness: Harness) -> None:
+    """A passed socket named https is served (as plain HTTP until TLS exists) and logged as such."""
+    app = harness.start(names="https")
+    assert app.request("GET", "/healthz") == (200, "ok\n")
+    _, err = app.stop()
+    assert "https" in err
+
+
+def test_no_passed_socket_exits_nonzero(harness: Harness) -> None:
+    """Without socket activation (and without SCOREBOARD_LISTEN) the app exits non-zero and says why."""
+    result = harness.run_plain(harness.env())
+    assert result.returncode != 0
+    assert "no socket passed by systemd socket activation" in result.stderr
+
+
+def test_listen_pid_of_other_process_is_ignored(harness: Harness) -> None:
+    """Sockets whose LISTEN_PID is another process's pid are ignored, so the app exits non-zero."""
+    proc = harness.spawn(listen_pid="1")
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode != 0
+    assert "LISTEN_PID=1 is not our pid" in err
+
+
+def test_socket_with_other_name_is_refused(harness: Harness) -> None:
+    """A passed socket not named http/https is not served: the app exits non-zero naming what it got."""
+    proc = harness.spawn(names="metrics")
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode != 0
+    assert 'no passed socket named "http"' in err
+    assert "3=metrics" in err
+
+
+def test_scoreboard_listen_binds_itself(harness: Harness) -> None:
+    """With SCOREBOARD_LISTEN=127.0.0.1:PORT and no passed socket the app binds that address itself."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(harness.binary)],
+        env=harness.env(SCOREBOARD_LISTEN=f"{HOST}:{port}"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    harness.procs.append(proc)
+    app = App(proc, port)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            assert app.request("GET", "/healthz", timeout=2) == (200, "ok\n")
+            break
+        except ConnectionRefusedError:
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "app did not bind SCOREBOARD_LISTEN within 15 s"
+            time.sleep(0.05)
+    assert app.stop()[0] == 0
+
+
+def test_database_failure_fails_start(harness: Harness, tmp_path: Path) -> None:
+    """An unusable database path makes the app exit non-zero with the path in the message."""
+    db = tmp_path / "missing-dir" / "app.db"
+    result = harness.run_plain(harness.env(SCOREBOARD_DB=str(db), SCOREBOARD_LISTEN=f"{HOST}:0"))
+    assert result.returncode != 0
+    assert str(db) in result.stderr

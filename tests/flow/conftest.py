@@ -1,0 +1,204 @@
+"""A recording fake host: answers commands from a script of regex responders, logs their order."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from portable_deploy.command import Command
+from portable_deploy.config import (
+    AppConfig,
+    BuildConfig,
+    Config,
+    HostConfig,
+    ImageConfig,
+    SignConfig,
+    VerifyConfig,
+)
+from portable_deploy.host import RemoteCommandError, Result
+from portable_deploy.image import Artifact
+from portable_deploy.manifest import Manifest
+from portable_deploy.pipeline import Signed
+from portable_deploy.units import parse_unit
+
+Responder = Result | Callable[[str], Result]
+
+UNITS = {
+    "scoreboard.service": "[Service]\nExecStart=/usr/bin/scoreboard\n",
+    "scoreboard-http.socket": "[Socket]\nListenStream=80\nService=scoreboard.service\n",
+    "scoreboard-litestream.service": (
+        "[Service]\nExecStart=/usr/bin/litestream replicate -config /etc/litestream.yml\n"
+    ),
+    "scoreboard-restore.service": "[Service]\nType=oneshot\nExecStart=/usr/bin/litestream restore\n",
+}
+
+
+def manifest(version: str, *, app: str = "a", litestream: str = "b", socket: str = "5") -> Manifest:
+    files = {
+        "usr/bin/scoreboard": "sha256:" + app * 64,
+        "usr/bin/litestream": "sha256:" + litestream * 64,
+        "etc/litestream.yml": "sha256:" + "c" * 64,
+    }
+    for name in UNITS:
+        files[f"usr/lib/systemd/system/{name}"] = "sha256:" + (
+            socket * 64 if name.endswith(".socket") else "d" * 64
+        )
+    digest = hashlib.sha256(f"{version}{app}{litestream}{socket}".encode()).hexdigest()
+    return Manifest(
+        name="scoreboard",
+        version=version,
+        image_sha256=digest,
+        image_size=1000,
+        compression="zstd",
+        git_commit=None,
+        git_dirty=False,
+        files=files,
+        units=tuple(UNITS),
+        unit_info={n: parse_unit(n, t).to_dict() for n, t in UNITS.items()},
+    )
+
+
+def signed(m: Manifest) -> Signed:
+    return Signed(Artifact(Path("/dist/x.raw"), Path("/dist/x.manifest.json"), m), Path("/dist/x.sig"))
+
+
+def config(tmp_path: Path) -> Config:
+    return Config(
+        path=tmp_path / "deploy.toml",
+        app=AppConfig("scoreboard", "1"),
+        build=BuildConfig(),
+        image=ImageConfig(tree=None, units=tmp_path / "units"),
+        sign=SignConfig(),
+        hosts={"fake": HostConfig("fake", address="fake")},
+        verify=VerifyConfig(settle=0, timeout=2),
+    )
+
+
+@dataclass
+class FakeHost:
+    """Implements the pipeline's ``Remote`` protocol without SSH."""
+
+    responders: list[tuple[str, Responder]] = field(default_factory=list)
+    name: str = "fake"
+    dry_run: bool = False
+    health: int = 200
+    version: str = ""
+    log: list[str] = field(default_factory=list)
+
+    def on(self, pattern: str, response: Responder) -> None:
+        self.responders.insert(0, (pattern, response))
+
+    def run(self, command: Command, *, check: bool = True, timeout: float | None = None) -> Result:
+        line = command.render()
+        if self.dry_run and command.mutates:
+            self.log.append("(dry-run) " + line)
+            return Result("", "", 0)
+        self.log.append(line)
+        result = Result("", "", 0)
+        for pattern, response in self.responders:
+            if re.search(pattern, line):
+                result = response(line) if callable(response) else response
+                break
+        if check and not result.ok:
+            raise RemoteCommandError(self.name, command, result)
+        return result
+
+    def put(self, local: Path, remote: str, progress: Callable[[int, int], None] | None = None) -> None:
+        self.log.append(("(dry-run) " if self.dry_run else "") + f"put {remote}")
+
+    @contextlib.contextmanager
+    def forward(self, remote_port: int) -> Iterator[int]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                status, body = (fake.health, "ok") if self.path == "/healthz" else (200, fake.version)
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = HTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        self.log.append(f"forward {remote_port}")
+        try:
+            yield server.server_address[1]
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    def verbs(self) -> list[str]:
+        """The log with long shell snippets shortened to what they do."""
+        return [_verb(line) for line in self.log]
+
+
+def _verb(line: str) -> str:
+    for needle, name in (
+        ("ln \"$tmp\"", "lock.acquire"),
+        ("grep -qF \"$2\" \"$1\"", "lock.release"),
+        ("systemctl --version", "host_info"),
+        ("ssh-keygen -Y verify", "verify-signature"),
+        ("image_sha256", "verify-image-hash"),
+        ("sha256sum \"$1\" || true", "sha256"),
+        ("cat \"$1\" || true", "cat"),
+        ("for f in $2", "listing"),
+        ("for p in \"$@\"", "exists"),
+        ("systemctl show", "systemctl show"),
+    ):
+        if needle in line:
+            return ("(dry-run) " if line.startswith("(dry-run)") else "") + name
+    return line
+
+
+HOST_INFO = Result(
+    "systemd=252\nportablectl=/usr/bin/portablectl\nssh_keygen=/usr/bin/ssh-keygen\n"
+    "trust=yes\nstate=yes\nuser=root\n",
+    "",
+    0,
+)
+
+
+def active_units(line: str) -> Result:
+    blocks = []
+    for unit in re.findall(r"(scoreboard[\w-]*\.(?:service|socket))", line):
+        blocks.append(
+            f"Id={unit}\nLoadState=loaded\nActiveState=active\nSubState=running\nResult=success\n"
+            "NRestarts=0\nMainPID=42\nActiveEnterTimestampMonotonic=1\nActiveEnterTimestamp=x\n"
+        )
+    return Result("\n".join(blocks), "", 0)
+
+
+@pytest.fixture
+def live_v1() -> FakeHost:
+    """A host where scoreboard_1 is live and scoreboard_2 is not there yet."""
+    host = FakeHost()
+    v1 = manifest("1")
+    host.on(r"systemctl show", active_units)
+    host.on(r"systemctl --version", HOST_INFO)
+    host.on(r"portablectl list", Result("scoreboard_1 raw no n/a n/a 5.9M running\n", "", 0))
+    host.on(r"releases/scoreboard_1\.manifest\.json$", Result(v1.to_json(), "", 0))
+    host.on(
+        r"audit\.jsonl$",
+        Result(
+            '{"at":"t1","event":"deploy","live":"scoreboard_1","release":"scoreboard_1",'
+            '"result":"ok","user":"u","origin":"o"}\n',
+            "",
+            0,
+        ),
+    )
+    host.on(r"incoming/scoreboard_2\.raw$", lambda line: Result(
+        f"{manifest('2', app='e').image_sha256}  /x\n" if "sha256sum" in line else "/x\n", "", 0
+    ))
+    host.on(r"for f in", Result("scoreboard_1.raw\nscoreboard_2.raw\n", "", 0))
+    return host

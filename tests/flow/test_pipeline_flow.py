@@ -1,0 +1,192 @@
+"""The order of remote commands for deploy, a failed verify, rollback and dry runs (fake host)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from portable_deploy import pipeline, ui
+from portable_deploy.errors import DeployError
+from portable_deploy.host import Result
+
+from .conftest import FakeHost, config, manifest, signed
+
+V2 = manifest("2", app="e")
+IMG = "/var/lib/portables/scoreboard_2.raw"
+
+
+def test_deploy_of_an_app_change_runs_the_commands_in_order(tmp_path: Path, live_v1: FakeHost) -> None:
+    """Lock, read state, upload, check on host, install, reattach without --now, restart the app only, verify, audit, unlock."""
+    live_v1.version = "2"
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())
+    assert live_v1.verbs() == [
+        "lock.acquire",
+        "host_info",
+        "portablectl list --no-legend --no-pager",
+        "cat",
+        "cat",
+        "sha256",
+        "mkdir -p /var/lib/portable-deploy/scoreboard/incoming /var/lib/portable-deploy/scoreboard/releases",
+        "put /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.manifest.json",
+        "put /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.manifest.json.sig",
+        "put /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.raw",
+        "sha256",
+        "verify-signature",
+        "verify-image-hash",
+        f"mv -f /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.raw {IMG}",
+        "mv -f /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.manifest.json.sig "
+        "/var/lib/portable-deploy/scoreboard/releases/scoreboard_2.manifest.json.sig",
+        "mv -f /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.manifest.json "
+        "/var/lib/portable-deploy/scoreboard/releases/scoreboard_2.manifest.json",
+        f"portablectl reattach --enable {IMG}",
+        "systemctl restart scoreboard.service",
+        "systemctl show",
+        "forward 80",
+        live_v1.log[-3],  # the audit line (timestamped)
+        "listing",
+        "lock.release",
+    ]
+    assert live_v1.log[-3].startswith("printf") and '"result":"ok"' in live_v1.log[-3]
+
+
+def test_litestream_restarts_only_when_its_binary_changes(tmp_path: Path, live_v1: FakeHost) -> None:
+    """A new Litestream binary restarts the sidecar and the app, never the socket."""
+    v2 = manifest("2", app="e", litestream="f")
+    live_v1.version = "2"
+    live_v1.on(r"incoming/scoreboard_2\.raw$", lambda line: Result(f"{v2.image_sha256}  /x\n", "", 0))
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(v2), pipeline.Options(), ui.Steps())
+    restarts = [line for line in live_v1.log if line.startswith("systemctl restart")]
+    assert restarts == ["systemctl restart scoreboard-litestream.service scoreboard.service"]
+
+
+def test_changed_socket_unit_is_refused_without_the_flag(tmp_path: Path, live_v1: FakeHost) -> None:
+    """A socket unit change stops the deploy before reattach unless --restart-sockets is given."""
+    v2 = manifest("2", socket="9")
+    live_v1.on(r"incoming/scoreboard_2\.raw$", lambda line: Result(f"{v2.image_sha256}  /x\n", "", 0))
+    with pytest.raises(DeployError, match="--restart-sockets"):
+        pipeline.deploy_to(live_v1, config(tmp_path), signed(v2), pipeline.Options(), ui.Steps())
+    assert not any(line.startswith("portablectl reattach") for line in live_v1.log)
+    assert live_v1.verbs()[-1] == "lock.release"
+
+
+def test_failed_verify_reattaches_the_previous_release(tmp_path: Path, live_v1: FakeHost) -> None:
+    """A failing health check puts scoreboard_1 back, verifies it, records it, and raises one message."""
+    live_v1.health = 500
+    live_v1.version = "1"
+
+    def back_to_v1(line: str) -> Result:
+        live_v1.health = 200
+        return Result("", "", 0)
+
+    live_v1.on(r"portablectl reattach .*scoreboard_1\.raw", back_to_v1)
+    with pytest.raises(DeployError) as failure:
+        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())
+    assert "rolled back, scoreboard_1 is live" in str(failure.value)
+    after = live_v1.verbs()[live_v1.verbs().index(f"portablectl reattach --enable {IMG}") :]
+    assert after[:4] == [
+        f"portablectl reattach --enable {IMG}",
+        "systemctl restart scoreboard.service",
+        "systemctl show",
+        "forward 80",
+    ]
+    assert after[4:7] == [
+        "portablectl reattach --enable /var/lib/portables/scoreboard_1.raw",
+        "systemctl restart scoreboard.service",
+        "systemctl show",
+    ]
+    audit = [line for line in live_v1.log if line.startswith("printf")]
+    assert len(audit) == 1 and '"result":"rolled-back"' in audit[0] and '"live":"scoreboard_1"' in audit[0]
+    assert live_v1.verbs()[-1] == "lock.release"
+
+
+def test_rollback_goes_to_the_previous_release_in_history(tmp_path: Path, live_v1: FakeHost) -> None:
+    """With scoreboard_2 live after scoreboard_1, rollback checks and reattaches scoreboard_1."""
+    v1, v2 = manifest("1"), manifest("2", app="e")
+    live_v1.version = "1"
+    live_v1.on(r"portablectl list", Result("scoreboard_2 raw no n/a n/a 5.9M running\n", "", 0))
+    live_v1.on(r"releases/scoreboard_2\.manifest\.json$", Result(v2.to_json(), "", 0))
+    live_v1.on(r"releases/scoreboard_1\.manifest\.json$", Result(v1.to_json(), "", 0))
+    live_v1.on(
+        r"audit\.jsonl$",
+        Result(
+            '{"at":"t1","event":"deploy","live":"scoreboard_1","release":"scoreboard_1","result":"ok"}\n'
+            '{"at":"t2","event":"deploy","live":"scoreboard_2","release":"scoreboard_2","result":"ok"}\n',
+            "",
+            0,
+        ),
+    )
+    plan = pipeline.rollback_on(live_v1, config(tmp_path), None, pipeline.Options(), ui.Steps())
+    assert plan.release == "scoreboard_1"
+    verbs = live_v1.verbs()
+    assert verbs[verbs.index("verify-signature") - 1 : verbs.index("verify-signature") + 2] == [
+        "cat",
+        "verify-signature",
+        "verify-image-hash",
+    ]
+    assert "portablectl reattach --enable /var/lib/portables/scoreboard_1.raw" in verbs
+    assert not any(v.startswith("put ") for v in verbs)
+    assert verbs[-1] == "lock.release"
+
+
+def test_dry_run_changes_nothing(tmp_path: Path, live_v1: FakeHost) -> None:
+    """In a dry run every mutating command is only shown, and read-only ones still run."""
+    live_v1.dry_run = True
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(dry_run=True), ui.Steps())
+    executed = [line for line in live_v1.log if not line.startswith("(dry-run)")]
+    assert all(
+        v in ("host_info", "cat", "sha256", "portablectl list --no-legend --no-pager")
+        for v in (FakeHost(log=executed).verbs())
+    ), executed
+    shown = [line for line in live_v1.log if line.startswith("(dry-run)")]
+    assert f"(dry-run) portablectl reattach --enable {IMG}" in shown
+    assert "(dry-run) systemctl restart scoreboard.service" in shown
+
+
+def test_held_lock_fails_at_once_with_the_holder(tmp_path: Path, live_v1: FakeHost) -> None:
+    """A lock held by someone else stops the deploy before anything else runs."""
+    holder = (
+        '{"at": 4102444800, "command": "deploy", "origin": "laptop", "pid": 1, '
+        '"release": "scoreboard_9", "token": "t", "user": "alice"}\n'
+    )
+    live_v1.on(r'ln "\$tmp"', Result(holder, "", 3))
+    with pytest.raises(DeployError, match=r"held by alice@laptop .*scoreboard_9"):
+        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())
+    assert live_v1.verbs() == ["lock.acquire"]
+
+
+def test_stale_lock_is_broken_only_with_the_flag(tmp_path: Path, live_v1: FakeHost) -> None:
+    """--break-lock removes a lock older than lock_ttl and takes it."""
+    holder = (
+        '{"at": 1, "command": "deploy", "origin": "laptop", "pid": 1, '
+        '"release": "scoreboard_9", "token": "oldtoken", "user": "alice"}\n'
+    )
+    attempts = iter([Result(holder, "", 3), Result("", "", 0)])
+    live_v1.on(r'ln "\$tmp"', lambda line: next(attempts))
+    live_v1.version = "2"
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(break_lock=True), ui.Steps())
+    verbs = live_v1.verbs()
+    assert verbs[:3] == ["lock.acquire", "lock.release", "lock.acquire"]
+    assert "oldtoken" in live_v1.log[1]
+
+
+def test_different_image_under_same_name_is_refused(tmp_path: Path, live_v1: FakeHost) -> None:
+    """Releases are immutable: a host copy with another hash is never overwritten."""
+    live_v1.on(r"sha256sum \"\$1\" \|\| true' sh /var/lib/portables/scoreboard_2\.raw", Result("f" * 64 + "  x\n", "", 0))
+    with pytest.raises(DeployError, match="immutable"):
+        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())
+    assert not any(line.startswith("put") for line in live_v1.log)
+
+
+def test_unset_host_is_refused_with_setup_hint(tmp_path: Path, live_v1: FakeHost) -> None:
+    """A host without the trust root names `invoke host.setup`."""
+    live_v1.on(r"systemctl --version", Result("systemd=252\nportablectl=/usr/bin/portablectl\ntrust=no\nstate=no\n", "", 0))
+    with pytest.raises(DeployError, match="host.setup"):
+        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())
+
+
+def test_host_without_portablectl_names_the_package(tmp_path: Path, live_v1: FakeHost) -> None:
+    """A host lacking portablectl is told to install systemd-container."""
+    live_v1.on(r"systemctl --version", Result("systemd=252\nportablectl=\n", "", 0))
+    with pytest.raises(DeployError, match="systemd-container"):
+        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())

@@ -1,0 +1,119 @@
+"""Every remote command the tool runs, pinned as the exact line a shell would get."""
+
+import subprocess
+
+from portable_deploy.commands import files, journalctl, lock, portablectl, systemctl, trust
+from portable_deploy.commands.layout import Layout
+
+
+def test_layout_paths() -> None:
+    """Images live where portablectl looks; the app's state under /var/lib/portable-deploy."""
+    lay = Layout("scoreboard")
+    assert lay.image("scoreboard_1.2") == "/var/lib/portables/scoreboard_1.2.raw"
+    assert lay.manifest("scoreboard_1.2") == (
+        "/var/lib/portable-deploy/scoreboard/releases/scoreboard_1.2.manifest.json"
+    )
+    assert lay.signature("scoreboard_1.2").endswith(".manifest.json.sig")
+    assert lay.lock == "/var/lib/portable-deploy/scoreboard/deploy.lock"
+    assert lay.audit_log == "/var/lib/portable-deploy/scoreboard/audit.jsonl"
+
+
+def test_reattach_never_uses_now_by_default() -> None:
+    """reattach without --now keeps sockets and sidecars running."""
+    c = portablectl.reattach("/var/lib/portables/scoreboard_1.2.raw")
+    assert c.render() == "portablectl reattach --enable /var/lib/portables/scoreboard_1.2.raw"
+    assert c.mutates
+
+
+def test_first_attach_enables_and_starts() -> None:
+    """The first deploy attaches with --now --enable."""
+    c = portablectl.attach("/var/lib/portables/scoreboard_1.raw")
+    assert c.render() == "portablectl attach --now --enable /var/lib/portables/scoreboard_1.raw"
+
+
+def test_detach_and_list() -> None:
+    """detach and list render as expected; list is read-only."""
+    assert portablectl.detach("x.raw", now=True).render() == "portablectl detach --now x.raw"
+    assert portablectl.list_images().render() == "portablectl list --no-legend --no-pager"
+    assert not portablectl.list_images().mutates
+    assert portablectl.is_attached("x").render() == "portablectl is-attached x"
+    assert portablectl.inspect("x").render() == "portablectl inspect --no-pager x"
+
+
+def test_systemctl_builders() -> None:
+    """restart/start/stop take unit lists; show asks for the stability properties."""
+    assert systemctl.restart(["a.service", "b.service"]).render() == (
+        "systemctl restart a.service b.service"
+    )
+    assert systemctl.stop(["a.service"]).mutates
+    assert systemctl.show(["a.service"]).render() == (
+        "systemctl show --no-pager -p Id,LoadState,ActiveState,SubState,Result,NRestarts,"
+        "MainPID,ActiveEnterTimestampMonotonic,ActiveEnterTimestamp a.service"
+    )
+
+
+def test_journalctl_filters_by_release() -> None:
+    """logs of one release filter on the PORTABLE= journal field."""
+    c = journalctl.logs("scoreboard", follow=True, lines=10, release="scoreboard_2")
+    assert c.render() == (
+        "journalctl --no-pager -o short-iso -u 'scoreboard*' -n 10 -f PORTABLE=scoreboard_2.raw"
+    )
+
+
+def test_signature_check_uses_host_trust_root() -> None:
+    """The host verifies with its own allowed_signers and the fixed namespace."""
+    c = trust.verify_signature("/m.json", "/m.json.sig", "deploy")
+    assert c.render() == (
+        'sh -c \'ssh-keygen -Y verify -f "$1" -I "$2" -n "$3" -s "$4" < "$5"\' sh '
+        "/etc/portable-deploy/allowed_signers deploy portable-deploy /m.json.sig /m.json"
+    )
+
+
+def _sh(command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+
+
+def test_image_check_script_runs_in_a_real_shell(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The hash check passes for a matching manifest and fails for another one."""
+    img = tmp_path / "a.raw"
+    img.write_bytes(b"image")
+    digest = _sh(f"sha256sum {img}").stdout.split()[0]
+    good = tmp_path / "good.json"
+    good.write_text(f'{{\n  "image_sha256": "{digest}"\n}}\n')
+    bad = tmp_path / "bad.json"
+    bad.write_text('{\n  "image_sha256": "00"\n}\n')
+    assert _sh(trust.image_matches_manifest(str(img), str(good)).render()).returncode == 0
+    assert _sh(trust.image_matches_manifest(str(img), str(bad)).render()).returncode != 0
+
+
+def test_lock_is_exclusive_and_released_only_by_its_owner(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A second acquire fails with HELD and prints the holder; release needs the token."""
+    path = str(tmp_path / "deploy.lock")
+    assert _sh(lock.acquire(path, '{"token":"t1"}').render()).returncode == 0
+    second = _sh(lock.acquire(path, '{"token":"t2"}').render())
+    assert second.returncode == lock.HELD
+    assert '"t1"' in second.stdout
+    _sh(lock.release(path, "t2").render())
+    assert (tmp_path / "deploy.lock").exists()
+    _sh(lock.release(path, "t1").render())
+    assert not (tmp_path / "deploy.lock").exists()
+    assert not list(tmp_path.glob("deploy.lock.*"))
+
+
+def test_file_builders_in_a_real_shell(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """write is atomic and exact; append_line adds one line; cat/sha256 of a missing file print nothing."""
+    target = str(tmp_path / "f")
+    assert _sh(files.write(target, "a 'b'\n$x").render()).returncode == 0
+    assert (tmp_path / "f").read_text() == "a 'b'\n$x"
+    log = str(tmp_path / "log")
+    _sh(files.append_line(log, '{"a": 1}').render())
+    _sh(files.append_line(log, '{"b": 2}').render())
+    assert (tmp_path / "log").read_text() == '{"a": 1}\n{"b": 2}\n'
+    assert _sh(files.cat(str(tmp_path / "none")).render()).stdout == ""
+    assert _sh(files.sha256(str(tmp_path / "none")).render()).stdout == ""
+    (tmp_path / "app_1.raw").write_text("")
+    (tmp_path / "app_2.raw").write_text("")
+    out = _sh(files.listing(str(tmp_path), "app_*.raw").render()).stdout.split()
+    assert out == ["app_1.raw", "app_2.raw"]
+    assert _sh(files.listing(str(tmp_path), "zzz_*.raw").render()).stdout == ""
+    assert _sh(files.exists([target, str(tmp_path / "none")]).render()).stdout.split() == [target]
