@@ -58,7 +58,7 @@ MKSQUASHFS_FLAGS = (
     "0",
     "-all-time",
     "0",
-    "-root-modeX",
+    "-root-mode",
     "755",
     "-b",
     BLOCK_SIZE,

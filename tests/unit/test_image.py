@@ -57,7 +57,10 @@ def test_image_holds_units_files_and_portable_mount_points(
     demo_project: Config, squashfs_listing: Listing
 ) -> None:
     """The image has the units, files, skeleton, os-release, empty etc files and mount points."""
-    listing = squashfs_listing(build(demo_project, "1.0").image)
+    # Owned by someone else: the image must still say root (the test often runs as root).
+    os.chown(demo_project.root / "build/data.txt", 1234, 1234) if os.geteuid() == 0 else None
+    image = build(demo_project, "1.0").image
+    listing = squashfs_listing(image)
     for path in ("usr/lib/systemd/system/demo.service", "usr/lib/systemd/system/demo-http.socket"):
         assert listing[path].mode == "-rw-r--r--"
     assert "usr/lib/systemd/system/README.md" not in listing
@@ -75,6 +78,8 @@ def test_image_holds_units_files_and_portable_mount_points(
     assert listing[""].mode == "drwxr-xr-x"
     assert {e.owner for e in listing.values()} == {"root/root"}
     assert {e.time for e in listing.values()} == {"1970-01-01 00:00"}
+    # The superblock's mkfs_time (a little-endian u32 at offset 8) is pinned too.
+    assert image.read_bytes()[8:12] == b"\0\0\0\0"
 
 
 def test_manifest_files_match_the_extracted_image(demo_project: Config, tmp_path: Path) -> None:
