@@ -107,7 +107,7 @@ func pickListeners(passed []namedListener, selfAddr string) ([]namedListener, er
 	}
 	if len(use) == 0 {
 		if len(passed) == 0 {
-			return nil, errors.New("no socket passed by systemd socket activation (LISTEN_FDS unset); " +
+			return nil, errors.New("no socket passed by systemd socket activation (LISTEN_FDS unset or 0); " +
 				"start via scoreboard-http.socket, or set SCOREBOARD_LISTEN=ADDR to bind one")
 		}
 		return nil, fmt.Errorf("no passed socket named \"http\" or \"https\" (got %s); "+

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -416,3 +417,56 @@ def test_database_failure_fails_start(harness: Harness, tmp_path: Path) -> None:
     result = harness.run_plain(harness.env(SCOREBOARD_DB=str(db), SCOREBOARD_LISTEN=f"{HOST}:0"))
     assert result.returncode != 0
     assert str(db) in result.stderr
+
+
+def has_interpreter(path: Path) -> bool:
+    """True if the ELF file has a PT_INTERP program header (is dynamically linked)."""
+    data = path.read_bytes()
+    assert data[:4] == b"\x7fELF" and data[4] == 2, "not a 64-bit ELF file"
+    (phoff,) = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    return any(struct.unpack_from("<I", data, phoff + i * phentsize)[0] == 3 for i in range(phnum))
+
+
+def test_build_outputs_static_binaries(binary: Path) -> None:
+    """build.sh writes a statically linked scoreboard and a static litestream, both executable."""
+    for path in (binary, binary.parent / "litestream"):
+        assert os.access(path, os.X_OK), path
+        assert not has_interpreter(path), f"{path} is dynamically linked"
+
+
+def test_build_is_reproducible(binary: Path, tmp_path: Path) -> None:
+    """Building the same version from checkouts in two different directories gives identical bytes."""
+    outs = []
+    for name in ("a", "b"):
+        checkout = tmp_path / name
+        shutil.copytree(REPO / "app", checkout / "app")
+        outs.append(_build(checkout / "out", broken=False).read_bytes())
+    assert outs[0] == outs[1] == binary.read_bytes()
+
+
+def test_build_without_litestream_fails_clearly(tmp_path: Path) -> None:
+    """build.sh stops with a clear message when no litestream binary can be found."""
+    if any(Path(d, "litestream").exists() for d in ("/usr/bin", "/bin")):
+        pytest.skip("a litestream binary is installed in /usr/bin or /bin")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OUT": str(tmp_path / "out")}
+    result = subprocess.run(
+        ["sh", str(BUILD_SCRIPT)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode != 0
+    assert "litestream not found on PATH" in result.stderr
+    assert not (tmp_path / "out" / "scoreboard").exists()
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("APP_VERSION", "1.0 beta"), ("APP_VERSION", "x'y"), ("SCOREBOARD_BROKEN", "yes")],
+)
+def test_build_rejects_bad_settings(tmp_path: Path, var: str, value: str) -> None:
+    """build.sh refuses an APP_VERSION with unsafe characters or a SCOREBOARD_BROKEN other than 0/1."""
+    env = dict(os.environ, OUT=str(tmp_path / "out"), **{var: value})
+    result = subprocess.run(
+        ["sh", str(BUILD_SCRIPT)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode != 0
+    assert var in result.stderr
