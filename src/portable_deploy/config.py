@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import tomllib
 from collections.abc import Callable, Mapping
@@ -169,7 +170,7 @@ _UNIT_SUFFIXES = (".service", ".socket", ".target", ".timer", ".path", ".mount",
 _APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 _HOST_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-#: A word on the ssh command line: printable ASCII, no spaces, not an option.
+#: A word on the ssh command line: printable ASCII without spaces.
 _SSH_WORD = re.compile(r"[\x21-\x7e]+")
 _URL_PATH = re.compile(r"/[\x21-\x7e]*")
 _GIT_DESCRIBE = ("describe", "--tags", "--always", "--dirty")
@@ -180,15 +181,24 @@ GitRunner = Callable[[list[str]], str]
 # --- rendering values in messages -------------------------------------------------------------
 
 
+def _quote(text: str) -> str:
+    """A double-quoted string that stays on one line: non-printable characters are escaped."""
+    quoted = json.dumps(text, ensure_ascii=False)
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in quoted
+    )
+
+
 def _key(key: str) -> str:
     """A key as it is written in TOML: bare when possible, else quoted."""
-    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
+    return key if _BARE_KEY.fullmatch(key) else _quote(key)
 
 
 def _shown(text: str | Path) -> str:
     """A path or name for a one-line message: as is when printable, else escaped and quoted."""
     s = str(text)
-    return s if s.isprintable() else json.dumps(s)
+    return s if s.isprintable() else _quote(s)
 
 
 def _type_name(value: object) -> str:
@@ -212,8 +222,10 @@ def _render(value: object, budget: int = 40) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return json.dumps(value if len(value) <= budget else value[:budget] + "...")
+        return _quote(value if len(value) <= budget else value[:budget] + "...")
     if isinstance(value, list):
+        if budget < 5:
+            return "[...]"
         items = [_render(v, budget // 2) for v in value[:3]]
         return "[" + ", ".join(items) + (", ...]" if len(value) > 3 else "]")
     if isinstance(value, dict):
@@ -324,14 +336,16 @@ class _Table:
     def type_error(self, key: str, expected: str) -> ConfigError:
         return self.fail(key, f"expected {expected}, found {_found(self.data[key])}")
 
-    def string(self, key: str, *, required: bool = False) -> str | None:
+    def string(self, key: str) -> str | None:
         value = self.data.get(key)
-        if value is None:
-            if required:
-                raise self.fail(key, "required key is missing, expected a string")
-            return None
-        if not isinstance(value, str):
+        if value is not None and not isinstance(value, str):
             raise self.type_error(key, "a string")
+        return value
+
+    def required_string(self, key: str) -> str:
+        value = self.string(key)
+        if value is None:
+            raise self.fail(key, "required key is missing, expected a string")
         return value
 
     def path(self, key: str) -> Path | None:
@@ -405,6 +419,11 @@ def _read_toml(doc: _Doc, path: Path) -> dict[str, Any]:
         ) from None
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(
+            f"{doc.file}: expected a configuration file, found arrays or tables nested too deeply",
+            hint="deploy.toml needs at most three levels of nesting",
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"{doc.file}: TOML syntax error: {exc}",
@@ -447,8 +466,7 @@ def _load_app(doc: _Doc, data: Mapping[str, object]) -> AppConfig:
             hint='add [app] with name = "scoreboard" and version = "1.4.2" (or "git")',
         )
     app = _section(doc, data, "app")
-    name = app.string("name", required=True)
-    assert name is not None
+    name = app.required_string("name")
     if not _APP_NAME.fullmatch(name):
         raise app.fail(
             "name",
@@ -457,8 +475,7 @@ def _load_app(doc: _Doc, data: Mapping[str, object]) -> AppConfig:
             hint='the image is NAME_VERSION.raw and portablectl splits at the first "_"; '
             'use e.g. "my-app"',
         )
-    version = app.string("version", required=True)
-    assert version is not None
+    version = app.required_string("version")
     problem = _version_problem(version)
     if problem:
         raise app.fail(
@@ -490,7 +507,7 @@ def _normalise_destination(image: _Table, dest: str) -> str:
         raise image.fail_at(
             where,
             f"expected a path relative to the image root, found {_found(dest)}",
-            hint=f'drop the leading "/": write "{dest.lstrip("/")}"',
+            hint=f'drop the leading "/": write {_quote(dest.lstrip("/"))}',
         )
     parts = [part for part in dest.split("/") if part not in ("", ".")]
     if ".." in parts:
@@ -521,14 +538,15 @@ def _load_files(image: _Table) -> dict[str, Path]:
             raise image.fail_at(
                 where,
                 f"expected each destination once, found {_found(written_as[clean])} and "
-                f"{_found(dest)}, which both mean {clean}",
+                f"{_found(dest)}, which both mean {_quote(clean)}",
                 hint="keep one of the two entries",
             )
         if not isinstance(source, str) or not source or "\0" in source:
             raise image.fail_at(
                 where,
                 f"expected the path of a local file, found {_found(source)}",
-                hint=f'for example: "{clean}" = "build/{clean.rsplit("/", 1)[-1]}"',
+                hint=f"for example: {_quote(clean)} = "
+                f"{_quote('build/' + clean.rsplit('/', 1)[-1])}",
             )
         written_as[clean] = dest
         files[clean] = image.doc.resolve(source)
@@ -539,7 +557,7 @@ def _load_files(image: _Table) -> dict[str, Path]:
             if parent in files:
                 raise image.fail_at(
                     f"files.{_key(written_as[clean])}",
-                    f"expected {parent} to be a directory, found it is a file "
+                    f"expected {_quote(parent)} to be a directory, found it is a file "
                     f"(files.{_key(written_as[parent])})",
                     hint="a destination cannot be both a file and a directory; rename one",
                 )
@@ -602,8 +620,10 @@ def _load_image(doc: _Doc, data: Mapping[str, object], app: str) -> ImageConfig:
             hint="create the directory, or remove tree to build without a skeleton",
         )
     files = _load_files(image)
-    compression = image.string("compression") or Compression.ZSTD.value
-    if compression not in {c.value for c in Compression}:
+    compression = image.string("compression")
+    if compression is None:
+        compression = Compression.ZSTD.value
+    elif compression not in {c.value for c in Compression}:
         raise image.fail(
             "compression",
             f"expected one of {', '.join(c.value for c in Compression)}, "
@@ -650,7 +670,7 @@ def _load_host(doc: _Doc, name: str, value: object) -> HostConfig:
         raise doc.error(
             where,
             f'expected a host name of letters, digits, "-" and "_", found {_found(name)}',
-            hint="the name is only a label for --host; e.g. [hosts.prod]",
+            hint="the name labels the host in commands and output, e.g. [hosts.prod]",
         )
     if not isinstance(value, dict):
         raise doc.error(
@@ -736,10 +756,8 @@ def _load_verify(doc: _Doc, data: Mapping[str, object]) -> VerifyConfig:
     port = verify.integer("port", 80, 1, 65535, "an integer from 1 to 65535")
     path = _url_path(verify, "path", "/healthz")
     status = verify.integer("status", 200, 100, 599, "an HTTP status from 100 to 599")
-    version_path: str | None = "/version"
-    if verify.data.get("version_path") == "":
-        version_path = None
-    else:
+    version_path: str | None = None
+    if verify.data.get("version_path") != "":
         version_path = _url_path(verify, "version_path", "/version")
     return VerifyConfig(
         port=port,
@@ -778,9 +796,9 @@ def check_sources(cfg: Config) -> None:
     for dest, source in cfg.image.files.items():
         if _is_file(source):
             continue
-        state = "is not a regular file" if source.exists() else "does not exist"
+        state = "is not a regular file" if os.path.exists(source) else "does not exist"
         raise ConfigError(
-            f"{_shown(cfg.path)}: [image] files.{json.dumps(dest)}: expected a regular file, "
+            f"{_shown(cfg.path)}: [image] files.{_quote(dest)}: expected a regular file, "
             f"found {_shown(source)}, which {state}",
             hint="sources are usually made by the [build] commands; check that they ran and "
             "write this file, or fix the path",
@@ -818,10 +836,13 @@ def resolve_version(cfg: Config, git: GitRunner | None = None) -> str:
     try:
         output = (git or _run_git)(argv)
     except subprocess.CalledProcessError as exc:
-        detail = str(exc.stderr or "").strip().splitlines()
+        stderr = exc.stderr or ""
+        if isinstance(stderr, bytes):
+            stderr = stderr.decode("utf-8", "replace")
+        detail = str(stderr).strip().splitlines()
         reason = detail[-1] if detail else f"exit status {exc.returncode}"
         raise ConfigError(
-            f'{source} = "git": `{" ".join(argv)}` failed: {_shown(reason)}',
+            f'{source} = "git": `{_shown(shlex.join(argv))}` failed: {_shown(reason)}',
             hint=f"{_shown(cfg.root)} must be a git repository with at least one commit; "
             f"or {fallback}",
         ) from None

@@ -58,15 +58,6 @@ class Remote(Protocol):
         self, command: Command, *, check: bool = True, timeout: float | None = None
     ) -> Result: ...
 
-    def stream(self, command: Command) -> int:
-        """Run a read-only command with its output streamed to the terminal (logs)."""
-        if self.echo is not None:
-            self.echo(self.name, command.render(), False)
-        raw = self.connection().run(
-            command.render(reveal=True), hide=False, warn=True, in_stream=False
-        )
-        return int(raw.exited)
-
     def put(self, local: Path, remote: str, progress: Progress | None = None) -> None: ...
 
     def forward(self, remote_port: int) -> contextlib.AbstractContextManager[int]: ...

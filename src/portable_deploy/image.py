@@ -66,7 +66,8 @@ MKSQUASHFS_FLAGS = (
 
 _DIR_MODE = 0o755
 _TMP_MODE = 0o1777
-_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+~-]*")
+#: Same rule as config.py: the version is part of a file name and portablectl splits at "_".
+_VERSION = re.compile(r"[\x21-\x7e]+")
 _CHUNK = 1 << 20
 
 
@@ -84,10 +85,10 @@ def build(
 ) -> Artifact:
     """Build commands -> tree -> dist/NAME_VERSION.raw -> dist/NAME_VERSION.manifest.json."""
     name = cfg.app.name
-    if not _VERSION.fullmatch(version):
+    if not _VERSION.fullmatch(version) or "_" in version or "/" in version:
         raise DeployError(
-            f"version {version!r} cannot be part of an image file name",
-            "use letters, digits and . + ~ - (for example 1.4.2 or v1.4.2-3-gabc123)",
+            f"version {version!r} cannot be part of the image name {name}_VERSION.raw",
+            'use printable ASCII without "_", "/" or spaces, e.g. 1.4.2 or v1.4.2-3-gabc123',
         )
     # Record the source state before build commands add outputs of their own.
     commit, dirty = git_state(cfg.root, exclude=cfg.image.dist)
@@ -344,7 +345,7 @@ def git_state(root: Path, exclude: Path | None = None) -> tuple[str | None, bool
     if head.returncode != 0:
         return None, False
     pathspec = [":/"]
-    if exclude is not None and exclude.is_relative_to(root):
+    if exclude is not None and exclude.is_relative_to(root) and exclude != root:
         pathspec.append(f":(exclude){exclude.relative_to(root).as_posix()}")
     status = subprocess.run(
         ["git", "status", "--porcelain", "--", *pathspec],

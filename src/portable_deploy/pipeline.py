@@ -282,7 +282,9 @@ def check_release(
     """
     base = layout.releases_dir if staged is None else layout.incoming_dir
     manifest_path = f"{base}/{manifest.manifest_name}"
-    image_path = layout.incoming_image(manifest.release) if staged else layout.image(manifest.release)
+    image_path = (
+        layout.incoming_image(manifest.release) if staged else layout.image(manifest.release)
+    )
     checks = (
         trust.verify_signature(manifest_path, manifest_path + ".sig", principal),
         trust.image_matches_manifest(image_path, manifest_path),
@@ -312,7 +314,9 @@ def check_release(
 def install(host: Remote, layout: Layout, manifest: Manifest, *, staged: bool) -> None:
     """Move the checked release into place (a rename: the image is complete or absent)."""
     if staged:
-        host.run(files.move(layout.incoming_image(manifest.release), layout.image(manifest.release)))
+        host.run(
+            files.move(layout.incoming_image(manifest.release), layout.image(manifest.release))
+        )
     incoming = f"{layout.incoming_dir}/{manifest.manifest_name}"
     host.run(files.move(incoming + ".sig", layout.signature(manifest.release)))
     host.run(files.move(incoming, layout.manifest(manifest.release)))

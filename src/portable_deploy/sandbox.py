@@ -77,6 +77,18 @@ _ENABLED_UNITS: dict[str, str] = {
     "lib/systemd/system/ssh.service": "multi-user.target.wants",
     "etc/systemd/system/portable-deploy-sandbox-init.service": "multi-user.target.wants",
 }
+# Units debootstrap enables that a sandbox does without: they cost boot time under emulation, and
+# the apt timers would reach out to a package mirror from inside the VM.
+_DISABLED_UNITS = (
+    "multi-user.target.wants/e2scrub_reap.service",
+    "sysinit.target.wants/systemd-pstore.service",
+    "getty.target.wants/getty@tty1.service",
+    "timers.target.wants/apt-daily.timer",
+    "timers.target.wants/apt-daily-upgrade.timer",
+    "timers.target.wants/dpkg-db-backup.timer",
+    "timers.target.wants/e2scrub_all.timer",
+    "timers.target.wants/fstrim.timer",
+)
 _KEY_PARAM = "portable_deploy.authorized_key"
 
 _HINT_QEMU = "apt-get install -y --no-install-recommends qemu-system-x86 qemu-utils"
@@ -102,6 +114,23 @@ class VM:
     key: Path
     known_hosts: Path
     user: str = USER
+
+    def ssh_argv(self, command: Sequence[str] = (), batch: bool = False) -> list[str]:
+        """``ssh`` to root on this VM, host key checked; BATCH adds no-prompt, short-timeout options.
+
+        Like any ssh command line, COMMAND is joined with spaces and run by the remote shell.
+        """
+        argv = [
+            "ssh",
+            "-i", str(self.key),
+            "-p", str(self.ssh_port),
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "IdentitiesOnly=yes",
+        ]  # fmt: skip
+        if batch:
+            argv += ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+        return [*argv, f"{self.user}@127.0.0.1", *command]
 
 
 @dataclass(frozen=True)
@@ -148,6 +177,7 @@ def base_key() -> str:
         "packages": list(PACKAGES),
         "disk_size": DISK_SIZE,
         "enabled": sorted(_ENABLED_UNITS.items()),
+        "disabled": sorted(_DISABLED_UNITS),
         "files": {
             target: [mode, hashlib.sha256((_FILES_DIR / name).read_bytes()).hexdigest()]
             for name, (target, mode) in sorted(_ROOTFS_FILES.items())
@@ -273,6 +303,8 @@ def _provision(rootfs: Path, key: str) -> None:
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to("/" + unit)
+    for wanted in _DISABLED_UNITS:
+        (rootfs / "etc/systemd/system" / wanted).unlink(missing_ok=True)
 
     # A locked root password: key login only.
     shadow = rootfs / "etc/shadow"
@@ -585,7 +617,7 @@ class Sandbox:
                     hint="see `invoke sandbox.status`, or start it with `invoke sandbox.up`",
                 )
             vm = found[0]
-        return _ssh_argv(vm, command)
+        return vm.ssh_argv(command)
 
     def up(
         self, count: int = 1, progress: Progress | None = None, timeout: float = 300
@@ -617,26 +649,26 @@ class Sandbox:
                 if name in running:
                     say(f"{name}: already running (pid {running[name].pid})")
 
+            cancel = threading.Event()
+
             def start(name: str) -> VM:
+                started = time.monotonic()
                 if name in running:
                     vm = running[name]
-                    self._wait_ready(vm, time.monotonic(), timeout, say, quiet=True)
+                    self._wait_ready(vm, started, timeout, say, cancel, quiet=True)
                     return vm
                 vm = self._boot(name, base, accel, say)
-                self._wait_ready(vm, time.monotonic(), timeout, say, quiet=False)
+                self._wait_ready(vm, started, timeout, say, cancel, quiet=False)
                 return vm
 
             with ThreadPoolExecutor(max_workers=len(names)) as pool:
                 futures = [pool.submit(start, name) for name in names]
-                results: list[VM] = []
-                errors: list[BaseException] = []
-                for future in futures:
-                    try:
-                        results.append(future.result())
-                    except BaseException as exc:
-                        errors.append(exc)
-            if errors:
-                raise errors[0]
+                try:
+                    results = [future.result() for future in futures]
+                except BaseException:
+                    # Ctrl-C or a failed VM: let the other workers stop waiting now.
+                    cancel.set()
+                    raise
             return results
 
     def _boot(self, name: str, base: BaseImage, accel: str, say: Progress) -> VM:
@@ -664,6 +696,10 @@ class Sandbox:
                 "root=/dev/vda",
                 "rw",
                 "console=ttyS0",
+                # Kernel chatter off, systemd's status lines on: the console tail shown when a
+                # boot times out is then about units.
+                "loglevel=4",
+                "systemd.show_status=true",
                 "panic=-1",
                 f"systemd.hostname={name}",
                 f"systemd.machine_id={secrets.token_hex(16)}",
@@ -699,6 +735,7 @@ class Sandbox:
                 "-serial", f"file:{console}",
                 "-display", "none",
                 "-monitor", "none",
+                "-nodefaults",
                 "-no-reboot",
                 "-daemonize",
                 "-pidfile", str(pidfile),
@@ -747,13 +784,21 @@ class Sandbox:
         return vm
 
     def _wait_ready(
-        self, vm: VM, started: float, timeout: float, say: Progress, quiet: bool
+        self,
+        vm: VM,
+        started: float,
+        timeout: float,
+        say: Progress,
+        cancel: threading.Event,
+        quiet: bool,
     ) -> None:
         deadline = started + timeout
         vm_dir = self._vm_dir(vm.name)
         overlay = vm_dir / "overlay.qcow2"
-        probe = _ssh_argv(vm, ["true"], batch=True)
+        probe = vm.ssh_argv(["true"], batch=True)
         while True:
+            if cancel.is_set():
+                raise DeployError(f"{vm.name}: waiting for SSH was cancelled")
             if not _is_our_qemu(vm.pid, overlay):
                 self._fail(vm, f"{vm.name}: QEMU (pid {vm.pid}) exited while booting")
             remaining = deadline - time.monotonic()
@@ -767,14 +812,14 @@ class Sandbox:
                     break
             except subprocess.TimeoutExpired:
                 pass
-            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            cancel.wait(min(1.0, max(0.0, deadline - time.monotonic())))
         if not quiet:
             say(f"{vm.name}: ssh up after {time.monotonic() - started:.1f} s")
         remaining = max(1.0, deadline - time.monotonic())
-        wait = _ssh_argv(
-            vm, ["timeout", str(int(remaining)), "systemctl", "is-system-running", "--wait"],
+        wait = vm.ssh_argv(
+            ["timeout", str(int(remaining)), "systemctl", "is-system-running", "--wait"],
             batch=True,
-        )  # fmt: skip
+        )
         try:
             answer = subprocess.run(
                 wait, capture_output=True, text=True, timeout=remaining + 10, check=False
@@ -836,20 +881,6 @@ class Sandbox:
             time.sleep(0.1)
         shutil.rmtree(vm_dir, ignore_errors=True)
         return bool(ours)
-
-
-def _ssh_argv(vm: VM, command: Sequence[str], batch: bool = False) -> list[str]:
-    argv = [
-        "ssh",
-        "-i", str(vm.key),
-        "-p", str(vm.ssh_port),
-        "-o", f"UserKnownHostsFile={vm.known_hosts}",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", "IdentitiesOnly=yes",
-    ]  # fmt: skip
-    if batch:
-        argv += ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
-    return [*argv, f"{vm.user}@127.0.0.1", *command]
 
 
 def _probe_kvm(base: BaseImage, scratch: Path) -> bool:

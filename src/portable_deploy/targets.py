@@ -52,9 +52,11 @@ def open_hosts(
     hosts = []
     for entry in select(cfg, names):
         host = Host(target_for(entry, progress), echo=echo, dry_run=dry_run)
-        if entry.sandbox and not dry_run:
+        if entry.sandbox and not dry_run and not pipeline.check_host(host).trusted:
+            # Only a sandbox that was never set up: the trust root is then never replaced by a
+            # deploy, exactly as on a real host.
             changed = pipeline.setup_host(host, cfg)
-            if changed and progress is not None:
+            if progress is not None:
                 progress(f"set up {entry.name}: {'; '.join(changed)}")
         hosts.append(host)
     return hosts

@@ -14,13 +14,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from invoke import Collection, Context, Exit, task
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
 
 from . import pipeline, ui
 from .commands import journalctl
+from .commands.layout import Layout
 from .config import Config, config_path, load_config
 from .errors import DeployError
 from .host import Host
+from .plan import plan_release
 from .targets import open_hosts
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -110,7 +115,7 @@ def upload(c: Context, host: list[str] | None = None, echo: bool = False) -> Non
     """Send the built, signed release to the hosts and check it there (nothing is attached)."""
     cfg, steps = _config(), ui.Steps()
     signed = pipeline.local_release(cfg)
-    layout = pipeline.Layout(cfg.app.name)
+    layout = Layout(cfg.app.name)
     with _hosts(cfg, host, echo=echo) as hosts:
         for h in hosts:
             with steps.step(f"upload {signed.manifest.image_name} to {h.name}"):
@@ -145,7 +150,7 @@ def reattach(
     cfg, steps = _config(), ui.Steps()
     signed = pipeline.local_release(cfg)
     opts = pipeline.Options(dry_run, restart_sockets, break_lock)
-    layout = pipeline.Layout(cfg.app.name)
+    layout = Layout(cfg.app.name)
     with _hosts(cfg, host, echo=echo, dry_run=dry_run) as hosts:
         for h in hosts:
             m = signed.manifest
@@ -155,9 +160,7 @@ def reattach(
                     raise DeployError(
                         f"[{h.name}] {m.release} was not uploaded", hint="run `invoke upload` first"
                     )
-                plan = pipeline.plan_release(
-                    state.live_manifest, m, restart_sockets=restart_sockets
-                )
+                plan = plan_release(state.live_manifest, m, restart_sockets=restart_sockets)
                 with steps.step(f"reattach {m.release} on {h.name}"):
                     pipeline.describe(plan, steps)
                     pipeline.reattach(h, layout, plan)
@@ -170,7 +173,7 @@ def reattach(
 def verify(c: Context, host: list[str] | None = None, echo: bool = False) -> None:
     """Check the live release: units active, health check through SSH, no restart loop."""
     cfg, steps = _config(), ui.Steps()
-    layout = pipeline.Layout(cfg.app.name)
+    layout = Layout(cfg.app.name)
     with _hosts(cfg, host, echo=echo) as hosts:
         for h in hosts:
             state = pipeline.read_state(h, layout)
@@ -321,7 +324,7 @@ def logs(
 def status(c: Context, host: list[str] | None = None) -> None:
     """Show the live release and the state of each of its units on every host."""
     cfg = _config()
-    layout = pipeline.Layout(cfg.app.name)
+    layout = Layout(cfg.app.name)
     with _hosts(cfg, host) as hosts:
         for h in hosts:
             state = pipeline.read_state(h, layout)

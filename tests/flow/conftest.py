@@ -67,7 +67,9 @@ def manifest(version: str, *, app: str = "a", litestream: str = "b", socket: str
 
 
 def signed(m: Manifest) -> Signed:
-    return Signed(Artifact(Path("/dist/x.raw"), Path("/dist/x.manifest.json"), m), Path("/dist/x.sig"))
+    return Signed(
+        Artifact(Path("/dist/x.raw"), Path("/dist/x.manifest.json"), m), Path("/dist/x.sig")
+    )
 
 
 def config(tmp_path: Path) -> Config:
@@ -111,7 +113,9 @@ class FakeHost:
             raise RemoteCommandError(self.name, command, result)
         return result
 
-    def put(self, local: Path, remote: str, progress: Callable[[int, int], None] | None = None) -> None:
+    def put(
+        self, local: Path, remote: str, progress: Callable[[int, int], None] | None = None
+    ) -> None:
         self.log.append(("(dry-run) " if self.dry_run else "") + f"put {remote}")
 
     @contextlib.contextmanager
@@ -120,7 +124,9 @@ class FakeHost:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                status, body = (fake.health, "ok") if self.path == "/healthz" else (200, fake.version)
+                status, body = (
+                    (fake.health, "ok") if self.path == "/healthz" else (200, fake.version)
+                )
                 self.send_response(status)
                 self.end_headers()
                 self.wfile.write(body.encode())
@@ -145,15 +151,15 @@ class FakeHost:
 
 def _verb(line: str) -> str:
     for needle, name in (
-        ("ln \"$tmp\"", "lock.acquire"),
-        ("grep -qF \"$2\" \"$1\"", "lock.release"),
+        ('ln "$tmp"', "lock.acquire"),
+        ('grep -qF "$2" "$1"', "lock.release"),
         ("systemctl --version", "host_info"),
         ("ssh-keygen -Y verify", "verify-signature"),
         ("image_sha256", "verify-image-hash"),
-        ("sha256sum \"$1\" || true", "sha256"),
-        ("cat \"$1\" || true", "cat"),
+        ('sha256sum "$1" || true', "sha256"),
+        ('cat "$1" || true', "cat"),
         ("for f in $2", "listing"),
-        ("for p in \"$@\"", "exists"),
+        ('for p in "$@"', "exists"),
         ("systemctl show", "systemctl show"),
     ):
         if needle in line:
@@ -197,8 +203,11 @@ def live_v1() -> FakeHost:
             0,
         ),
     )
-    host.on(r"incoming/scoreboard_2\.raw$", lambda line: Result(
-        f"{manifest('2', app='e').image_sha256}  /x\n" if "sha256sum" in line else "/x\n", "", 0
-    ))
+    host.on(
+        r"incoming/scoreboard_2\.raw$",
+        lambda line: Result(
+            f"{manifest('2', app='e').image_sha256}  /x\n" if "sha256sum" in line else "/x\n", "", 0
+        ),
+    )
     host.on(r"for f in", Result("scoreboard_1.raw\nscoreboard_2.raw\n", "", 0))
     return host

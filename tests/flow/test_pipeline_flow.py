@@ -16,7 +16,9 @@ V2 = manifest("2", app="e")
 IMG = "/var/lib/portables/scoreboard_2.raw"
 
 
-def test_deploy_of_an_app_change_runs_the_commands_in_order(tmp_path: Path, live_v1: FakeHost) -> None:
+def test_deploy_of_an_app_change_runs_the_commands_in_order(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
     """Lock, read state, upload, check on host, install, reattach without --now, restart the app only, verify, audit, unlock."""
     live_v1.version = "2"
     pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())
@@ -50,11 +52,15 @@ def test_deploy_of_an_app_change_runs_the_commands_in_order(tmp_path: Path, live
     assert live_v1.log[-3].startswith("printf") and '"result":"ok"' in live_v1.log[-3]
 
 
-def test_litestream_restarts_only_when_its_binary_changes(tmp_path: Path, live_v1: FakeHost) -> None:
+def test_litestream_restarts_only_when_its_binary_changes(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
     """A new Litestream binary restarts the sidecar and the app, never the socket."""
     v2 = manifest("2", app="e", litestream="f")
     live_v1.version = "2"
-    live_v1.on(r"incoming/scoreboard_2\.raw$", lambda line: Result(f"{v2.image_sha256}  /x\n", "", 0))
+    live_v1.on(
+        r"incoming/scoreboard_2\.raw$", lambda line: Result(f"{v2.image_sha256}  /x\n", "", 0)
+    )
     pipeline.deploy_to(live_v1, config(tmp_path), signed(v2), pipeline.Options(), ui.Steps())
     restarts = [line for line in live_v1.log if line.startswith("systemctl restart")]
     assert restarts == ["systemctl restart scoreboard-litestream.service scoreboard.service"]
@@ -63,7 +69,9 @@ def test_litestream_restarts_only_when_its_binary_changes(tmp_path: Path, live_v
 def test_changed_socket_unit_is_refused_without_the_flag(tmp_path: Path, live_v1: FakeHost) -> None:
     """A socket unit change stops the deploy before reattach unless --restart-sockets is given."""
     v2 = manifest("2", socket="9")
-    live_v1.on(r"incoming/scoreboard_2\.raw$", lambda line: Result(f"{v2.image_sha256}  /x\n", "", 0))
+    live_v1.on(
+        r"incoming/scoreboard_2\.raw$", lambda line: Result(f"{v2.image_sha256}  /x\n", "", 0)
+    )
     with pytest.raises(DeployError, match="--restart-sockets"):
         pipeline.deploy_to(live_v1, config(tmp_path), signed(v2), pipeline.Options(), ui.Steps())
     assert not any(line.startswith("portablectl reattach") for line in live_v1.log)
@@ -96,11 +104,17 @@ def test_failed_verify_reattaches_the_previous_release(tmp_path: Path, live_v1: 
         "systemctl show",
     ]
     audit = [line for line in live_v1.log if line.startswith("printf")]
-    assert len(audit) == 1 and '"result":"rolled-back"' in audit[0] and '"live":"scoreboard_1"' in audit[0]
+    assert (
+        len(audit) == 1
+        and '"result":"rolled-back"' in audit[0]
+        and '"live":"scoreboard_1"' in audit[0]
+    )
     assert live_v1.verbs()[-1] == "lock.release"
 
 
-def test_rollback_goes_to_the_previous_release_in_history(tmp_path: Path, live_v1: FakeHost) -> None:
+def test_rollback_goes_to_the_previous_release_in_history(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
     """With scoreboard_2 live after scoreboard_1, rollback checks and reattaches scoreboard_1."""
     v1, v2 = manifest("1"), manifest("2", app="e")
     live_v1.version = "1"
@@ -132,7 +146,9 @@ def test_rollback_goes_to_the_previous_release_in_history(tmp_path: Path, live_v
 def test_dry_run_changes_nothing(tmp_path: Path, live_v1: FakeHost) -> None:
     """In a dry run every mutating command is only shown, and read-only ones still run."""
     live_v1.dry_run = True
-    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(dry_run=True), ui.Steps())
+    pipeline.deploy_to(
+        live_v1, config(tmp_path), signed(V2), pipeline.Options(dry_run=True), ui.Steps()
+    )
     executed = [line for line in live_v1.log if not line.startswith("(dry-run)")]
     assert all(
         v in ("host_info", "cat", "sha256", "portablectl list --no-legend --no-pager")
@@ -164,7 +180,9 @@ def test_stale_lock_is_broken_only_with_the_flag(tmp_path: Path, live_v1: FakeHo
     attempts = iter([Result(holder, "", 3), Result("", "", 0)])
     live_v1.on(r'ln "\$tmp"', lambda line: next(attempts))
     live_v1.version = "2"
-    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(break_lock=True), ui.Steps())
+    pipeline.deploy_to(
+        live_v1, config(tmp_path), signed(V2), pipeline.Options(break_lock=True), ui.Steps()
+    )
     verbs = live_v1.verbs()
     assert verbs[:3] == ["lock.acquire", "lock.release", "lock.acquire"]
     assert "oldtoken" in live_v1.log[1]
@@ -172,7 +190,10 @@ def test_stale_lock_is_broken_only_with_the_flag(tmp_path: Path, live_v1: FakeHo
 
 def test_different_image_under_same_name_is_refused(tmp_path: Path, live_v1: FakeHost) -> None:
     """Releases are immutable: a host copy with another hash is never overwritten."""
-    live_v1.on(r"sha256sum \"\$1\" \|\| true' sh /var/lib/portables/scoreboard_2\.raw", Result("f" * 64 + "  x\n", "", 0))
+    live_v1.on(
+        r"sha256sum \"\$1\" \|\| true' sh /var/lib/portables/scoreboard_2\.raw",
+        Result("f" * 64 + "  x\n", "", 0),
+    )
     with pytest.raises(DeployError, match="immutable"):
         pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())
     assert not any(line.startswith("put") for line in live_v1.log)
@@ -180,8 +201,11 @@ def test_different_image_under_same_name_is_refused(tmp_path: Path, live_v1: Fak
 
 def test_unset_host_is_refused_with_setup_hint(tmp_path: Path, live_v1: FakeHost) -> None:
     """A host without the trust root names `invoke host.setup`."""
-    live_v1.on(r"systemctl --version", Result("systemd=252\nportablectl=/usr/bin/portablectl\ntrust=no\nstate=no\n", "", 0))
-    with pytest.raises(DeployError, match="host.setup"):
+    live_v1.on(
+        r"systemctl --version",
+        Result("systemd=252\nportablectl=/usr/bin/portablectl\ntrust=no\nstate=no\n", "", 0),
+    )
+    with pytest.raises(DeployError, match=r"host.setup"):
         pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())
 
 

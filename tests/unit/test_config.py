@@ -288,21 +288,21 @@ BROKEN = [
         {},
         '[image] files."./usr/bin/x"',
         'expected each destination once, found "usr/bin/x" (string) and "./usr/bin/x" (string), '
-        "which both mean usr/bin/x",
+        'which both mean "usr/bin/x"',
         id="dest-duplicate-dot",
     ),
     pytest.param(
         APP + HOST + '[image.files]\n"usr/bin/x" = "a"\n"usr//bin/x" = "b"\n',
         {},
         '[image] files."usr//bin/x"',
-        'found "usr/bin/x" (string) and "usr//bin/x" (string), which both mean usr/bin/x',
+        'found "usr/bin/x" (string) and "usr//bin/x" (string), which both mean "usr/bin/x"',
         id="dest-duplicate-slashes",
     ),
     pytest.param(
         APP + HOST + '[image.files]\n"usr/bin/x" = "a"\n"usr/bin/x/y" = "b"\n',
         {},
         '[image] files."usr/bin/x/y"',
-        'expected usr/bin/x to be a directory, found it is a file (files."usr/bin/x")',
+        'expected "usr/bin/x" to be a directory, found it is a file (files."usr/bin/x")',
         id="dest-file-and-dir",
     ),
     pytest.param(
@@ -543,7 +543,7 @@ def test_broken_config_names_file_key_and_problem(
     error = load_error(path)
     assert error.message.startswith(f"{path}: {where}"), error.message
     assert wording in error.message
-    assert "\n" not in error.message
+    assert len(error.message.splitlines()) == 1
     assert error.hint
 
 
@@ -1151,5 +1151,21 @@ def test_random_documents_raise_only_config_error(tmp_path: Path, doc: dict[str,
     try:
         load_config(path)
     except ConfigError as error:
-        assert "\n" not in error.message
+        assert len(error.message.splitlines()) == 1
         assert error.hint
+
+
+def test_deeply_nested_toml_is_a_config_error(tmp_path: Path) -> None:
+    """Nesting deep enough to exhaust tomllib's recursion is reported, not a RecursionError."""
+    depth = 5000
+    error = load_error(write(tmp_path, APP + HOST + "x = " + "[" * depth + "]" * depth + "\n"))
+    assert "nested too deeply" in error.message
+    assert error.hint
+
+
+def test_nested_array_in_message_is_abbreviated(tmp_path: Path) -> None:
+    """A found value is shown briefly, however deep or long it is."""
+    depth = 300
+    toml = '[app]\nname = "scoreboard"\nversion = ' + "[" * depth + "]" * depth + "\n" + HOST
+    error = load_error(write(tmp_path, toml))
+    assert "[app] version: expected a string, found [[[[[...]]]]] (array)" in error.message

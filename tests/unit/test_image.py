@@ -57,8 +57,6 @@ def test_image_holds_units_files_and_portable_mount_points(
     demo_project: Config, squashfs_listing: Listing
 ) -> None:
     """The image has the units, files, skeleton, os-release, empty etc files and mount points."""
-    # Owned by someone else: the image must still say root (the test often runs as root).
-    os.chown(demo_project.root / "build/data.txt", 1234, 1234) if os.geteuid() == 0 else None
     image = build(demo_project, "1.0").image
     listing = squashfs_listing(image)
     for path in ("usr/lib/systemd/system/demo.service", "usr/lib/systemd/system/demo-http.socket"):
@@ -180,6 +178,14 @@ def test_rebuild_drops_a_stale_signature(demo_project: Config) -> None:
     assert not sig.exists()
 
 
+@pytest.mark.parametrize("version", ["", "1_0", "1/0", "1 0", "1.0\n"])
+def test_version_must_fit_in_the_image_name(demo_project: Config, version: str) -> None:
+    """Versions with "_", "/", whitespace or nothing at all are refused before anything runs."""
+    with pytest.raises(DeployError, match="cannot be part of the image name"):
+        build(demo_project, version)
+    assert not demo_project.image.dist.exists()
+
+
 def test_missing_file_source_names_the_config_key(demo_project: Config) -> None:
     """A missing [image] files source fails with the key that names it."""
     cfg = _with_files(demo_project, usr__bin__tool=demo_project.root / "build/nope")
@@ -226,6 +232,17 @@ def test_pack_uses_reproducible_flags(tmp_path: Path) -> None:
     for flag in ("-noappend", "-all-root", "-no-xattrs", "-mkfs-time 0", "-all-time 0"):
         assert flag in line
     assert "-root-mode 755" in line and "-b 128K" in line and "-comp gzip" in line
+
+
+def test_pack_makes_everything_root_owned(tmp_path: Path, squashfs_listing: Listing) -> None:
+    """Files owned by another user are root:root in the image."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "f").write_text("x\n")
+    if os.geteuid() == 0:
+        os.chown(tree / "f", 1234, 1234)
+    pack(tree, tmp_path / "o.raw", "gzip")
+    assert squashfs_listing(tmp_path / "o.raw")["f"].owner == "root/root"
 
 
 def test_pack_failure_shows_the_command_and_leaves_nothing(tmp_path: Path) -> None:
@@ -298,6 +315,8 @@ def test_manifest_records_git_commit_and_dirty_state(demo_project: Config) -> No
     git("commit", "-q", "-m", "init")
     clean = build(demo_project, "1.0").manifest
     assert (clean.git_commit, clean.git_dirty) == (git("rev-parse", "HEAD"), False)
+    assert git("status", "--porcelain") == "?? dist/"
+    assert build(demo_project, "1.0").manifest.git_dirty is False
     (root / "units/demo.service").write_text("[Service]\nExecStart=/usr/bin/demo\n")
     assert build(demo_project, "1.1").manifest.git_dirty is True
 
