@@ -11,8 +11,10 @@ app's binaries exist, the size of the app + Litestream image next to the origina
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -82,17 +84,33 @@ def config(
     )
 
 
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its waited-for children."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall-clock seconds, CPU seconds) of one call."""
+    start, cpu = time.perf_counter(), cpu_seconds()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu_seconds() - cpu
 
 
 @dataclass(frozen=True)
 class Result:
     ours: list[float]
     bare: list[float]
+    ours_cpu: list[float]
+    bare_cpu: list[float]
     image_bytes: int
+
+    @property
+    def cpu_ratio(self) -> float:
+        return statistics.median(self.ours_cpu) / statistics.median(self.bare_cpu)
 
     @property
     def ratio(self) -> float:
@@ -114,17 +132,23 @@ def compare(cfg: Config, runs: int, workdir: Path) -> Result:
         bare_out.unlink(missing_ok=True)
         subprocess.run(argv, check=True, capture_output=True)
 
-    ours: list[float] = []
-    theirs: list[float] = []
+    ours: list[tuple[float, float]] = []
+    theirs: list[tuple[float, float]] = []
     artifact = build(cfg, "warmup", run_commands=False)  # warm the page cache for both
     bare()
     for i in range(runs):
         # Interleaved, so drift in machine load hits both sides alike.
-        ours.append(timed(lambda i=i: build(cfg, f"run{i}", run_commands=False)))
+        ours.append(timed(functools.partial(build, cfg, f"run{i}", run_commands=False)))
         theirs.append(timed(bare))
     if bare_out.read_bytes() != artifact.image.read_bytes():
         raise SystemExit("bare mksquashfs and build() made different images: flags differ?")
-    return Result(ours, theirs, artifact.image.stat().st_size)
+    return Result(
+        ours=[w for w, _ in ours],
+        bare=[w for w, _ in theirs],
+        ours_cpu=[c for _, c in ours],
+        bare_cpu=[c for _, c in theirs],
+        image_bytes=artifact.image.stat().st_size,
+    )
 
 
 def app_image_sizes(app_dir: Path, workdir: Path) -> dict[str, int] | None:
@@ -167,7 +191,7 @@ def main() -> None:
         print(f"load average before: {os.getloadavg()[0]:.2f} (other work skews timings)")
         print(
             f"{'compression':<12} {'build() median/min':>19} {'mksquashfs median/min':>22} "
-            f"{'ratio':>6} {'(minima)':>8} {'image':>8}"
+            f"{'ratio':>6} {'(minima)':>8} {'(CPU)':>6} {'image':>8}"
         )
         results: dict[str, Result] = {}
         for comp in (Compression.ZSTD, Compression.GZIP):
@@ -185,7 +209,8 @@ def main() -> None:
             print(
                 f"{comp!s:<12} {statistics.median(r.ours):>9.3f}s/{min(r.ours):.3f}s "
                 f"{statistics.median(r.bare):>12.3f}s/{min(r.bare):.3f}s "
-                f"{r.ratio:>6.2f} {r.ratio_of_minima:>8.2f} {r.image_bytes / 1e6:>5.1f} MB  {verdict}"
+                f"{r.ratio:>6.2f} {r.ratio_of_minima:>8.2f} {r.cpu_ratio:>6.2f} "
+                f"{r.image_bytes / 1e6:>5.1f} MB  {verdict}"
             )
         zstd, gzip = results["zstd"], results["gzip"]
         print(
@@ -198,9 +223,9 @@ def main() -> None:
         if sizes is None:
             print(f"reference app: no scoreboard + litestream in {args.app_dir} (skipped)")
         else:
-            for comp, size in sizes.items():
+            for name, size in sizes.items():
                 print(
-                    f"reference app image ({comp}): {size / 1e6:.1f} MB "
+                    f"reference app image ({name}): {size / 1e6:.1f} MB "
                     f"(original setup: {ORIGINAL_SETUP_MB:.0f} MB)"
                 )
 

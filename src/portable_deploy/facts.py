@@ -33,11 +33,17 @@ def portable_images(output: str) -> list[PortableImage]:
 
 
 def live_release(output: str, app: str) -> str | None:
-    """The app's attached release (``NAME_VERSION``) in ``portablectl list`` output, if any."""
-    for image in portable_images(output):
-        if image.attached and image.name.split("_", 1)[0] == app:
-            return image.name.removesuffix(".raw")
-    return None
+    """The attached release (``NAME_VERSION``) from the ``RootImage=`` lines of the app's units.
+
+    If units disagree (a half-finished attach), the most common image wins.
+    """
+    counts: dict[str, int] = {}
+    for line in output.splitlines():
+        if line.startswith("RootImage="):
+            name = line.split("=", 1)[1].strip().rsplit("/", 1)[-1].removesuffix(".raw")
+            if name.split("_", 1)[0] == app:
+                counts[name] = counts.get(name, 0) + 1
+    return max(counts, key=lambda n: counts[n]) if counts else None
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ def read_state(host: Remote, layout: Layout) -> HostState:
             f"[{host.name}] is not set up for portable-deploy (no {ALLOWED_SIGNERS})",
             hint=f"run `invoke host.setup --host {host.name}` once",
         )
-    live = facts.live_release(host.run(portablectl.list_images()).stdout, layout.app)
+    live = facts.live_release(host.run(portablectl.attached_images(layout.app)).stdout, layout.app)
     manifest = read_manifest(host, layout, live) if live else None
     audit = facts.audit_log(host.run(files.cat(layout.audit_log)).stdout)
     return HostState(live, manifest, audit)
@@ -455,6 +455,9 @@ def prune(
     """Delete the oldest releases beyond ``keep``; never the live one or the rollback target."""
     names = host.run(files.listing(PORTABLES_DIR, f"{layout.app}_*.raw")).stdout.split()
     releases = [n.removesuffix(".raw") for n in names]
+    # An old image that a sidecar still runs from (it was not restarted) stays too.
+    images = facts.portable_images(host.run(portablectl.list_images()).stdout)
+    protect = protect | {i.name for i in images if i.state.startswith("running")}
     last_live = {r.live: i for i, r in enumerate(audit) if r.live}
     releases.sort(key=lambda r: last_live.get(r, -1), reverse=True)
     kept = [r for r in releases if r in protect]

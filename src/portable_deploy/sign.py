@@ -42,10 +42,13 @@ def sign(cfg: Config, artifact: Artifact) -> Path:
             f"signing {manifest.name} with {key} failed: {_reason(proc)}",
             f"try it by hand: {shlex.join(argv)}",
         )
+    # Check it the way hosts will, against what they are told to trust.
+    configured = cfg.sign.allowed_signers
     with tempfile.TemporaryDirectory(prefix="portable-deploy-sign-") as tmp:
         allowed = Path(tmp) / "allowed_signers"
         allowed.write_text(allowed_signers_text(cfg))
-        verify(allowed, cfg.sign.principal, manifest, sig, artifact.image)
+        shown = str(configured) if configured else f"the line made from {key}.pub"
+        _verify(allowed, shown, cfg.sign.principal, manifest, sig, artifact.image)
     return sig
 
 
@@ -95,6 +98,19 @@ def verify(
     image_path: Path | None,
 ) -> Manifest:
     """Check the manifest's signature and, if given, the image's sha256 against the manifest."""
+    return _verify(
+        allowed_signers, str(allowed_signers), principal, manifest_path, sig_path, image_path
+    )
+
+
+def _verify(
+    allowed_signers: Path,
+    shown: str,
+    principal: str,
+    manifest_path: Path,
+    sig_path: Path,
+    image_path: Path | None,
+) -> Manifest:
     for path, what in ((manifest_path, "manifest"), (sig_path, "signature")):
         if not path.is_file():
             raise DeployError(
@@ -106,9 +122,9 @@ def verify(
     argv += ["-n", NAMESPACE, "-s", str(sig_path)]
     proc = _run(argv, stdin=data)
     if proc.returncode != 0:
+        why = _diagnose(allowed_signers, shown, principal, sig_path, data, proc)
         raise DeployError(
-            f"signature check failed for {manifest_path}: "
-            f"{_diagnose(allowed_signers, principal, sig_path, data, proc)}",
+            f"signature check failed for {manifest_path}: {why}",
             "rebuild and sign with `invoke build sign`; if the key changed, update the "
             "allowed_signers the hosts trust",
         )
@@ -128,6 +144,7 @@ def verify(
 
 def _diagnose(
     allowed_signers: Path,
+    shown: str,
     principal: str,
     sig_path: Path,
     data: bytes,
@@ -147,14 +164,14 @@ def _diagnose(
         ["ssh-keygen", "-Y", "find-principals", "-s", str(sig_path), "-f", str(allowed_signers)]
     )
     principals = found.stdout.decode(errors="replace").split() if found.returncode == 0 else []
-    if principals:
+    if principals and principal not in principals:
         return (
             f"signed by key {key} of principal {', '.join(principals)}, "
             f"but principal {principal} is required"
         )
-    if found.returncode == 0 or "No principal matched" in _reason(found):
-        return f"signed by key {key}, which {allowed_signers} does not list"
-    return _reason(failed)
+    if not principals and (found.returncode == 0 or "No principal matched" in _reason(found)):
+        return f"signed by key {key}, which {shown} does not list"
+    return f"signed by key {key}: {_reason(failed)}"
 
 
 def _run(argv: list[str], stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

@@ -428,7 +428,6 @@ def sandbox_status(c: Context) -> None:
 
 @task(
     name="ssh",
-    positional=["name"],
     help={"name": "VM name (default sandbox-1). A command may follow `--`."},
 )
 @user_errors

@@ -161,6 +161,7 @@ def _verb(line: str) -> str:
         ("for f in $2", "listing"),
         ('for p in "$@"', "exists"),
         ("systemctl show", "systemctl show"),
+        ("system.attached", "attached-images"),
     ):
         if needle in line:
             return ("(dry-run) " if line.startswith("(dry-run)") else "") + name
@@ -192,7 +193,9 @@ def live_v1() -> FakeHost:
     v1 = manifest("1")
     host.on(r"systemctl show", active_units)
     host.on(r"systemctl --version", HOST_INFO)
-    host.on(r"portablectl list", Result("scoreboard_1 raw no n/a n/a 5.9M running\n", "", 0))
+    host.on(
+        r"system.attached", Result("RootImage=/var/lib/portables/scoreboard_1.raw\n" * 4, "", 0)
+    )
     host.on(r"releases/scoreboard_1\.manifest\.json$", Result(v1.to_json(), "", 0))
     host.on(
         r"audit\.jsonl$",

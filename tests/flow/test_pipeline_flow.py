@@ -25,7 +25,7 @@ def test_deploy_of_an_app_change_runs_the_commands_in_order(
     assert live_v1.verbs() == [
         "lock.acquire",
         "host_info",
-        "portablectl list --no-legend --no-pager",
+        "attached-images",
         "cat",
         "cat",
         "sha256",
@@ -45,11 +45,12 @@ def test_deploy_of_an_app_change_runs_the_commands_in_order(
         "systemctl restart scoreboard.service",
         "systemctl show",
         "forward 80",
-        live_v1.log[-3],  # the audit line (timestamped)
+        live_v1.log[-4],  # the audit line (timestamped)
         "listing",
+        "portablectl list --no-legend --no-pager",
         "lock.release",
     ]
-    assert live_v1.log[-3].startswith("printf") and '"result":"ok"' in live_v1.log[-3]
+    assert live_v1.log[-4].startswith("printf") and '"result":"ok"' in live_v1.log[-4]
 
 
 def test_litestream_restarts_only_when_its_binary_changes(
@@ -118,7 +119,7 @@ def test_rollback_goes_to_the_previous_release_in_history(
     """With scoreboard_2 live after scoreboard_1, rollback checks and reattaches scoreboard_1."""
     v1, v2 = manifest("1"), manifest("2", app="e")
     live_v1.version = "1"
-    live_v1.on(r"portablectl list", Result("scoreboard_2 raw no n/a n/a 5.9M running\n", "", 0))
+    live_v1.on(r"system.attached", Result("RootImage=/var/lib/portables/scoreboard_2.raw\n", "", 0))
     live_v1.on(r"releases/scoreboard_2\.manifest\.json$", Result(v2.to_json(), "", 0))
     live_v1.on(r"releases/scoreboard_1\.manifest\.json$", Result(v1.to_json(), "", 0))
     live_v1.on(
@@ -151,7 +152,7 @@ def test_dry_run_changes_nothing(tmp_path: Path, live_v1: FakeHost) -> None:
     )
     executed = [line for line in live_v1.log if not line.startswith("(dry-run)")]
     assert all(
-        v in ("host_info", "cat", "sha256", "portablectl list --no-legend --no-pager")
+        v in ("host_info", "cat", "sha256", "attached-images")
         for v in (FakeHost(log=executed).verbs())
     ), executed
     shown = [line for line in live_v1.log if line.startswith("(dry-run)")]

@@ -196,5 +196,18 @@ def test_sign_checks_the_key_against_configured_allowed_signers(
     allowed = tmp_path / "team_signers"
     allowed.write_text(allowed_signers_text(_config(tmp_path, other)))
     cfg = dataclasses.replace(_config(tmp_path, key), sign=SignConfig(key, allowed, "deploy"))
-    with pytest.raises(DeployError, match="does not list"):
+    with pytest.raises(DeployError, match=f"which {allowed} does not list"):
         sign(cfg, artifact)
+
+
+def test_sign_failure_passes_on_ssh_keygens_reason(
+    tmp_path: Path, key: Path, artifact: Artifact
+) -> None:
+    """When ssh-keygen cannot sign (here: a .pub of another key), its own reason is shown."""
+    other = _keygen(tmp_path / "other_key")
+    Path(f"{key}.pub").write_text(Path(f"{other}.pub").read_text())
+    with pytest.raises(DeployError) as info:
+        sign(_config(tmp_path, key), artifact)
+    assert info.value.message.startswith(f"signing demo_1.0.manifest.json with {key} failed: ")
+    assert "doesn't match private" in info.value.message
+    assert f"ssh-keygen -Y sign -f {key} -n portable-deploy" in (info.value.hint or "")
