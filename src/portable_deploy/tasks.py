@@ -199,6 +199,7 @@ def verify(c: Context, host: list[str] | None = None, echo: bool = False) -> Non
         "dry_run": DRY_HELP,
         "restart_sockets": "Allow restarting a .socket unit whose unit file changed.",
         "break_lock": "Break a stale deploy lock (older than lock_ttl, or its local owner is gone).",
+        "no_build": "Deploy the release already built and signed in dist/ (build once, deploy many).",
     },
 )
 @user_errors
@@ -209,11 +210,12 @@ def deploy(
     dry_run: bool = False,
     restart_sockets: bool = False,
     break_lock: bool = False,
+    no_build: bool = False,
 ) -> None:
     """Build, sign, upload, reattach and verify; a release that fails verification is rolled back."""
     cfg, steps = _config(), ui.Steps()
     opts = pipeline.Options(dry_run, restart_sockets, break_lock)
-    signed = _built(cfg, steps)
+    signed = pipeline.local_release(cfg) if no_build else _built(cfg, steps)
     with _hosts(cfg, host, echo=echo, dry_run=dry_run) as hosts:
         for h in hosts:
             pipeline.deploy_to(h, cfg, signed, opts, steps)

@@ -1,0 +1,345 @@
+"""deploy / rollback of the scoreboard reference app on the real sandbox VM, through `invoke`.
+
+The tests run in order against one VM and one copy of the reference app; each states one
+behaviour of a deploy and checks it on the host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from portable_deploy.sandbox import VM
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+STATE = "/var/lib/portable-deploy/scoreboard"
+
+
+@dataclass
+class Project:
+    """A copy of the reference app repo, deployed with `invoke` to the session's sandbox VM."""
+
+    root: Path
+    vm: VM
+    env: dict[str, str]
+
+    def invoke(
+        self, *args: str, version: str | None = None, toml: Path | None = None, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        run_env = dict(self.env, **env)
+        if version:
+            run_env["DEPLOY_VERSION"] = version
+        if toml:
+            run_env["DEPLOY_TOML"] = str(toml)
+        return subprocess.run(
+            [sys.executable, "-m", "invoke", *args],
+            cwd=self.root,
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    def deploy(self, version: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        result = self.invoke("deploy", *args, version=version, **env)
+        return result
+
+    def ssh(self, script: str) -> str:
+        result = subprocess.run(
+            self.vm.ssh_argv([script], batch=True), capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            url = f"http://127.0.0.1:{self.vm.http_port}{path}"
+            with urllib.request.urlopen(url, timeout=30) as r:
+                return int(r.status), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return int(e.code), e.read().decode()
+
+    def add_points(self, player: str, points: int) -> None:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.vm.http_port}/api/scores",
+            data=json.dumps({"player": player, "points": points}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as r:
+            assert r.status == 200
+
+    def scores(self) -> dict[str, int]:
+        status, body = self.get("/api/scores")
+        assert status == 200, body
+        return {row["player"]: row["points"] for row in json.loads(body)}
+
+    def unit(self, unit: str, prop: str) -> str:
+        return self.ssh(f"systemctl show -p {prop} --value {unit}").strip()
+
+    def snapshot(self) -> str:
+        """Everything a deploy could change on the host, as text."""
+        return self.ssh(
+            "ls -l --time-style=+%s /var/lib/portables /etc/systemd/system.attached; "
+            f"ls -lR {STATE}; cat {STATE}/audit.jsonl; "
+            "systemctl show -p ActiveEnterTimestampMonotonic,MainPID "
+            "scoreboard.service scoreboard-http.socket scoreboard-litestream.service"
+        )
+
+
+@pytest.fixture(scope="module")
+def project(sandbox_vm: VM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    """The reference app copied to a temp dir with its own signing key, aimed at the sandbox."""
+    root = tmp_path_factory.mktemp("scoreboard")
+    for name in ("app", "units", "image"):
+        shutil.copytree(REPO / name, root / name)
+    for name in ("tasks.py", "deploy.toml"):
+        shutil.copy(REPO / name, root / name)
+    (root / ".deploy").mkdir()
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / ".deploy/signing_key")],
+        check=True,
+    )
+    env = dict(os.environ)
+    env["PORTABLE_DEPLOY_SANDBOX_DIR"] = str(sandbox_vm.key.parent.parent)
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("DEPLOY_TOML", None)
+    p = Project(root, sandbox_vm, env)
+    # A fresh VM for this module: no app, no trust root yet (host.setup runs on first use).
+    p.ssh(
+        "for i in $(portablectl list --no-legend | awk '{print $1}'); do "
+        "portablectl detach --now $i >/dev/null 2>&1 || true; done; "
+        "rm -rf /var/lib/portables/scoreboard_* /var/lib/portable-deploy /etc/portable-deploy "
+        "/var/lib/private/scoreboard /var/lib/private/scoreboard-replica"
+    )
+    yield p
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_first_deploy_serves_v1(project: Project) -> None:
+    """The first deploy sets the host up, attaches v1 and ends with /version answering v1."""
+    result = project.deploy("e2e1")
+    _ok(result)
+    assert "scoreboard_e2e1 is live on sandbox" in result.stdout
+    assert project.get("/version") == (200, "e2e1\n")
+    assert project.ssh("cat /etc/portable-deploy/allowed_signers").startswith("deploy ")
+    project.add_points("alice", 5)
+
+
+def test_app_only_deploy_keeps_socket_and_litestream(project: Project) -> None:
+    """v2 restarts only the app: the socket's ActiveEnterTimestamp and Litestream's PID stay."""
+    socket_since = project.unit("scoreboard-http.socket", "ActiveEnterTimestampMonotonic")
+    litestream_pid = project.unit("scoreboard-litestream.service", "MainPID")
+    app_pid = project.unit("scoreboard.service", "MainPID")
+    result = project.deploy("e2e2")
+    _ok(result)
+    assert "restart scoreboard.service: app service: image changed" in result.stdout
+    assert project.get("/version") == (200, "e2e2\n")
+    assert project.unit("scoreboard-http.socket", "ActiveEnterTimestampMonotonic") == socket_since
+    assert project.unit("scoreboard-litestream.service", "MainPID") == litestream_pid
+    assert project.unit("scoreboard.service", "MainPID") != app_pid
+    assert project.scores() == {"alice": 5}
+    project.add_points("alice", 1)
+
+
+def test_redeploying_the_live_release_changes_nothing(project: Project) -> None:
+    """The same release again is not uploaded again and restarts nothing."""
+    app_pid = project.unit("scoreboard.service", "MainPID")
+    result = project.invoke("deploy", "--no-build", version="e2e2")
+    _ok(result)
+    assert "already on sandbox (same sha256): not sent again" in result.stdout
+    assert "already live" in result.stdout
+    assert project.unit("scoreboard.service", "MainPID") == app_pid
+
+
+def test_rollback_returns_to_v1(project: Project) -> None:
+    """rollback picks the previous release in history, verifies it, and keeps the data."""
+    result = project.invoke("rollback")
+    _ok(result)
+    assert "scoreboard_e2e1 is live on sandbox" in result.stdout
+    assert project.get("/version") == (200, "e2e1\n")
+    assert project.scores() == {"alice": 6}
+
+
+def test_rollback_to_a_named_release(project: Project) -> None:
+    """rollback --to VERSION goes to that release."""
+    _ok(project.invoke("rollback", "--to", "e2e2"))
+    assert project.get("/version") == (200, "e2e2\n")
+
+
+def test_releases_lists_live_and_rollback_target(project: Project) -> None:
+    """releases shows each kept release, the live one and the one rollback would pick."""
+    result = project.invoke("releases")
+    _ok(result)
+    lines = {
+        line.split("│")[1].strip(): line
+        for line in result.stdout.splitlines()
+        if "scoreboard_e2e" in line
+    }
+    assert "live" in lines["scoreboard_e2e2"]
+    assert "rollback target" in lines["scoreboard_e2e1"]
+
+
+def test_failed_health_check_is_rolled_back(project: Project) -> None:
+    """A release whose /healthz fails is rolled back by itself; the command exits 1 with one message."""
+    result = project.deploy("e2e3", SCOREBOARD_BROKEN="1")
+    assert result.returncode == 1
+    assert "scoreboard_e2e3 failed verification" in result.stderr
+    assert "rolled back, scoreboard_e2e2 is live" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert project.get("/version") == (200, "e2e2\n")
+    assert project.scores() == {"alice": 6}
+    last = json.loads(project.ssh(f"tail -n1 {STATE}/audit.jsonl"))
+    assert (last["release"], last["result"], last["live"]) == (
+        "scoreboard_e2e3",
+        "rolled-back",
+        "scoreboard_e2e2",
+    )
+
+
+def test_tampered_image_is_refused_before_portablectl(project: Project) -> None:
+    """An image changed after signing is refused on the host; nothing is attached."""
+    _ok(project.invoke("build", version="e2e4"))
+    _ok(project.invoke("sign", version="e2e4"))
+    image = project.root / "dist/scoreboard_e2e4.raw"
+    data = bytearray(image.read_bytes())
+    data[-100] ^= 0xFF
+    image.write_bytes(bytes(data))
+    before = project.snapshot()
+    result = project.invoke("deploy", "--no-build", "--echo", version="e2e4")
+    assert result.returncode == 1
+    assert "does not match the signed manifest" in result.stderr
+    assert "$ portablectl" not in result.stdout
+    assert project.snapshot() == before
+    assert project.get("/version") == (200, "e2e2\n")
+
+
+def test_foreign_signature_is_refused_before_portablectl(project: Project) -> None:
+    """A release signed by a key the host does not trust is refused; nothing changes."""
+    other = project.root / ".deploy/other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    toml = project.root / "deploy-other.toml"
+    toml.write_text(
+        (project.root / "deploy.toml")
+        .read_text()
+        .replace('key = ".deploy/signing_key"', 'key = ".deploy/other_key"')
+    )
+    before = project.snapshot()
+    result = project.invoke("deploy", "--echo", version="e2e5", toml=toml)
+    assert result.returncode == 1
+    assert "signature check failed" in result.stderr
+    assert "$ portablectl" not in result.stdout
+    assert project.snapshot() == before
+
+
+def test_concurrent_deploy_is_refused_with_the_holder(project: Project) -> None:
+    """While one deploy holds the lock, a second command fails at once naming the holder."""
+    first = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "deploy"],
+        cwd=project.root,
+        env=dict(project.env, DEPLOY_VERSION="e2e6"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while "held" not in project.ssh(f"test -e {STATE}/deploy.lock && echo held || true"):
+            assert first.poll() is None, (
+                "the first deploy ended before it was seen holding the lock"
+            )
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        second = project.invoke("rollback")
+        assert second.returncode == 1
+        assert "deploy lock held by" in second.stderr
+        assert f"{os.environ.get('USER') or 'root'}@" in second.stderr or "@" in second.stderr
+        assert "scoreboard_e2e6" in second.stderr
+    finally:
+        out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, out[-2000:] + err[-2000:]
+    assert project.get("/version") == (200, "e2e6\n")
+
+
+def test_stale_lock_is_broken_only_with_the_flag(project: Project) -> None:
+    """A lock older than lock_ttl blocks deploys until --break-lock removes it."""
+    stale = json.dumps(
+        {
+            "token": "old",
+            "user": "ghost",
+            "origin": "gone",
+            "pid": 1,
+            "at": 1,
+            "release": "scoreboard_x",
+            "command": "deploy",
+        }
+    )
+    project.ssh(f"echo '{stale}' > {STATE}/deploy.lock")
+    refused = project.invoke("rollback")
+    assert refused.returncode == 1 and "ghost@gone" in refused.stderr
+    _ok(project.invoke("rollback", "--break-lock"))
+    assert project.ssh(f"test -e {STATE}/deploy.lock && echo held || echo free").strip() == "free"
+
+
+def test_dry_run_changes_nothing(project: Project) -> None:
+    """--dry-run shows the remote commands and the units that would restart, and changes nothing."""
+    before = project.snapshot()
+    result = project.deploy("e2e7", "--dry-run")
+    _ok(result)
+    assert (
+        "(dry-run) $ portablectl reattach --enable /var/lib/portables/scoreboard_e2e7.raw"
+        in result.stdout
+    )
+    assert "restart scoreboard.service" in result.stdout
+    assert project.snapshot() == before
+
+
+def test_deleted_database_is_restored_from_the_replica(project: Project) -> None:
+    """With the database deleted on the host, the next deploy's restore unit brings it back."""
+    project.add_points("bob", 7)
+    expected = project.scores()
+    # Litestream syncs every second; give it a few to ship the last write.
+    time.sleep(5)
+    project.ssh("rm -f /var/lib/private/scoreboard/app.db /var/lib/private/scoreboard/app.db-*")
+    _ok(project.deploy("e2e8"))
+    assert project.get("/version") == (200, "e2e8\n")
+    assert project.scores() == expected
+    log = project.ssh("journalctl -u scoreboard-restore.service --no-pager -n 50")
+    assert "restor" in log.lower()
+
+
+def test_logs_and_status(project: Project) -> None:
+    """logs shows the app's journal lines; status shows the live release and active units."""
+    logs = project.invoke("logs", "--lines", "200")
+    _ok(logs)
+    assert "version e2e8 starting" in logs.stdout
+    only = project.invoke("logs", "--release", "e2e8", "--lines", "200")
+    _ok(only)
+    assert "version e2e8 starting" in only.stdout and "version e2e2 starting" not in only.stdout
+    status = project.invoke("status")
+    _ok(status)
+    assert "scoreboard_e2e8 live" in status.stdout
+    assert "active/running" in status.stdout
+
+
+def test_old_releases_are_pruned(project: Project) -> None:
+    """No more than keep_releases images stay; the live one and the rollback target are kept."""
+    images = project.ssh("ls /var/lib/portables").split()
+    ours = [i for i in images if i.startswith("scoreboard_")]
+    assert len(ours) <= 5
+    assert "scoreboard_e2e8.raw" in ours and "scoreboard_e2e6.raw" in ours
