@@ -261,8 +261,11 @@ def upload(host: Remote, layout: Layout, signed: Signed, steps: ui.Steps) -> boo
         host.put(signed.artifact.image, target, progress)
     if host.dry_run:
         return True
+    # Transfer integrity: what arrived is what was sent. Whether that matches the signed
+    # manifest is the host's own check, next.
+    local = image.file_sha256(signed.artifact.image)[0]
     sent = facts.sha256sum(host.run(files.sha256(target)).stdout)
-    if sent != m.image_sha256:
+    if sent != local:
         host.run(files.remove(target))
         raise DeployError(
             f"[{host.name}] upload of {m.image_name} arrived damaged (sha256 {sent})",
@@ -568,7 +571,14 @@ def deploy_to(host: Remote, cfg: Config, signed: Signed, opts: Options, steps: u
         state = read_state(host, layout)
         with steps.step(f"upload {m.image_name} to {host.name}"):
             staged = upload(host, layout, signed, steps)
-            check_release(host, layout, m, cfg.sign.principal, staged=staged)
+            try:
+                check_release(host, layout, m, cfg.sign.principal, staged=staged)
+            except DeployError as refused:
+                if not host.dry_run:
+                    record(
+                        host, layout, "deploy", m.release, state.live, "refused", refused.message
+                    )
+                raise
             install(host, layout, m, staged=staged)
         plan = switch(host, cfg, state, m, opts, steps, "deploy")
         if not host.dry_run:

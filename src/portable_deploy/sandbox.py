@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -23,7 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -53,7 +54,7 @@ PACKAGES = (
 )
 DISK_SIZE = "3G"
 VM_MEMORY_MB = 1024
-VM_CPUS = 2
+VM_MAX_CPUS = 2
 USER = "root"
 
 _FILES_DIR = Path(__file__).parent / "sandbox_files"
@@ -344,13 +345,18 @@ def _build_disk(rootfs: Path, out_dir: Path, progress: Progress) -> dict[str, An
     tmp_disk.unlink(missing_ok=True)
     _run(["truncate", "-s", DISK_SIZE, str(tmp_disk)], "creating disk.img")
     _run(["mkfs.ext4", "-q", "-F", "-L", "sandbox", "-d", str(rootfs), str(tmp_disk)], "mkfs.ext4")
-    for src, name in ((kernel_src, "vmlinuz"), (initrd_src, "initrd.img")):
+    # Every file is written beside its final name and renamed: never in place, so a crash leaves
+    # no half file, and a cache copy made of hard links never writes through to the original.
+    for src, name in (
+        (kernel_src, "vmlinuz"),
+        (initrd_src, "initrd.img"),
+        (rootfs / "etc/ssh/ssh_host_ed25519_key.pub", "host_key.pub"),
+    ):
         tmp = out_dir / f".{name}.tmp"
         shutil.copyfile(src, tmp)
         tmp.chmod(0o644)
         tmp.replace(out_dir / name)
     tmp_disk.replace(out_dir / "disk.img")
-    shutil.copyfile(rootfs / "etc/ssh/ssh_host_ed25519_key.pub", out_dir / "host_key.pub")
     disk = out_dir / "disk.img"
     return {
         "disk_bytes": disk.stat().st_size,
@@ -422,12 +428,27 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 def _console_tail(path: Path, lines: int = _CONSOLE_TAIL_LINES) -> str:
+    """The last non-empty lines of a serial console log, without terminal escapes."""
     try:
-        text = path.read_text(errors="replace")
+        text = _ANSI.sub("", path.read_text(errors="replace"))
     except OSError:
         return "(no console output)"
-    return "\n".join(text.replace("\r", "").rstrip().splitlines()[-lines:])
+    kept = [line.rstrip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    return "\n".join(kept[-lines:]) or "(no console output)"
+
+
+def _vcpus(booting: int) -> int:
+    """vCPUs per VM when BOOTING VMs start together: no more emulated CPUs than host cores.
+
+    Under TCG every vCPU is a busy host thread; three 2-vCPU VMs on two cores took 47 s to
+    start sshd against 40 s with one vCPU each, while a lone VM boots faster with two.
+    """
+    cores = os.cpu_count() or 1
+    return max(1, min(VM_MAX_CPUS, cores // max(1, booting)))
 
 
 def _boot_id() -> str:
@@ -461,13 +482,13 @@ class Sandbox:
         base = _read_base(final, key)
         if base is not None:
             return base
+        _require_root("building the sandbox base image")
+        _require("mkfs.ext4", _HINT_BUILD)
+        _require("ssh-keygen", _HINT_SSH)
         with _locked(self.cache_dir / f"base-{key}.lock"):
             base = _read_base(final, key)  # another process may have built it meanwhile
             if base is not None:
                 return base
-            _require_root("building the sandbox base image")
-            _require("mkfs.ext4", _HINT_BUILD)
-            _require("ssh-keygen", _HINT_SSH)
             if _rootfs_ok(final / "rootfs", key):
                 say(f"base image {final} failed its checks; rebuilding disk.img from the rootfs")
                 self._rebuild_disk(final, key, say)
@@ -517,6 +538,7 @@ class Sandbox:
             build = {"debootstrap": debootstrap_s, "provision": provision_s}
             build["disk"] = meta["disk_seconds"]
             self._write_meta(tmp, key, meta, build)
+            tmp.chmod(0o755)  # mkdtemp makes it 0700; QEMU may run as a user later
             if final.exists():
                 trash = final.with_name(f"{final.name}.old-{os.getpid()}")
                 final.rename(trash)
@@ -560,9 +582,9 @@ class Sandbox:
             cached = json.loads(record.read_text())
             if cached.get("boot_id") == boot_id:
                 return "kvm" if cached.get("works") else "tcg"
-        works = _probe_kvm(base, self.cache_dir)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(record, json.dumps({"boot_id": boot_id, "works": works}) + "\n")
+        works = _probe_kvm(base, Path(tempfile.gettempdir()))
+        with contextlib.suppress(OSError):  # a cache dir built by root may be read-only to us
+            _write_atomic(record, json.dumps({"boot_id": boot_id, "works": works}) + "\n")
         return "kvm" if works else "tcg"
 
     # -- VMs --
@@ -611,9 +633,9 @@ class Sandbox:
             vm = running[0]
         else:
             found = self._read_vm(name)
-            if found is None:
+            if found is None or not _is_our_qemu(found[0].pid, found[1]):
                 raise DeployError(
-                    f"there is no sandbox VM named {name!r} in {self.state_dir}",
+                    f"no sandbox VM named {name!r} is running (state dir {self.state_dir})",
                     hint="see `invoke sandbox.status`, or start it with `invoke sandbox.up`",
                 )
             vm = found[0]
@@ -645,6 +667,7 @@ class Sandbox:
             names = [f"sandbox-{i}" for i in range(1, count + 1)]
             missing = [n for n in names if n not in running]
             accel = self.accel(base) if missing else "tcg"
+            cpus = _vcpus(len(missing))
             for name in names:
                 if name in running:
                     say(f"{name}: already running (pid {running[name].pid})")
@@ -657,21 +680,24 @@ class Sandbox:
                     vm = running[name]
                     self._wait_ready(vm, started, timeout, say, cancel, quiet=True)
                     return vm
-                vm = self._boot(name, base, accel, say)
+                vm = self._boot(name, base, accel, cpus, say)
                 self._wait_ready(vm, started, timeout, say, cancel, quiet=False)
                 return vm
 
             with ThreadPoolExecutor(max_workers=len(names)) as pool:
                 futures = [pool.submit(start, name) for name in names]
                 try:
-                    results = [future.result() for future in futures]
+                    wait(futures, return_when=FIRST_EXCEPTION)
+                    for future in futures:
+                        if future.done() and future.exception() is not None:
+                            future.result()
+                    return [future.result() for future in futures]
                 except BaseException:
-                    # Ctrl-C or a failed VM: let the other workers stop waiting now.
+                    # Ctrl-C or a failed VM: the other workers stop waiting now.
                     cancel.set()
                     raise
-            return results
 
-    def _boot(self, name: str, base: BaseImage, accel: str, say: Progress) -> VM:
+    def _boot(self, name: str, base: BaseImage, accel: str, cpus: int, say: Progress) -> VM:
         vm_dir = self._vm_dir(name)
         stale = self._read_vm(name)
         if stale is not None and _is_our_qemu(stale[0].pid, stale[1]):
@@ -725,7 +751,7 @@ class Sandbox:
                 "-name", name,
                 *accel_args,
                 "-m", str(VM_MEMORY_MB),
-                "-smp", str(VM_CPUS),
+                "-smp", str(cpus),
                 "-kernel", str(base.kernel),
                 "-initrd", str(base.initrd),
                 "-append", append,
@@ -777,10 +803,13 @@ class Sandbox:
             "overlay": str(overlay),
             "base": str(base.dir),
             "accel": accel,
+            "cpus": cpus,
             "started_at": time.time(),
         }
         _write_atomic(vm_dir / "vm.json", json.dumps(record, indent=2) + "\n")
-        say(f"{name}: booting ({accel}), ssh on 127.0.0.1:{ssh_port}, http on :{http_port}")
+        say(
+            f"{name}: booting ({accel}, {cpus} vCPU), ssh on 127.0.0.1:{ssh_port}, http on :{http_port}"
+        )
         return vm
 
     def _wait_ready(
@@ -816,13 +845,13 @@ class Sandbox:
         if not quiet:
             say(f"{vm.name}: ssh up after {time.monotonic() - started:.1f} s")
         remaining = max(1.0, deadline - time.monotonic())
-        wait = vm.ssh_argv(
+        settle = vm.ssh_argv(
             ["timeout", str(int(remaining)), "systemctl", "is-system-running", "--wait"],
             batch=True,
         )
         try:
             answer = subprocess.run(
-                wait, capture_output=True, text=True, timeout=remaining + 10, check=False
+                settle, capture_output=True, text=True, timeout=remaining + 10, check=False
             )
             lines = answer.stdout.split()
             state = lines[-1] if lines else "unknown"
@@ -836,7 +865,7 @@ class Sandbox:
     def _fail(self, vm: VM, message: str) -> NoReturn:
         console = self._vm_dir(vm.name) / "console.log"
         tail = _console_tail(console)
-        self._stop(vm.name)
+        self._stop(vm.name, keep=("console.log",))
         raise DeployError(
             f"{message}; last lines of its console ({console}):\n{tail}",
             hint="rerun with a longer timeout, or read the whole console log",
@@ -855,8 +884,8 @@ class Sandbox:
                     say(f"{name}: stopped")
             return stopped
 
-    def _stop(self, name: str) -> bool:
-        """Stop NAME's QEMU (TERM, then KILL) if it is ours and alive; remove its directory."""
+    def _stop(self, name: str, keep: Sequence[str] = ()) -> bool:
+        """Stop NAME's QEMU (TERM, then KILL) if it is ours and alive; remove its files but KEEP."""
         vm_dir = self._vm_dir(name)
         overlay = vm_dir / "overlay.qcow2"
         pids: set[int] = set()
@@ -879,7 +908,12 @@ class Sandbox:
         deadline = time.monotonic() + 5
         while any(_is_our_qemu(p, overlay) for p in ours) and time.monotonic() < deadline:
             time.sleep(0.1)
-        shutil.rmtree(vm_dir, ignore_errors=True)
+        if keep and vm_dir.is_dir():
+            for path in vm_dir.iterdir():
+                if path.name not in keep:
+                    path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(vm_dir, ignore_errors=True)
         return bool(ours)
 
 

@@ -26,7 +26,7 @@ from .config import Config, config_path, load_config
 from .errors import DeployError
 from .host import Host
 from .plan import plan_release
-from .targets import open_hosts
+from .targets import open_hosts, select
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_ENV = "PORTABLE_DEPLOY_DEBUG"
@@ -215,6 +215,7 @@ def deploy(
     """Build, sign, upload, reattach and verify; a release that fails verification is rolled back."""
     cfg, steps = _config(), ui.Steps()
     opts = pipeline.Options(dry_run, restart_sockets, break_lock)
+    select(cfg, host)  # an unknown --host fails before the build
     signed = pipeline.local_release(cfg) if no_build else _built(cfg, steps)
     with _hosts(cfg, host, echo=echo, dry_run=dry_run) as hosts:
         for h in hosts:
@@ -380,6 +381,13 @@ def _sandbox() -> Any:
 def sandbox_up(c: Context, count: int = 1) -> None:
     """Boot the local Debian 12 sandbox VM(s) and print how to reach them."""
     vms = _sandbox().up(count, progress=lambda line: ui.console.print(f"  {line}"))
+    if config_path().exists():
+        # The app's sandbox host gets host.setup as soon as it is up.
+        cfg = _config()
+        sandbox_hosts = [h.name for h in cfg.hosts.values() if h.sandbox]
+        if sandbox_hosts:
+            with _hosts(cfg, sandbox_hosts):
+                pass
     ui.table(
         "sandbox",
         ["name", "ssh", "http", "https", "pid"],

@@ -93,7 +93,7 @@ class Project:
         """Everything a deploy could change on the host, as text."""
         return self.ssh(
             "ls -l --time-style=+%s /var/lib/portables /etc/systemd/system.attached; "
-            f"ls -lR {STATE}; cat {STATE}/audit.jsonl; "
+            f"ls -lR {STATE} | grep -v audit.jsonl; "
             "systemctl show -p ActiveEnterTimestampMonotonic,MainPID "
             "scoreboard.service scoreboard-http.socket scoreboard-litestream.service"
         )
@@ -227,6 +227,8 @@ def test_tampered_image_is_refused_before_portablectl(project: Project) -> None:
     assert "$ portablectl" not in result.stdout
     assert project.snapshot() == before
     assert project.get("/version") == (200, "e2e2\n")
+    last = json.loads(project.ssh(f"tail -n1 {STATE}/audit.jsonl"))
+    assert (last["release"], last["result"]) == ("scoreboard_e2e4", "refused")
 
 
 def test_foreign_signature_is_refused_before_portablectl(project: Project) -> None:
@@ -245,6 +247,8 @@ def test_foreign_signature_is_refused_before_portablectl(project: Project) -> No
     assert "signature check failed" in result.stderr
     assert "$ portablectl" not in result.stdout
     assert project.snapshot() == before
+    last = json.loads(project.ssh(f"tail -n1 {STATE}/audit.jsonl"))
+    assert (last["release"], last["result"]) == ("scoreboard_e2e5", "refused")
 
 
 def test_concurrent_deploy_is_refused_with_the_holder(project: Project) -> None:
@@ -299,8 +303,10 @@ def test_stale_lock_is_broken_only_with_the_flag(project: Project) -> None:
 def test_dry_run_changes_nothing(project: Project) -> None:
     """--dry-run shows the remote commands and the units that would restart, and changes nothing."""
     before = project.snapshot()
+    audit = project.ssh(f"cat {STATE}/audit.jsonl")
     result = project.deploy("e2e7", "--dry-run")
     _ok(result)
+    assert project.ssh(f"cat {STATE}/audit.jsonl") == audit
     assert (
         "(dry-run) $ portablectl reattach --enable /var/lib/portables/scoreboard_e2e7.raw"
         in result.stdout

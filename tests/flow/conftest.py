@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -66,10 +67,22 @@ def manifest(version: str, *, app: str = "a", litestream: str = "b", socket: str
     )
 
 
+def image_bytes(m: Manifest) -> bytes:
+    return f"image of {m.release} {m.image_sha256}".encode()
+
+
 def signed(m: Manifest) -> Signed:
-    return Signed(
-        Artifact(Path("/dist/x.raw"), Path("/dist/x.manifest.json"), m), Path("/dist/x.sig")
-    )
+    """A release in a temp dist/: the image file is real (upload hashes what it sends)."""
+    dist = Path(tempfile.mkdtemp(prefix="flow-dist-"))
+    image = dist / m.image_name
+    image.write_bytes(image_bytes(m))
+    return Signed(Artifact(image, dist / m.manifest_name, m), dist / f"{m.manifest_name}.sig")
+
+
+def arrived(m: Manifest) -> Callable[[str], Result]:
+    """Responder for the staged image: sha256sum prints the hash of what was sent."""
+    digest = hashlib.sha256(image_bytes(m)).hexdigest()
+    return lambda line: Result(f"{digest}  /x\n" if "sha256sum" in line else "/x\n", "", 0)
 
 
 def config(tmp_path: Path) -> Config:
@@ -206,11 +219,6 @@ def live_v1() -> FakeHost:
             0,
         ),
     )
-    host.on(
-        r"incoming/scoreboard_2\.raw$",
-        lambda line: Result(
-            f"{manifest('2', app='e').image_sha256}  /x\n" if "sha256sum" in line else "/x\n", "", 0
-        ),
-    )
+    host.on(r"incoming/scoreboard_2\.raw$", arrived(manifest("2", app="e")))
     host.on(r"for f in", Result("scoreboard_1.raw\nscoreboard_2.raw\n", "", 0))
     return host

@@ -10,7 +10,7 @@ from portable_deploy import pipeline, ui
 from portable_deploy.errors import DeployError
 from portable_deploy.host import Result
 
-from .conftest import FakeHost, config, manifest, signed
+from .conftest import FakeHost, arrived, config, manifest, signed
 
 V2 = manifest("2", app="e")
 IMG = "/var/lib/portables/scoreboard_2.raw"
@@ -59,9 +59,7 @@ def test_litestream_restarts_only_when_its_binary_changes(
     """A new Litestream binary restarts the sidecar and the app, never the socket."""
     v2 = manifest("2", app="e", litestream="f")
     live_v1.version = "2"
-    live_v1.on(
-        r"incoming/scoreboard_2\.raw$", lambda line: Result(f"{v2.image_sha256}  /x\n", "", 0)
-    )
+    live_v1.on(r"incoming/scoreboard_2\.raw$", arrived(v2))
     pipeline.deploy_to(live_v1, config(tmp_path), signed(v2), pipeline.Options(), ui.Steps())
     restarts = [line for line in live_v1.log if line.startswith("systemctl restart")]
     assert restarts == ["systemctl restart scoreboard-litestream.service scoreboard.service"]
@@ -70,9 +68,7 @@ def test_litestream_restarts_only_when_its_binary_changes(
 def test_changed_socket_unit_is_refused_without_the_flag(tmp_path: Path, live_v1: FakeHost) -> None:
     """A socket unit change stops the deploy before reattach unless --restart-sockets is given."""
     v2 = manifest("2", socket="9")
-    live_v1.on(
-        r"incoming/scoreboard_2\.raw$", lambda line: Result(f"{v2.image_sha256}  /x\n", "", 0)
-    )
+    live_v1.on(r"incoming/scoreboard_2\.raw$", arrived(v2))
     with pytest.raises(DeployError, match="--restart-sockets"):
         pipeline.deploy_to(live_v1, config(tmp_path), signed(v2), pipeline.Options(), ui.Steps())
     assert not any(line.startswith("portablectl reattach") for line in live_v1.log)

@@ -1,0 +1,115 @@
+"""Deploy time: `invoke deploy` of an app-only change and of an unchanged release, per step, the
+SSH connections it opens, and a rollback's time; next to a hand-written baseline (scp the image,
+then `ssh portablectl reattach --now`) run in the same script on the same sandbox VM.
+
+    python bench/deploy.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from common import bench_project, median
+
+from portable_deploy import pipeline, ui
+from portable_deploy.config import load_config
+from portable_deploy.targets import open_hosts
+
+
+def deploy_in_process(root: Path, version: str) -> tuple[float, list[tuple[str, float]], int]:
+    """One deploy through the pipeline; returns wall time, step timings and SSH connections."""
+    os.environ["DEPLOY_VERSION"] = version
+    cfg = load_config(root / "deploy.toml")
+    steps = ui.Steps()
+    start = time.monotonic()
+    with steps.step("build"):
+        artifact = pipeline.build(cfg)
+    with steps.step("sign"):
+        signed = pipeline.sign_release(cfg, artifact)
+    hosts = open_hosts(cfg, None)
+    try:
+        for host in hosts:
+            pipeline.deploy_to(host, cfg, signed, pipeline.Options(), steps)
+        connections = sum(h.connections_opened for h in hosts)
+    finally:
+        for host in hosts:
+            host.close()
+    return time.monotonic() - start, steps.timings, connections
+
+
+def rollback_in_process(root: Path) -> tuple[float, int]:
+    cfg = load_config(root / "deploy.toml")
+    steps = ui.Steps()
+    start = time.monotonic()
+    hosts = open_hosts(cfg, None)
+    try:
+        for host in hosts:
+            pipeline.rollback_on(host, cfg, None, pipeline.Options(), steps)
+        return time.monotonic() - start, sum(h.connections_opened for h in hosts)
+    finally:
+        for host in hosts:
+            host.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="app-only deploys to time (default 3)")
+    args = parser.parse_args()
+    with bench_project("pd-bench-deploy-") as b:
+        os.chdir(b.root)
+        os.environ["PORTABLE_DEPLOY_SANDBOX_DIR"] = b.env["PORTABLE_DEPLOY_SANDBOX_DIR"]
+        first, _, _ = deploy_in_process(b.root, "b0")
+        app_change, unchanged, rollbacks, baseline = [], [], [], []
+        step_totals: dict[str, list[float]] = {}
+        conns: list[int] = []
+        for i in range(1, args.runs + 1):
+            wall, timings, n = deploy_in_process(b.root, f"b{i}")
+            app_change.append(wall)
+            conns.append(n)
+            for name, took in timings:
+                key = name.split(" ")[0]
+                step_totals.setdefault(key, []).append(took)
+            wall, _, n = deploy_in_process(b.root, f"b{i}")
+            unchanged.append(wall)
+            conns.append(n)
+            wall, n = rollback_in_process(b.root)
+            rollbacks.append(wall)
+            conns.append(n)
+            deploy_in_process(b.root, f"b{i}")  # back to the new release for the next round
+        # Baseline: what a hand-written script does for the same kind of change.
+        for i in range(1, args.runs + 1):
+            version = f"h{i}"
+            start = time.monotonic()
+            b.invoke("build", version=version)
+            image = b.root / f"dist/scoreboard_{version}.raw"
+            port = str(b.vm.ssh_port)
+            opts = ["-i", str(b.vm.key), "-o", f"UserKnownHostsFile={b.vm.known_hosts}"]
+            subprocess.run(
+                ["scp", "-q", "-P", port, *opts, str(image), "root@127.0.0.1:/var/lib/portables/"],
+                check=True,
+            )
+            b.ssh(f"portablectl reattach --now --enable /var/lib/portables/{image.name}")
+            baseline.append(time.monotonic() - start)
+        print()
+        print("deploy time on the sandbox VM (seconds, median of", args.runs, "runs)")
+        print(f"  first deploy (attach)                 {first:7.1f}")
+        print(f"  app-only change, invoke deploy        {median(app_change):7.1f}")
+        for name, values in step_totals.items():
+            print(f"      {name:<33} {median(values):7.1f}")
+        print(f"  unchanged release, invoke deploy      {median(unchanged):7.1f}")
+        print(f"  rollback                              {median(rollbacks):7.1f}   (target < 10)")
+        print(
+            f"  baseline: scp + reattach --now        {median(baseline):7.1f}   (build, scp, reattach --now: no checks, no verify)"
+        )
+        print(
+            f"  ratio deploy(app-only) / baseline     {median(app_change) / median(baseline):7.2f}"
+        )
+        print(f"  SSH connections per deploy/rollback   {max(conns)} (target 1)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Sandbox VMs for the end-to-end tests: one shared Sandbox per session, always torn down.
+
+The VMs live in a state dir under the session's temp dir (never the user's own sandbox); the base
+image cache is the default one, so it is built once per machine and shared with `invoke sandbox.up`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from portable_deploy.sandbox import VM, Sandbox
+
+BOOT_TIMEOUT = 300.0
+
+
+def ssh_run(
+    vm: VM,
+    command: str | Sequence[str],
+    *,
+    input: str | bytes | None = None,
+    check: bool = True,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run COMMAND (a shell line, or argv joined by ssh) as root on VM; text output captured."""
+    argv = vm.ssh_argv([command] if isinstance(command, str) else list(command), batch=True)
+    data = input.decode() if isinstance(input, bytes) else input
+    proc = subprocess.run(
+        argv, input=data, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"ssh {vm.name} {command!r} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def pid_alive(pid: int) -> bool:
+    """True if PID is a live (non-zombie) process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def teardown_sandbox(sandbox: Sandbox) -> None:
+    """Stop every VM of SANDBOX and fail loudly if one of its QEMU processes survives."""
+    pids = [vm.pid for vm in sandbox.status()]
+    sandbox.down()
+    deadline = time.monotonic() + 10
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    survivors = [p for p in pids if pid_alive(p)]
+    assert not survivors, f"QEMU processes still running after down(): {survivors}"
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """The session's Sandbox: VMs under a temp state dir, the default (shared) base cache."""
+    if os.geteuid() != 0 and not any(Sandbox().cache_dir.glob("base-*/base.json")):
+        pytest.skip("the sandbox base image is not built and building it needs root")
+    box = Sandbox(state_dir=tmp_path_factory.mktemp("sandbox-state"))
+    # atexit covers a run killed between tests; the finalizer is the normal path (and runs on ^C).
+    atexit.register(box.down)
+    try:
+        yield box
+    finally:
+        teardown_sandbox(box)
+        atexit.unregister(box.down)
+
+
+@pytest.fixture(scope="session")
+def sandbox_vm(sandbox: Sandbox) -> VM:
+    """sandbox-1, up and answering SSH."""
+    return sandbox.up(1, timeout=BOOT_TIMEOUT)[0]
+
+
+@pytest.fixture(scope="session")
+def sandbox_fleet(sandbox: Sandbox, sandbox_vm: VM) -> list[VM]:
+    """sandbox-1..3; sandbox-1 is the already running sandbox_vm."""
+    return sandbox.up(3, timeout=BOOT_TIMEOUT)
