@@ -570,16 +570,7 @@ def deploy_to(host: Remote, cfg: Config, signed: Signed, opts: Options, steps: u
     with deploy_lock(host, layout, cfg, m.release, "deploy", opts.break_lock):
         state = read_state(host, layout)
         with steps.step(f"upload {m.image_name} to {host.name}"):
-            staged = upload(host, layout, signed, steps)
-            try:
-                check_release(host, layout, m, cfg.sign.principal, staged=staged)
-            except DeployError as refused:
-                if not host.dry_run:
-                    record(
-                        host, layout, "deploy", m.release, state.live, "refused", refused.message
-                    )
-                raise
-            install(host, layout, m, staged=staged)
+            _upload_checked(host, layout, cfg, signed, state, steps)
         plan = switch(host, cfg, state, m, opts, steps, "deploy")
         if not host.dry_run:
             protect = {m.release} | ({state.live} if state.live else set())
@@ -587,6 +578,66 @@ def deploy_to(host: Remote, cfg: Config, signed: Signed, opts: Options, steps: u
             if removed:
                 steps.info(f"removed old releases: {', '.join(removed)}")
         return plan
+
+
+def upload_to(host: Remote, cfg: Config, signed: Signed, steps: ui.Steps) -> None:
+    """`invoke upload`: send and check a release without attaching it."""
+    layout = Layout(cfg.app.name)
+    m = signed.manifest
+    with deploy_lock(host, layout, cfg, m.release, "upload", False):
+        state = read_state(host, layout)
+        with steps.step(f"upload {m.image_name} to {host.name}"):
+            _upload_checked(host, layout, cfg, signed, state, steps)
+
+
+def _upload_checked(
+    host: Remote, layout: Layout, cfg: Config, signed: Signed, state: HostState, steps: ui.Steps
+) -> None:
+    """Upload, check on the host (a refusal is audited), and move into place."""
+    m = signed.manifest
+    staged = upload(host, layout, signed, steps)
+    try:
+        check_release(host, layout, m, cfg.sign.principal, staged=staged)
+    except DeployError as refused:
+        if not host.dry_run:
+            record(host, layout, "deploy", m.release, state.live, "refused", refused.message)
+        raise
+    install(host, layout, m, staged=staged)
+
+
+def reattach_on(host: Remote, cfg: Config, signed: Signed, opts: Options, steps: ui.Steps) -> Plan:
+    """`invoke reattach`: switch to an uploaded release without verifying it."""
+    layout = Layout(cfg.app.name)
+    m = signed.manifest
+    with deploy_lock(host, layout, cfg, m.release, "reattach", opts.break_lock):
+        state = read_state(host, layout)
+        if read_manifest(host, layout, m.release) is None:
+            raise DeployError(
+                f"[{host.name}] {m.release} was not uploaded", hint="run `invoke upload` first"
+            )
+        plan = plan_release(state.live_manifest, m, restart_sockets=opts.restart_sockets)
+        describe(plan, steps)
+        with steps.step(f"reattach {m.release} on {host.name}"):
+            reattach(host, layout, plan)
+        if not host.dry_run:
+            record(host, layout, "reattach", m.release, m.release, "unverified")
+        return plan
+
+
+def verify_live(host: Remote, cfg: Config, steps: ui.Steps) -> None:
+    """`invoke verify`: check the live release as a deploy would."""
+    state = read_state(host, Layout(cfg.app.name))
+    if state.live_manifest is None:
+        raise DeployError(
+            f"[{host.name}] no release of {cfg.app.name} is attached", hint="run `invoke deploy`"
+        )
+    with steps.step(f"verify {state.live_manifest.release} on {host.name}"):
+        try:
+            verify(host, cfg, state.live_manifest, steps)
+        except VerifyFailed as e:
+            raise DeployError(
+                f"[{host.name}] {e.message}", hint=f"see `invoke logs --host {host.name}`"
+            ) from None
 
 
 def rollback_on(host: Remote, cfg: Config, to: str | None, opts: Options, steps: ui.Steps) -> Plan:

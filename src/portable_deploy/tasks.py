@@ -25,7 +25,6 @@ from .commands.layout import Layout
 from .config import Config, config_path, load_config
 from .errors import DeployError
 from .host import Host
-from .plan import plan_release
 from .targets import open_hosts, select
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,6 +33,14 @@ DEBUG_ENV = "PORTABLE_DEPLOY_DEBUG"
 HOST_HELP = "Act on this host from deploy.toml (repeatable; default: every host)."
 ECHO_HELP = "Show every remote command as `[host] $ command`."
 DRY_HELP = "Show the remote commands and the units that would restart; change nothing."
+#: The flags of every task that switches the live release (deploy, rollback, reattach).
+SWITCH_HELP = {
+    "host": HOST_HELP,
+    "echo": ECHO_HELP,
+    "dry_run": DRY_HELP,
+    "restart_sockets": "Allow restarting a .socket unit whose unit file changed.",
+    "break_lock": "Break a stale deploy lock (older than lock_ttl, or its local owner is gone).",
+}
 
 
 def user_errors(fn: F) -> F:
@@ -115,28 +122,12 @@ def upload(c: Context, host: list[str] | None = None, echo: bool = False) -> Non
     """Send the built, signed release to the hosts and check it there (nothing is attached)."""
     cfg, steps = _config(), ui.Steps()
     signed = pipeline.local_release(cfg)
-    layout = Layout(cfg.app.name)
     with _hosts(cfg, host, echo=echo) as hosts:
         for h in hosts:
-            with steps.step(f"upload {signed.manifest.image_name} to {h.name}"):
-                pipeline.read_state(h, layout)
-                staged = pipeline.upload(h, layout, signed, steps)
-                pipeline.check_release(
-                    h, layout, signed.manifest, cfg.sign.principal, staged=staged
-                )
-                pipeline.install(h, layout, signed.manifest, staged=staged)
+            pipeline.upload_to(h, cfg, signed, steps)
 
 
-@task(
-    iterable=["host"],
-    help={
-        "host": HOST_HELP,
-        "echo": ECHO_HELP,
-        "dry_run": DRY_HELP,
-        "restart_sockets": "Allow restarting a .socket unit whose unit file changed.",
-        "break_lock": "Break a stale deploy lock (older than lock_ttl, or its local owner is gone).",
-    },
-)
+@task(iterable=["host"], help=SWITCH_HELP)
 @user_errors
 def reattach(
     c: Context,
@@ -150,22 +141,9 @@ def reattach(
     cfg, steps = _config(), ui.Steps()
     signed = pipeline.local_release(cfg)
     opts = pipeline.Options(dry_run, restart_sockets, break_lock)
-    layout = Layout(cfg.app.name)
     with _hosts(cfg, host, echo=echo, dry_run=dry_run) as hosts:
         for h in hosts:
-            m = signed.manifest
-            with pipeline.deploy_lock(h, layout, cfg, m.release, "reattach", opts.break_lock):
-                state = pipeline.read_state(h, layout)
-                if pipeline.read_manifest(h, layout, m.release) is None and not dry_run:
-                    raise DeployError(
-                        f"[{h.name}] {m.release} was not uploaded", hint="run `invoke upload` first"
-                    )
-                plan = plan_release(state.live_manifest, m, restart_sockets=restart_sockets)
-                with steps.step(f"reattach {m.release} on {h.name}"):
-                    pipeline.describe(plan, steps)
-                    pipeline.reattach(h, layout, plan)
-                    if not dry_run:
-                        pipeline.record(h, layout, "reattach", m.release, m.release, "unverified")
+            pipeline.reattach_on(h, cfg, signed, opts, steps)
 
 
 @task(iterable=["host"], help={"host": HOST_HELP, "echo": ECHO_HELP})
@@ -173,32 +151,15 @@ def reattach(
 def verify(c: Context, host: list[str] | None = None, echo: bool = False) -> None:
     """Check the live release: units active, health check through SSH, no restart loop."""
     cfg, steps = _config(), ui.Steps()
-    layout = Layout(cfg.app.name)
     with _hosts(cfg, host, echo=echo) as hosts:
         for h in hosts:
-            state = pipeline.read_state(h, layout)
-            if state.live_manifest is None:
-                raise DeployError(
-                    f"[{h.name}] no release of {cfg.app.name} is attached",
-                    hint="run `invoke deploy`",
-                )
-            with steps.step(f"verify {state.live_manifest.release} on {h.name}"):
-                try:
-                    pipeline.verify(h, cfg, state.live_manifest, steps)
-                except pipeline.VerifyFailed as e:
-                    raise DeployError(
-                        f"[{h.name}] {e.message}", hint=f"see `invoke logs --host {h.name}`"
-                    ) from None
+            pipeline.verify_live(h, cfg, steps)
 
 
 @task(
     iterable=["host"],
     help={
-        "host": HOST_HELP,
-        "echo": ECHO_HELP,
-        "dry_run": DRY_HELP,
-        "restart_sockets": "Allow restarting a .socket unit whose unit file changed.",
-        "break_lock": "Break a stale deploy lock (older than lock_ttl, or its local owner is gone).",
+        **SWITCH_HELP,
         "no_build": "Deploy the release already built and signed in dist/ (build once, deploy many).",
     },
 )
