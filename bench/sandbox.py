@@ -91,8 +91,8 @@ def main() -> int:
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     width = max(len(r[0]) for r in rows)
     print(f"\n{'measurement':<{width}}  {'seconds':>8}  target")
-    for name, seconds, target in rows:
-        print(f"{name:<{width}}  {seconds:8.1f}  {target}")
+    for name, seconds, verdict in rows:
+        print(f"{name:<{width}}  {seconds:8.1f}  {verdict}")
     return 0
 
 

@@ -92,8 +92,9 @@ class Project:
     def snapshot(self) -> str:
         """Everything a deploy could change on the host, as text."""
         return self.ssh(
-            "ls -l --time-style=+%s /var/lib/portables /etc/systemd/system.attached; "
-            f"ls -lR {STATE} | grep -v audit.jsonl; "
+            "ls -l --time-style=+%s /var/lib/portables; "
+            "find /etc/systemd/system.attached -type f | sort | xargs sha256sum; "
+            f"find {STATE} -type f ! -name audit.jsonl | sort; "
             "systemctl show -p ActiveEnterTimestampMonotonic,MainPID "
             "scoreboard.service scoreboard-http.socket scoreboard-litestream.service"
         )
