@@ -206,3 +206,15 @@ def lock_record(output: str) -> LockRecord | None:
         )
     except (ValueError, KeyError, TypeError, IndexError):
         return LockRecord(token=text, user="?", origin="?", pid=0, at=0.0, release="?", command="?")
+
+
+def state_sections(output: str, marker: str) -> dict[str, str]:
+    """Split the output of ``commands.state.host_state`` into its named sections."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in output.splitlines():
+        if line.startswith(marker):
+            current = sections.setdefault(line[len(marker) :].strip(), [])
+        elif current is not None:
+            current.append(line)
+    return {name: "\n".join(lines) + ("\n" if lines else "") for name, lines in sections.items()}

@@ -24,7 +24,8 @@ from pathlib import Path
 from . import facts, image, sign, ui
 from .command import Command
 from .commands import files, lock, portablectl, systemctl, trust
-from .commands.layout import ALLOWED_SIGNERS, PORTABLES_DIR, TRUST_DIR, Layout
+from .commands.layout import ALLOWED_SIGNERS, PORTABLES_DIR, STATE_ROOT, TRUST_DIR, Layout
+from .commands.state import SECTION, host_state
 from .config import Config, check_sources, resolve_version
 from .errors import DeployError
 from .facts import AuditRecord
@@ -114,9 +115,9 @@ def local_release(cfg: Config) -> Signed:
 # -- host state ----------------------------------------------------------------------------------
 
 
-def check_host(host: Remote) -> facts.HostInfo:
-    """Refuse hosts that cannot run portable services or were never set up."""
-    info = facts.host_info(host.run(trust.host_info()).stdout)
+def check_host(host: Remote, info: facts.HostInfo | None = None) -> facts.HostInfo:
+    """Refuse hosts that cannot run portable services."""
+    info = info or facts.host_info(host.run(trust.host_info()).stdout)
     if not info.has_portablectl:
         raise DeployError(
             f"[{host.name}] has no portablectl",
@@ -131,15 +132,25 @@ def check_host(host: Remote) -> facts.HostInfo:
 
 
 def read_state(host: Remote, layout: Layout) -> HostState:
-    info = check_host(host)
+    """The host's facts in one round trip; refuses hosts that were never set up."""
+    out = host.run(host_state(layout, ALLOWED_SIGNERS, STATE_ROOT)).stdout
+    sections = facts.state_sections(out, SECTION)
+    info = check_host(host, facts.host_info(sections.get("info", "")))
     if not (info.set_up and info.trusted):
         raise DeployError(
             f"[{host.name}] is not set up for portable-deploy (no {ALLOWED_SIGNERS})",
             hint=f"run `invoke host.setup --host {host.name}` once",
         )
-    live = facts.live_release(host.run(portablectl.attached_images(layout.app)).stdout, layout.app)
-    manifest = read_manifest(host, layout, live) if live else None
-    audit = facts.audit_log(host.run(files.cat(layout.audit_log)).stdout)
+    live = facts.live_release(sections.get("attached", ""), layout.app)
+    manifest = None
+    text = sections.get("live-manifest", "")
+    if live and text.strip():
+        manifest = Manifest.from_json(text, f"{host.name}:{layout.manifest(live)}")
+        if manifest.release != live:
+            manifest = read_manifest(host, layout, live)
+    elif live:
+        manifest = read_manifest(host, layout, live)
+    audit = facts.audit_log(sections.get("audit", ""))
     return HostState(live, manifest, audit)
 
 
@@ -325,23 +336,25 @@ def install(host: Remote, layout: Layout, manifest: Manifest, *, staged: bool) -
     host.run(files.move(incoming, layout.manifest(manifest.release)))
 
 
-def reattach(host: Remote, layout: Layout, plan: Plan) -> list[Command]:
+def reattach(host: Remote, layout: Layout, plan: Plan) -> Command | None:
     """Switch the attached image, then stop, restart and start exactly the units the plan names."""
     image_path = layout.image(plan.release)
-    commands: list[Command] = []
+    if plan.action is Action.NONE:
+        return None
     if plan.action is Action.ATTACH:
-        commands.append(portablectl.attach(image_path, now=True, enable=True))
-    elif plan.action is Action.REATTACH:
-        commands.append(portablectl.reattach(image_path, now=False, enable=True))
-        if plan.stop:
-            commands.append(systemctl.stop(plan.stop))
-        if plan.restart:
-            commands.append(systemctl.restart(plan.restart))
-        if plan.start:
-            commands.append(systemctl.start(plan.start))
-    for command in commands:
-        host.run(command, timeout=120)
-    return commands
+        command = portablectl.attach(image_path, now=True, enable=True)
+    else:
+        # One round trip: the swap and the restarts it needs, stopping at the first failure.
+        command = portablectl.reattach(image_path, now=False, enable=True)
+        for units, builder in (
+            (plan.stop, systemctl.stop),
+            (plan.restart, systemctl.restart),
+            (plan.start, systemctl.start),
+        ):
+            if units:
+                command = command.then(builder(units))
+    host.run(command, timeout=180)
+    return command
 
 
 def unit_states(host: Remote, units: Sequence[str]) -> dict[str, facts.UnitState]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from portable_deploy.command import Command
+from portable_deploy.commands.state import SECTION
 from portable_deploy.config import (
     AppConfig,
     BuildConfig,
@@ -107,6 +108,23 @@ class FakeHost:
     health: int = 200
     version: str = ""
     log: list[str] = field(default_factory=list)
+    #: What the one-round-trip state read reports.
+    info: str = ""
+    live: str | None = None
+    manifests: dict[str, Manifest] = field(default_factory=dict)
+    audit: str = ""
+
+    def state(self, line: str) -> Result:
+        m = self.manifests.get(self.live or "")
+        out = (
+            f"{SECTION}info\n{self.info}"
+            f"{SECTION}attached\n"
+            + (f"RootImage=/var/lib/portables/{self.live}.raw\n" * 4 if self.live else "")
+            + f"{SECTION}live-manifest\n"
+            + (m.to_json() if m else "")
+            + f"{SECTION}audit\n{self.audit}"
+        )
+        return Result(out, "", 0)
 
     def on(self, pattern: str, response: Responder) -> None:
         self.responders.insert(0, (pattern, response))
@@ -118,6 +136,8 @@ class FakeHost:
             return Result("", "", 0)
         self.log.append(line)
         result = Result("", "", 0)
+        if SECTION in line:
+            return self.state(line)
         for pattern, response in self.responders:
             if re.search(pattern, line):
                 result = response(line) if callable(response) else response
@@ -166,6 +186,7 @@ def _verb(line: str) -> str:
     for needle, name in (
         ('ln "$tmp"', "lock.acquire"),
         ('grep -qF "$2" "$1"', "lock.release"),
+        ("### portable-deploy:", "state"),
         ("systemctl --version", "host_info"),
         ("ssh-keygen -Y verify", "verify-signature"),
         ("image_sha256", "verify-image-hash"),
@@ -202,23 +223,15 @@ def active_units(line: str) -> Result:
 @pytest.fixture
 def live_v1() -> FakeHost:
     """A host where scoreboard_1 is live and scoreboard_2 is not there yet."""
-    host = FakeHost()
+    host = FakeHost(info=HOST_INFO.stdout, live="scoreboard_1")
     v1 = manifest("1")
+    host.manifests = {"scoreboard_1": v1}
+    host.audit = (
+        '{"at":"t1","event":"deploy","live":"scoreboard_1","release":"scoreboard_1",'
+        '"result":"ok","user":"u","origin":"o"}\n'
+    )
     host.on(r"systemctl show", active_units)
-    host.on(r"systemctl --version", HOST_INFO)
-    host.on(
-        r"system.attached", Result("RootImage=/var/lib/portables/scoreboard_1.raw\n" * 4, "", 0)
-    )
     host.on(r"releases/scoreboard_1\.manifest\.json$", Result(v1.to_json(), "", 0))
-    host.on(
-        r"audit\.jsonl$",
-        Result(
-            '{"at":"t1","event":"deploy","live":"scoreboard_1","release":"scoreboard_1",'
-            '"result":"ok","user":"u","origin":"o"}\n',
-            "",
-            0,
-        ),
-    )
     host.on(r"incoming/scoreboard_2\.raw$", arrived(manifest("2", app="e")))
     host.on(r"for f in", Result("scoreboard_1.raw\nscoreboard_2.raw\n", "", 0))
     return host

@@ -24,10 +24,7 @@ def test_deploy_of_an_app_change_runs_the_commands_in_order(
     pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())
     assert live_v1.verbs() == [
         "lock.acquire",
-        "host_info",
-        "attached-images",
-        "cat",
-        "cat",
+        "state",
         "sha256",
         "mkdir -p /var/lib/portable-deploy/scoreboard/incoming /var/lib/portable-deploy/scoreboard/releases",
         "put /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.manifest.json",
@@ -41,8 +38,7 @@ def test_deploy_of_an_app_change_runs_the_commands_in_order(
         "/var/lib/portable-deploy/scoreboard/releases/scoreboard_2.manifest.json.sig",
         "mv -f /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.manifest.json "
         "/var/lib/portable-deploy/scoreboard/releases/scoreboard_2.manifest.json",
-        f"portablectl reattach --enable {IMG}",
-        "systemctl restart scoreboard.service",
+        f"portablectl reattach --enable {IMG} && systemctl restart scoreboard.service",
         "systemctl show",
         "forward 80",
         live_v1.log[-4],  # the audit line (timestamped)
@@ -61,8 +57,11 @@ def test_litestream_restarts_only_when_its_binary_changes(
     live_v1.version = "2"
     live_v1.on(r"incoming/scoreboard_2\.raw$", arrived(v2))
     pipeline.deploy_to(live_v1, config(tmp_path), signed(v2), pipeline.Options(), ui.Steps())
-    restarts = [line for line in live_v1.log if line.startswith("systemctl restart")]
-    assert restarts == ["systemctl restart scoreboard-litestream.service scoreboard.service"]
+    restarts = [line for line in live_v1.log if "systemctl restart" in line]
+    assert restarts == [
+        "portablectl reattach --enable /var/lib/portables/scoreboard_2.raw && "
+        "systemctl restart scoreboard-litestream.service scoreboard.service"
+    ]
 
 
 def test_changed_socket_unit_is_refused_without_the_flag(tmp_path: Path, live_v1: FakeHost) -> None:
@@ -71,7 +70,7 @@ def test_changed_socket_unit_is_refused_without_the_flag(tmp_path: Path, live_v1
     live_v1.on(r"incoming/scoreboard_2\.raw$", arrived(v2))
     with pytest.raises(DeployError, match="--restart-sockets"):
         pipeline.deploy_to(live_v1, config(tmp_path), signed(v2), pipeline.Options(), ui.Steps())
-    assert not any(line.startswith("portablectl reattach") for line in live_v1.log)
+    assert not any("portablectl reattach" in line for line in live_v1.log)
     assert live_v1.verbs()[-1] == "lock.release"
 
 
@@ -88,15 +87,11 @@ def test_failed_verify_reattaches_the_previous_release(tmp_path: Path, live_v1: 
     with pytest.raises(DeployError) as failure:
         pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())
     assert "rolled back, scoreboard_1 is live" in str(failure.value)
-    after = live_v1.verbs()[live_v1.verbs().index(f"portablectl reattach --enable {IMG}") :]
-    assert after[:4] == [
-        f"portablectl reattach --enable {IMG}",
-        "systemctl restart scoreboard.service",
-        "systemctl show",
-        "forward 80",
-    ]
-    assert after[4:7] == [
-        "portablectl reattach --enable /var/lib/portables/scoreboard_1.raw",
+    swap = f"portablectl reattach --enable {IMG} && systemctl restart scoreboard.service"
+    after = live_v1.verbs()[live_v1.verbs().index(swap) :]
+    assert after[:3] == [swap, "systemctl show", "forward 80"]
+    assert after[3:5] == [
+        "portablectl reattach --enable /var/lib/portables/scoreboard_1.raw && "
         "systemctl restart scoreboard.service",
         "systemctl show",
     ]
@@ -115,17 +110,12 @@ def test_rollback_goes_to_the_previous_release_in_history(
     """With scoreboard_2 live after scoreboard_1, rollback checks and reattaches scoreboard_1."""
     v1, v2 = manifest("1"), manifest("2", app="e")
     live_v1.version = "1"
-    live_v1.on(r"system.attached", Result("RootImage=/var/lib/portables/scoreboard_2.raw\n", "", 0))
-    live_v1.on(r"releases/scoreboard_2\.manifest\.json$", Result(v2.to_json(), "", 0))
+    live_v1.live = "scoreboard_2"
+    live_v1.manifests = {"scoreboard_1": v1, "scoreboard_2": v2}
     live_v1.on(r"releases/scoreboard_1\.manifest\.json$", Result(v1.to_json(), "", 0))
-    live_v1.on(
-        r"audit\.jsonl$",
-        Result(
-            '{"at":"t1","event":"deploy","live":"scoreboard_1","release":"scoreboard_1","result":"ok"}\n'
-            '{"at":"t2","event":"deploy","live":"scoreboard_2","release":"scoreboard_2","result":"ok"}\n',
-            "",
-            0,
-        ),
+    live_v1.audit = (
+        '{"at":"t1","event":"deploy","live":"scoreboard_1","release":"scoreboard_1","result":"ok"}\n'
+        '{"at":"t2","event":"deploy","live":"scoreboard_2","release":"scoreboard_2","result":"ok"}\n'
     )
     plan = pipeline.rollback_on(live_v1, config(tmp_path), None, pipeline.Options(), ui.Steps())
     assert plan.release == "scoreboard_1"
@@ -135,7 +125,10 @@ def test_rollback_goes_to_the_previous_release_in_history(
         "verify-signature",
         "verify-image-hash",
     ]
-    assert "portablectl reattach --enable /var/lib/portables/scoreboard_1.raw" in verbs
+    assert (
+        "portablectl reattach --enable /var/lib/portables/scoreboard_1.raw && "
+        "systemctl restart scoreboard.service"
+    ) in verbs
     assert not any(v.startswith("put ") for v in verbs)
     assert verbs[-1] == "lock.release"
 
@@ -147,13 +140,11 @@ def test_dry_run_changes_nothing(tmp_path: Path, live_v1: FakeHost) -> None:
         live_v1, config(tmp_path), signed(V2), pipeline.Options(dry_run=True), ui.Steps()
     )
     executed = [line for line in live_v1.log if not line.startswith("(dry-run)")]
-    assert all(
-        v in ("host_info", "cat", "sha256", "attached-images")
-        for v in (FakeHost(log=executed).verbs())
-    ), executed
+    assert all(v in ("state", "sha256") for v in (FakeHost(log=executed).verbs())), executed
     shown = [line for line in live_v1.log if line.startswith("(dry-run)")]
-    assert f"(dry-run) portablectl reattach --enable {IMG}" in shown
-    assert "(dry-run) systemctl restart scoreboard.service" in shown
+    assert (
+        f"(dry-run) portablectl reattach --enable {IMG} && systemctl restart scoreboard.service"
+    ) in shown
 
 
 def test_held_lock_fails_at_once_with_the_holder(tmp_path: Path, live_v1: FakeHost) -> None:
@@ -198,16 +189,13 @@ def test_different_image_under_same_name_is_refused(tmp_path: Path, live_v1: Fak
 
 def test_unset_host_is_refused_with_setup_hint(tmp_path: Path, live_v1: FakeHost) -> None:
     """A host without the trust root names `invoke host.setup`."""
-    live_v1.on(
-        r"systemctl --version",
-        Result("systemd=252\nportablectl=/usr/bin/portablectl\ntrust=no\nstate=no\n", "", 0),
-    )
+    live_v1.info = "systemd=252\nportablectl=/usr/bin/portablectl\ntrust=no\nstate=no\n"
     with pytest.raises(DeployError, match=r"host.setup"):
         pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())
 
 
 def test_host_without_portablectl_names_the_package(tmp_path: Path, live_v1: FakeHost) -> None:
     """A host lacking portablectl is told to install systemd-container."""
-    live_v1.on(r"systemctl --version", Result("systemd=252\nportablectl=\n", "", 0))
+    live_v1.info = "systemd=252\nportablectl=\n"
     with pytest.raises(DeployError, match="systemd-container"):
         pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())

@@ -135,3 +135,30 @@ def test_audit_record_round_trip() -> None:
     """to_json output is read back by audit_log."""
     rec = facts.AuditRecord("t", "deploy", "a_1", "a_1", "ok", "u", "o", "m")
     assert facts.audit_log(rec.to_json()) == [rec]
+
+
+def test_state_sections_split_the_one_round_trip_read() -> None:
+    """The batched state read is split back into its named sections, empty ones included."""
+    out = "### x:info\nsystemd=252\n### x:attached\n### x:audit\n{}\n{}\n"
+    assert facts.state_sections(out, "### x:") == {
+        "info": "systemd=252\n",
+        "attached": "",
+        "audit": "{}\n{}\n",
+    }
+
+
+def test_state_script_runs_in_a_real_shell(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The state script prints every section even on a host with nothing set up."""
+    import subprocess
+
+    from portable_deploy.commands.layout import Layout
+    from portable_deploy.commands.state import SECTION, host_state
+
+    command = host_state(Layout("scoreboard"), str(tmp_path / "none"), str(tmp_path))
+    out = subprocess.run(["sh", "-c", command.render()], capture_output=True, text=True)
+    assert out.returncode == 0
+    sections = facts.state_sections(out.stdout, SECTION)
+    assert set(sections) == {"info", "attached", "live-manifest", "audit"}
+    assert (
+        facts.host_info(sections["info"]).set_up and not facts.host_info(sections["info"]).trusted
+    )

@@ -32,15 +32,17 @@ def install_allowed_signers(content: str) -> Command:
     return write(ALLOWED_SIGNERS, content, mode="0644")
 
 
+#: Prints KEY=VALUE facts about the host; $1 is the allowed_signers path, $2 the state root.
+HOST_INFO_SCRIPT = (
+    'echo "systemd=$(systemctl --version | head -n1 | cut -d" " -f2)"; '
+    'echo "portablectl=$(command -v portablectl || true)"; '
+    'echo "ssh_keygen=$(command -v ssh-keygen || true)"; '
+    '[ -f "$1" ] && echo "trust=yes" || echo "trust=no"; '
+    '[ -d "$2" ] && echo "state=yes" || echo "state=no"; '
+    'echo "user=$(id -un)"'
+)
+
+
 def host_info() -> Command:
     """What host.setup and deploy need to know about a host, in one round trip."""
-    return sh_args(
-        'echo "systemd=$(systemctl --version | head -n1 | cut -d" " -f2)"; '
-        'echo "portablectl=$(command -v portablectl || true)"; '
-        'echo "ssh_keygen=$(command -v ssh-keygen || true)"; '
-        '[ -f "$1" ] && echo "trust=yes" || echo "trust=no"; '
-        '[ -d "$2" ] && echo "state=yes" || echo "state=no"; '
-        'echo "user=$(id -un)"',
-        ALLOWED_SIGNERS,
-        STATE_ROOT,
-    )
+    return sh_args(HOST_INFO_SCRIPT, ALLOWED_SIGNERS, STATE_ROOT)

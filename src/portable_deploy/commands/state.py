@@ -1,0 +1,35 @@
+"""Everything a deploy needs to know about a host, read in one round trip.
+
+Each remote command costs a few hundred milliseconds on a small VPS (sshd forks a session and a
+shell), so the read-only facts a deploy starts from are gathered by one script that prints them
+in sections; ``facts.state_sections`` splits them again.
+"""
+
+from __future__ import annotations
+
+from ..command import Command, sh_args
+from .layout import Layout
+from .trust import HOST_INFO_SCRIPT
+
+SECTION = "### portable-deploy:"
+
+_SCRIPT = (
+    f'echo "{SECTION}info"; {HOST_INFO_SCRIPT}; '
+    f'echo "{SECTION}attached"; '
+    'for d in /etc/systemd/system.attached/"$3".*.d /etc/systemd/system.attached/"$3"-*.d '
+    '/etc/systemd/system.attached/"$3"@*.d; do '
+    '[ -f "$d/20-portable.conf" ] && grep -h "^RootImage=" "$d/20-portable.conf"; done; '
+    f'echo "{SECTION}live-manifest"; '
+    'img=$(grep -h "^RootImage=" /etc/systemd/system.attached/"$3".*.d/20-portable.conf '
+    '/etc/systemd/system.attached/"$3"-*.d/20-portable.conf 2>/dev/null | head -n1); '
+    'rel=$(basename "${img#RootImage=}" .raw); '
+    '[ -n "$img" ] && [ -f "$4/$rel.manifest.json" ] && cat "$4/$rel.manifest.json"; '
+    f'echo "{SECTION}audit"; [ -f "$5" ] && cat "$5"; true'
+)
+
+
+def host_state(layout: Layout, allowed_signers: str, state_root: str) -> Command:
+    """Host info, the attached image, its manifest and the audit log, as sections."""
+    return sh_args(
+        _SCRIPT, allowed_signers, state_root, layout.app, layout.releases_dir, layout.audit_log
+    )
