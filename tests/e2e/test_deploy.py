@@ -92,7 +92,7 @@ class Project:
     def snapshot(self) -> str:
         """Everything a deploy could change on the host, as text."""
         return self.ssh(
-            "ls -l --time-style=+%s /var/lib/portables; "
+            "find /var/lib/portables -type f -printf '%p %s %T@\\n' | sort; "
             "find /etc/systemd/system.attached -type f | sort | xargs sha256sum; "
             f"find {STATE} -type f ! -name audit.jsonl | sort; "
             "systemctl show -p ActiveEnterTimestampMonotonic,MainPID "
@@ -118,14 +118,20 @@ def project(sandbox_vm: VM, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("DEPLOY_TOML", None)
     p = Project(root, sandbox_vm, env)
-    # A fresh VM for this module: no app, no trust root yet (host.setup runs on first use).
-    p.ssh(
-        "for i in $(portablectl list --no-legend | awk '{print $1}'); do "
-        "portablectl detach --now $i >/dev/null 2>&1 || true; done; "
-        "rm -rf /var/lib/portables/scoreboard_* /var/lib/portable-deploy /etc/portable-deploy "
-        "/var/lib/private/scoreboard /var/lib/private/scoreboard-replica"
-    )
+    # A fresh VM for this module: no app, no trust root yet (host.setup runs on first use);
+    # and the same afterwards, so other tests get port 80 back.
+    p.ssh(_RESET)
     yield p
+    p.ssh(_RESET)
+
+
+_RESET = (
+    "for i in $(portablectl list --no-legend | awk '{print $1}'); do "
+    "case $i in scoreboard_*) portablectl detach --now $i >/dev/null 2>&1 || true;; esac; done; "
+    "rm -rf /var/lib/portables/scoreboard_* /var/lib/portable-deploy /etc/portable-deploy "
+    "/var/lib/private/scoreboard /var/lib/private/scoreboard-replica; "
+    "systemctl reset-failed"
+)
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> None:
