@@ -1,5 +1,5 @@
 """The only module that talks SSH. A ``Host`` runs ``Command`` values over one Fabric connection,
-uploads files with SFTP and forwards ports, all on the same SSH transport.
+uploads files with SFTP and reaches the host's loopback ports, all on the same SSH transport.
 
 Host keys are always checked: against ~/.ssh/known_hosts for real hosts and against the sandbox's
 own known_hosts file for the sandbox VM. There is no accept-any-host-key path.
@@ -7,10 +7,9 @@ own known_hosts file for the sandbox VM. There is no accept-any-host-key path.
 
 from __future__ import annotations
 
-import contextlib
+import http.client
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,7 +59,7 @@ class Remote(Protocol):
 
     def put(self, local: Path, remote: str, progress: Progress | None = None) -> None: ...
 
-    def forward(self, remote_port: int) -> contextlib.AbstractContextManager[int]: ...
+    def http_get(self, port: int, path: str, timeout: float = 5.0) -> tuple[int, str]: ...
 
 
 @dataclass(frozen=True)
@@ -185,19 +184,34 @@ class Host:
         sftp = self.connection().sftp()
         sftp.put(str(local), remote, callback=progress, confirm=True)
 
-    @contextlib.contextmanager
-    def forward(self, remote_port: int) -> Iterator[int]:
-        """Forward a free local port to 127.0.0.1:remote_port on the host, over this connection."""
-        local = free_port()
-        with self.connection().forward_local(
-            local_port=local, remote_port=remote_port, remote_host="127.0.0.1"
-        ):
-            # forward_local listens in a thread; give it a moment to bind.
-            for _ in range(50):
-                with (
-                    contextlib.suppress(OSError),
-                    socket.create_connection(("127.0.0.1", local), 0.1),
-                ):
-                    break
-                time.sleep(0.02)
-            yield local
+    def http_get(self, port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
+        """GET http://127.0.0.1:PORT/PATH on the host, through this SSH connection.
+
+        Each request is its own SSH port-forwarding channel (``direct-tcpip``, what
+        ``ssh -L`` and Fabric's ``forward_local`` open per connection), so a refused
+        connection is an answer ("no answer: refused") rather than a dead tunnel thread,
+        and no local port is opened. Returns (status, body); status 0 means no HTTP answer.
+        """
+        import paramiko
+
+        if self.echo is not None:
+            self.echo(self.name, f"GET http://127.0.0.1:{port}{path}  (through SSH)", False)
+        transport = self.connection().transport
+        try:
+            channel = transport.open_channel(
+                "direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0), timeout=timeout
+            )
+        except (paramiko.ChannelException, paramiko.SSHException, OSError) as e:
+            return 0, f"cannot connect to 127.0.0.1:{port} on the host ({e})"
+        channel.settimeout(timeout)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        conn.sock = channel
+        try:
+            conn.request("GET", path, headers={"Connection": "close"})
+            response = conn.getresponse()
+            return int(response.status), response.read(4096).decode(errors="replace")
+        except (OSError, http.client.HTTPException) as e:
+            return 0, f"{type(e).__name__}: {e}"
+        finally:
+            conn.close()
+            channel.close()

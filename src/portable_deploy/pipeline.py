@@ -13,8 +13,6 @@ import json
 import os
 import socket
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -379,8 +377,7 @@ def verify(host: Remote, cfg: Config, manifest: Manifest, steps: ui.Steps) -> No
     units = watched_units(manifest)
     deadline = time.monotonic() + v.timeout
     states = _wait_active(host, units, deadline)
-    with host.forward(v.port) as local_port:
-        _wait_http(local_port, cfg, manifest, deadline)
+    _wait_http(host, cfg, manifest, deadline)
     if v.settle > 0:
         time.sleep(v.settle)
         after = facts.unit_states(host.run(systemctl.show(units)).stdout)
@@ -413,15 +410,16 @@ def _wait_active(host: Remote, units: Sequence[str], deadline: float) -> dict[st
         time.sleep(0.5)
 
 
-def _wait_http(port: int, cfg: Config, manifest: Manifest, deadline: float) -> None:
+def _wait_http(host: Remote, cfg: Config, manifest: Manifest, deadline: float) -> None:
+    """GET the health path (and the version path) on the host until they answer as expected."""
     v = cfg.verify
     last = "no answer"
     while True:
-        status, body = _get(port, v.path)
+        status, body = host.http_get(v.port, v.path)
         if status == v.status:
             if not v.version_path:
                 return
-            vstatus, vbody = _get(port, v.version_path)
+            vstatus, vbody = host.http_get(v.port, v.version_path)
             if vstatus == 200 and manifest.version in vbody:
                 return
             last = f"GET {v.version_path} -> {vstatus} {vbody.strip()[:80]!r}, expected {manifest.version!r}"
@@ -430,16 +428,6 @@ def _wait_http(port: int, cfg: Config, manifest: Manifest, deadline: float) -> N
         if time.monotonic() > deadline:
             raise VerifyFailed(f"health check failed: {last}")
         time.sleep(0.5)
-
-
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return int(response.status), response.read(4096).decode(errors="replace")
-    except urllib.error.HTTPError as e:
-        return int(e.code), e.read(4096).decode(errors="replace")
-    except (OSError, urllib.error.URLError) as e:
-        return 0, str(e)
 
 
 def record(

@@ -148,6 +148,27 @@ def test_first_deploy_serves_v1(project: Project) -> None:
     project.add_points("alice", 5)
 
 
+def test_host_setup_is_idempotent(project: Project) -> None:
+    """host.setup on a host that is set up reports that nothing changed."""
+    result = project.invoke("host.setup")
+    _ok(result)
+    assert "sandbox: already set up" in result.stdout
+
+
+def test_host_without_portablectl_is_named_with_the_package(project: Project) -> None:
+    """A host lacking portablectl gets one error naming systemd-container, and nothing changes."""
+    project.ssh("mv /usr/bin/portablectl /usr/bin/portablectl.hidden")
+    try:
+        result = project.invoke("host.setup")
+        deploy = project.deploy("e2e1")
+    finally:
+        project.ssh("mv /usr/bin/portablectl.hidden /usr/bin/portablectl")
+    for r in (result, deploy):
+        assert r.returncode == 1
+        assert "apt-get install systemd-container" in r.stderr
+        assert "Traceback" not in r.stderr
+
+
 def test_app_only_deploy_keeps_socket_and_litestream(project: Project) -> None:
     """v2 restarts only the app: the socket's ActiveEnterTimestamp and Litestream's PID stay."""
     socket_since = project.unit("scoreboard-http.socket", "ActiveEnterTimestampMonotonic")
@@ -187,6 +208,17 @@ def test_rollback_to_a_named_release(project: Project) -> None:
     """rollback --to VERSION goes to that release."""
     _ok(project.invoke("rollback", "--to", "e2e2"))
     assert project.get("/version") == (200, "e2e2\n")
+
+
+def test_verify_of_a_port_nothing_listens_on_fails_cleanly(project: Project) -> None:
+    """A refused health-check connection is a failed check with one line, not a crash."""
+    toml = project.root / "deploy-port81.toml"
+    text = (project.root / "deploy.toml").read_text()
+    toml.write_text(text.replace("port = 80", "port = 81").replace("timeout = 60", "timeout = 3"))
+    result = project.invoke("verify", toml=toml)
+    assert result.returncode == 1
+    assert "health check failed" in result.stderr and "cannot connect" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_releases_lists_live_and_rollback_target(project: Project) -> None:

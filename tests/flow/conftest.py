@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 import tempfile
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -151,31 +148,9 @@ class FakeHost:
     ) -> None:
         self.log.append(("(dry-run) " if self.dry_run else "") + f"put {remote}")
 
-    @contextlib.contextmanager
-    def forward(self, remote_port: int) -> Iterator[int]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                status, body = (
-                    (fake.health, "ok") if self.path == "/healthz" else (200, fake.version)
-                )
-                self.send_response(status)
-                self.end_headers()
-                self.wfile.write(body.encode())
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server = HTTPServer(("127.0.0.1", 0), Handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        self.log.append(f"forward {remote_port}")
-        try:
-            yield server.server_address[1]
-        finally:
-            server.shutdown()
-            server.server_close()
+    def http_get(self, port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
+        self.log.append(f"GET :{port}{path}")
+        return (self.health, "ok") if path == "/healthz" else (200, self.version)
 
     def verbs(self) -> list[str]:
         """The log with long shell snippets shortened to what they do."""

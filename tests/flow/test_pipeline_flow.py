@@ -40,7 +40,8 @@ def test_deploy_of_an_app_change_runs_the_commands_in_order(
         "/var/lib/portable-deploy/scoreboard/releases/scoreboard_2.manifest.json",
         f"portablectl reattach --enable {IMG} && systemctl restart scoreboard.service",
         "systemctl show",
-        "forward 80",
+        "GET :80/healthz",
+        "GET :80/version",
         live_v1.log[-4],  # the audit line (timestamped)
         "listing",
         "portablectl list --no-legend --no-pager",
@@ -89,12 +90,14 @@ def test_failed_verify_reattaches_the_previous_release(tmp_path: Path, live_v1: 
     assert "rolled back, scoreboard_1 is live" in str(failure.value)
     swap = f"portablectl reattach --enable {IMG} && systemctl restart scoreboard.service"
     after = live_v1.verbs()[live_v1.verbs().index(swap) :]
-    assert after[:3] == [swap, "systemctl show", "forward 80"]
-    assert after[3:5] == [
+    assert after[:3] == [swap, "systemctl show", "GET :80/healthz"]
+    back = (
         "portablectl reattach --enable /var/lib/portables/scoreboard_1.raw && "
-        "systemctl restart scoreboard.service",
-        "systemctl show",
-    ]
+        "systemctl restart scoreboard.service"
+    )
+    tail = after[after.index(back) :]
+    assert tail[:4] == [back, "systemctl show", "GET :80/healthz", "GET :80/version"]
+    assert set(after[3 : after.index(back)]) == {"GET :80/healthz"}
     audit = [line for line in live_v1.log if line.startswith("printf")]
     assert (
         len(audit) == 1
