@@ -8,7 +8,6 @@ own known_hosts file for the sandbox VM. There is no accept-any-host-key path.
 from __future__ import annotations
 
 import http.client
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,12 +72,6 @@ class Target:
     identity_file: Path | None = None
     #: None: the user's ~/.ssh/known_hosts; else this file only.
     known_hosts: Path | None = None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Host:
