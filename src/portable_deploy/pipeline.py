@@ -6,29 +6,24 @@ Each step is a function with typed inputs and outputs. Remote work goes through 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import getpass
-import json
-import os
-import socket
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from . import facts, image, sign, ui
 from .command import Command
-from .commands import files, lock, portablectl, systemctl, trust
+from .commands import files, portablectl, systemctl, trust
 from .commands.layout import ALLOWED_SIGNERS, PORTABLES_DIR, STATE_ROOT, TRUST_DIR, Layout
 from .commands.state import SECTION, host_state
 from .config import Config, check_sources, resolve_version
 from .errors import DeployError
 from .facts import AuditRecord
-from .host import Remote, RemoteCommandError
+from .history import ReleaseRow, kept_releases, prune, record, release_rows
+from .host import Remote
 from .image import Artifact
+from .locking import deploy_lock
 from .manifest import Manifest
 from .plan import Action, Plan, plan_release, unit_infos
 from .units import Kind
@@ -175,73 +170,6 @@ def setup_host(host: Remote, cfg: Config) -> list[str]:
         host.run(trust.install_allowed_signers(wanted))
         changed.append(f"installed {ALLOWED_SIGNERS}")
     return changed
-
-
-# -- the lock ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def deploy_lock(
-    host: Remote, layout: Layout, cfg: Config, release: str, command: str, break_lock: bool
-) -> Iterator[None]:
-    """Hold the app's deploy lock on the host for the duration; refuse if someone else holds it."""
-    token = uuid.uuid4().hex
-    record = json.dumps(
-        {
-            "token": token,
-            "user": getpass.getuser(),
-            "origin": socket.gethostname(),
-            "pid": os.getpid(),
-            "at": time.time(),
-            "release": release,
-            "command": command,
-        },
-        sort_keys=True,
-    )
-    if host.dry_run:
-        host.run(lock.acquire(layout.lock, record))
-        yield
-        return
-    result = host.run(lock.acquire(layout.lock, record), check=False)
-    if result.exit_code == lock.HELD:
-        holder = facts.lock_record(result.stdout)
-        if holder is None:  # released in between: try once more
-            result = host.run(lock.acquire(layout.lock, record), check=False)
-        elif break_lock and _stale(holder, cfg.deploy.lock_ttl):
-            host.run(lock.break_(layout.lock, holder.token))
-            result = host.run(lock.acquire(layout.lock, record), check=False)
-        else:
-            raise DeployError(_held_message(host.name, holder, cfg.deploy.lock_ttl, break_lock))
-    if result.exit_code != 0:
-        raise RemoteCommandError(host.name, lock.acquire(layout.lock, record), result)
-    try:
-        yield
-    finally:
-        host.run(lock.release(layout.lock, token))
-
-
-def _stale(holder: facts.LockRecord, ttl: int) -> bool:
-    if time.time() - holder.at > ttl:
-        return True
-    if holder.origin == socket.gethostname() and holder.pid > 0:
-        try:
-            os.kill(holder.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-    return False
-
-
-def _held_message(host: str, holder: facts.LockRecord, ttl: int, break_lock: bool) -> str:
-    since = datetime.fromtimestamp(holder.at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    base = (
-        f"[{host}] deploy lock held by {holder.user}@{holder.origin} (pid {holder.pid}) since "
-        f"{since}, running `{holder.command}` for {holder.release}"
-    )
-    if break_lock:
-        return f"{base}; it is not stale (younger than {ttl}s and its owner may be alive)"
-    return f"{base} (hint: wait for it; if its owner is gone, retry with --break-lock)"
 
 
 # -- remote steps --------------------------------------------------------------------------------
@@ -428,54 +356,6 @@ def _wait_http(host: Remote, cfg: Config, manifest: Manifest, deadline: float) -
         if time.monotonic() > deadline:
             raise VerifyFailed(f"health check failed: {last}")
         time.sleep(0.5)
-
-
-def record(
-    host: Remote,
-    layout: Layout,
-    event: str,
-    release: str,
-    live: str | None,
-    result: str,
-    message: str = "",
-) -> None:
-    """Append one JSON line to the host's audit log."""
-    entry = AuditRecord(
-        at=datetime.now(UTC).isoformat(timespec="seconds"),
-        event=event,
-        release=release,
-        live=live,
-        result=result,
-        user=getpass.getuser(),
-        origin=socket.gethostname(),
-        message=message,
-    )
-    host.run(files.append_line(layout.audit_log, entry.to_json()))
-
-
-def prune(
-    host: Remote, layout: Layout, keep: int, protect: set[str], audit: Sequence[AuditRecord]
-) -> list[str]:
-    """Delete the oldest releases beyond ``keep``; never the live one or the rollback target."""
-    names = host.run(files.listing(PORTABLES_DIR, f"{layout.app}_*.raw")).stdout.split()
-    releases = [n.removesuffix(".raw") for n in names]
-    # An old image that a sidecar still runs from (it was not restarted) stays too.
-    images = facts.portable_images(host.run(portablectl.list_images()).stdout)
-    protect = protect | {i.name for i in images if i.state.startswith("running")}
-    last_live = {r.live: i for i, r in enumerate(audit) if r.live}
-    releases.sort(key=lambda r: last_live.get(r, -1), reverse=True)
-    kept = [r for r in releases if r in protect]
-    doomed = []
-    for r in releases:
-        if r in protect:
-            continue
-        if len(kept) < keep:
-            kept.append(r)
-        else:
-            doomed.append(r)
-    for r in doomed:
-        host.run(files.remove(layout.image(r), layout.manifest(r), layout.signature(r)))
-    return doomed
 
 
 # -- switching releases, with automatic rollback -------------------------------------------------
@@ -668,37 +548,8 @@ def _release_name(cfg: Config, to: str) -> str:
     return to if to.startswith(prefix) else prefix + to
 
 
-@dataclass(frozen=True)
-class ReleaseRow:
-    release: str
-    live: bool
-    rollback_target: bool
-    deployed_at: str
-    deployed_by: str
-    result: str
-
-
 def releases_on(host: Remote, cfg: Config) -> list[ReleaseRow]:
+    """`invoke releases`: the releases kept on the host, which is live, which rollback picks."""
     layout = Layout(cfg.app.name)
     state = read_state(host, layout)
-    names = host.run(files.listing(PORTABLES_DIR, f"{layout.app}_*.raw")).stdout.split()
-    last: dict[str, AuditRecord] = {}
-    for r in state.audit:
-        if r.live and r.result in ("ok", "rolled-back"):
-            last[r.live] = r
-    rows = []
-    for name in names:
-        release = name.removesuffix(".raw")
-        rec = last.get(release)
-        rows.append(
-            ReleaseRow(
-                release=release,
-                live=release == state.live,
-                rollback_target=release == state.previous,
-                deployed_at=rec.at if rec else "",
-                deployed_by=f"{rec.user}@{rec.origin}" if rec else "",
-                result=rec.result if rec else "",
-            )
-        )
-    rows.sort(key=lambda row: row.deployed_at, reverse=True)
-    return rows
+    return release_rows(kept_releases(host, layout), state.live, state.previous, state.audit)
