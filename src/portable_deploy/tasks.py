@@ -331,6 +331,15 @@ def host_setup(c: Context, host: list[str] | None = None, echo: bool = False) ->
 # -- the sandbox ---------------------------------------------------------------------------------
 
 
+def _vm_table(vms: list[Any]) -> None:
+    rows = [
+        [v.name, f"127.0.0.1:{v.ssh_port}", f"127.0.0.1:{v.http_port}",
+         f"127.0.0.1:{v.https_port}", str(v.pid)]
+        for v in vms
+    ]  # fmt: skip
+    ui.table("sandbox", ["name", "ssh", "http", "https", "pid"], rows)
+
+
 def _sandbox() -> Any:
     from .sandbox import Sandbox
 
@@ -349,20 +358,7 @@ def sandbox_up(c: Context, count: int = 1) -> None:
         if sandbox_hosts:
             with _hosts(cfg, sandbox_hosts):
                 pass
-    ui.table(
-        "sandbox",
-        ["name", "ssh", "http", "https", "pid"],
-        [
-            [
-                v.name,
-                f"127.0.0.1:{v.ssh_port}",
-                f"127.0.0.1:{v.http_port}",
-                f"127.0.0.1:{v.https_port}",
-                str(v.pid),
-            ]
-            for v in vms
-        ],
-    )
+    _vm_table(vms)
 
 
 @task(name="down")
@@ -381,20 +377,7 @@ def sandbox_status(c: Context) -> None:
     if not vms:
         ui.console.print("no sandbox VM is running (invoke sandbox.up)")
         return
-    ui.table(
-        "sandbox",
-        ["name", "ssh", "http", "https", "pid"],
-        [
-            [
-                v.name,
-                f"127.0.0.1:{v.ssh_port}",
-                f"127.0.0.1:{v.http_port}",
-                f"127.0.0.1:{v.https_port}",
-                str(v.pid),
-            ]
-            for v in vms
-        ],
-    )
+    _vm_table(vms)
 
 
 @task(
