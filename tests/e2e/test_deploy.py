@@ -388,3 +388,17 @@ def test_old_releases_are_pruned(project: Project) -> None:
     ours = [i for i in images if i.startswith("scoreboard_")]
     assert len(ours) <= 5
     assert "scoreboard_e2e8.raw" in ours and "scoreboard_e2e6.raw" in ours
+
+
+def test_step_by_step_tasks_make_a_release_live(project: Project) -> None:
+    """build, sign, upload, reattach and verify run one by one do what deploy does."""
+    for task in ("build", "sign", "upload", "reattach", "verify"):
+        result = project.invoke(task, version="e2e9")
+        _ok(result)
+    assert project.get("/version") == (200, "e2e9\n")
+    last = json.loads(project.ssh(f"tail -n1 {STATE}/audit.jsonl"))
+    assert (last["event"], last["release"], last["result"]) == (
+        "reattach",
+        "scoreboard_e2e9",
+        "unverified",
+    )
