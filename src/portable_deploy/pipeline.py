@@ -93,16 +93,11 @@ def local_release_unsigned(cfg: Config) -> Artifact:
 
 def local_release(cfg: Config) -> Signed:
     """The release already built and signed in dist/ (for `upload` and friends run on their own)."""
-    version = resolve_version(cfg)
-    release = f"{cfg.app.name}_{version}"
-    manifest_path = cfg.image.dist / f"{release}.manifest.json"
-    image_path = cfg.image.dist / f"{release}.raw"
-    sig = manifest_path.with_name(manifest_path.name + ".sig")
-    for path, task in ((image_path, "build"), (manifest_path, "build"), (sig, "sign")):
-        if not path.exists():
-            raise DeployError(f"{path} not found", hint=f"run `invoke {task}` first")
-    manifest = Manifest.from_json(manifest_path.read_text(), str(manifest_path))
-    return Signed(Artifact(image_path, manifest_path, manifest), sig)
+    artifact = local_release_unsigned(cfg)
+    sig = artifact.manifest_path.with_name(artifact.manifest_path.name + ".sig")
+    if not sig.exists():
+        raise DeployError(f"{sig} not found", hint="run `invoke sign` first")
+    return Signed(artifact, sig)
 
 
 # -- host state ----------------------------------------------------------------------------------
@@ -136,13 +131,12 @@ def read_state(host: Remote, layout: Layout) -> HostState:
         )
     live = facts.live_release(sections.get("attached", ""), layout.app)
     manifest = None
-    text = sections.get("live-manifest", "")
-    if live and text.strip():
-        manifest = Manifest.from_json(text, f"{host.name}:{layout.manifest(live)}")
-        if manifest.release != live:
+    if live:
+        text = sections.get("live-manifest", "")
+        if text.strip():
+            manifest = Manifest.from_json(text, f"{host.name}:{layout.manifest(live)}")
+        if manifest is None or manifest.release != live:  # units disagreed: read the right one
             manifest = read_manifest(host, layout, live)
-    elif live:
-        manifest = read_manifest(host, layout, live)
     audit = facts.audit_log(sections.get("audit", ""))
     return HostState(live, manifest, audit)
 

@@ -9,7 +9,7 @@ scoreboard_eab5cfd-dirty raw no Thu 2026-11-26 07:06:04 UTC Thu 2026-11-26 07:06
 scoreboard_v2            raw no Thu 2026-11-26 07:07:06 UTC Thu 2026-11-26 07:07:15 UTC 15.0M running
 """
 
-# The RootImage= lines of the attach drop-ins (commands.portablectl.attached_images).
+# The RootImage= lines of the attach drop-ins (the `attached` section of commands.state).
 ATTACHED = "RootImage=/var/lib/portables/scoreboard_v2.raw\n" * 4
 
 # `systemctl show -p ... scoreboard-http.socket scoreboard.service`

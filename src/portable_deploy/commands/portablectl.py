@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..command import Command, cmd, sh_args
+from ..command import Command, cmd
 
 
 def _flags(now: bool, enable: bool) -> list[str]:
@@ -33,17 +33,3 @@ def is_attached(image: str) -> Command:
 
 def inspect(image: str) -> Command:
     return cmd("portablectl", "inspect", "--no-pager", image)
-
-
-def attached_images(app: str) -> Command:
-    """The ``RootImage=`` lines of the app's attached units.
-
-    ``portablectl list`` cannot tell which image is attached: an old image whose sidecar still
-    runs is listed as "running" too. The drop-in that attach writes for each unit can.
-    """
-    return sh_args(
-        "cd /etc/systemd/system.attached 2>/dev/null || exit 0; "
-        'for d in "$1".*.d "$1"-*.d "$1"@*.d; do '
-        '[ -f "$d/20-portable.conf" ] && grep -h "^RootImage=" "$d/20-portable.conf"; done; true',
-        app,
-    )

@@ -13,16 +13,19 @@ from .trust import HOST_INFO_SCRIPT
 
 SECTION = "### portable-deploy:"
 
+# The live release is read from the drop-in that attach writes for each unit (``RootImage=``):
+# ``portablectl list`` cannot tell, since an old image whose sidecar still runs from it is
+# listed as "running" too. The manifest printed is that of the first unit's image; the caller
+# checks it against the majority of units.
 _SCRIPT = (
     f'echo "{SECTION}info"; {HOST_INFO_SCRIPT}; '
     f'echo "{SECTION}attached"; '
-    'for d in /etc/systemd/system.attached/"$3".*.d /etc/systemd/system.attached/"$3"-*.d '
+    'roots=$(for d in /etc/systemd/system.attached/"$3".*.d /etc/systemd/system.attached/"$3"-*.d '
     '/etc/systemd/system.attached/"$3"@*.d; do '
-    '[ -f "$d/20-portable.conf" ] && grep -h "^RootImage=" "$d/20-portable.conf"; done; '
+    '[ -f "$d/20-portable.conf" ] && grep -h "^RootImage=" "$d/20-portable.conf"; done); '
+    '[ -n "$roots" ] && printf "%s\\n" "$roots"; '
     f'echo "{SECTION}live-manifest"; '
-    'img=$(grep -h "^RootImage=" /etc/systemd/system.attached/"$3".*.d/20-portable.conf '
-    '/etc/systemd/system.attached/"$3"-*.d/20-portable.conf 2>/dev/null | head -n1); '
-    'rel=$(basename "${img#RootImage=}" .raw); '
+    'img=$(printf "%s\\n" "$roots" | head -n1); rel=$(basename "${img#RootImage=}" .raw); '
     '[ -n "$img" ] && [ -f "$4/$rel.manifest.json" ] && cat "$4/$rel.manifest.json"; '
     f'echo "{SECTION}audit"; [ -f "$5" ] && cat "$5"; true'
 )
