@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common import bench_project, median
 
-from portable_deploy import pipeline, ui
+from portable_deploy import pipeline, release, ui
 from portable_deploy.config import load_config
 from portable_deploy.targets import open_hosts
 
@@ -27,17 +27,13 @@ def deploy_in_process(root: Path, version: str) -> tuple[float, list[tuple[str, 
     steps = ui.Steps()
     start = time.monotonic()
     with steps.step("build"):
-        artifact = pipeline.build(cfg)
+        artifact = release.build(cfg)
     with steps.step("sign"):
-        signed = pipeline.sign_release(cfg, artifact)
-    hosts = open_hosts(cfg, None)
-    try:
+        signed = release.sign_release(cfg, artifact)
+    with open_hosts(cfg, None) as hosts:
         for host in hosts:
-            pipeline.deploy_to(host, cfg, signed, pipeline.Options(), steps)
+            pipeline.deploy_to(host, cfg, signed, release.Options(), steps)
         connections = sum(h.connections_opened for h in hosts)
-    finally:
-        for host in hosts:
-            host.close()
     return time.monotonic() - start, steps.timings, connections
 
 
@@ -45,14 +41,10 @@ def rollback_in_process(root: Path) -> tuple[float, int]:
     cfg = load_config(root / "deploy.toml")
     steps = ui.Steps()
     start = time.monotonic()
-    hosts = open_hosts(cfg, None)
-    try:
+    with open_hosts(cfg, None) as hosts:
         for host in hosts:
-            pipeline.rollback_on(host, cfg, None, pipeline.Options(), steps)
+            pipeline.rollback_on(host, cfg, None, release.Options(), steps)
         return time.monotonic() - start, sum(h.connections_opened for h in hosts)
-    finally:
-        for host in hosts:
-            host.close()
 
 
 def main() -> None:

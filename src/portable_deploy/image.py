@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from .config import Compression, Config
 from .errors import DeployError
+from .localenv import tool_env
 from .manifest import Manifest
 from .units import UNIT_DIR, parse_unit
 
@@ -131,12 +132,7 @@ def build(
 
 def run_build_commands(cfg: Config, version: str, output: Output | None = None) -> None:
     """Run each ``[build] commands`` line with ``sh -c`` in the project root; stop at a failure."""
-    env = {
-        **os.environ,
-        "APP_NAME": cfg.app.name,
-        "APP_VERSION": version,
-        "DEPLOY_ROOT": str(cfg.root),
-    }
+    env = tool_env(APP_NAME=cfg.app.name, APP_VERSION=version, DEPLOY_ROOT=str(cfg.root))
     for command in cfg.build.commands:
         tail: collections.deque[str] = collections.deque(maxlen=20)
         try:
@@ -258,7 +254,7 @@ def pack(tree: Path, out: Path, compression: Compression | str) -> None:
     tmp = Path(tmp_name)
     argv = mksquashfs_argv(tree, tmp, compression)
     # mksquashfs refuses SOURCE_DATE_EPOCH next to -mkfs-time/-all-time, which pin times anyway.
-    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    env = tool_env({k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"})
     try:
         try:
             proc = subprocess.run(

@@ -15,6 +15,7 @@ from pathlib import Path
 from .config import Config
 from .errors import DeployError
 from .image import Artifact, file_sha256
+from .localenv import tool_env
 from .manifest import Manifest
 
 #: The signature namespace: a signature made for anything else never verifies as a release.
@@ -182,6 +183,7 @@ def _run(argv: list[str], stdin: bytes | None = None) -> subprocess.CompletedPro
             stdin=None if stdin is not None else subprocess.DEVNULL,
             capture_output=True,
             check=False,
+            env=tool_env(),
         )
     except FileNotFoundError:
         raise DeployError(

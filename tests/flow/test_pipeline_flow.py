@@ -9,6 +9,7 @@ import pytest
 from portable_deploy import pipeline, ui
 from portable_deploy.errors import DeployError
 from portable_deploy.host import Result
+from portable_deploy.release import Options
 
 from .conftest import FakeHost, arrived, config, manifest, signed
 
@@ -21,7 +22,7 @@ def test_deploy_of_an_app_change_runs_the_commands_in_order(
 ) -> None:
     """Lock, read state, upload, check on host, install, reattach without --now, restart the app only, verify, audit, unlock."""
     live_v1.version = "2"
-    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
     assert live_v1.verbs() == [
         "lock.acquire",
         "state",
@@ -57,7 +58,7 @@ def test_litestream_restarts_only_when_its_binary_changes(
     v2 = manifest("2", app="e", litestream="f")
     live_v1.version = "2"
     live_v1.on(r"incoming/scoreboard_2\.raw$", arrived(v2))
-    pipeline.deploy_to(live_v1, config(tmp_path), signed(v2), pipeline.Options(), ui.Steps())
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(v2), Options(), ui.Steps())
     restarts = [line for line in live_v1.log if "systemctl restart" in line]
     assert restarts == [
         "portablectl reattach --enable /var/lib/portables/scoreboard_2.raw && "
@@ -70,7 +71,7 @@ def test_changed_socket_unit_is_refused_without_the_flag(tmp_path: Path, live_v1
     v2 = manifest("2", socket="9")
     live_v1.on(r"incoming/scoreboard_2\.raw$", arrived(v2))
     with pytest.raises(DeployError, match="--restart-sockets"):
-        pipeline.deploy_to(live_v1, config(tmp_path), signed(v2), pipeline.Options(), ui.Steps())
+        pipeline.deploy_to(live_v1, config(tmp_path), signed(v2), Options(), ui.Steps())
     assert not any("portablectl reattach" in line for line in live_v1.log)
     assert live_v1.verbs()[-1] == "lock.release"
 
@@ -86,7 +87,7 @@ def test_failed_verify_reattaches_the_previous_release(tmp_path: Path, live_v1: 
 
     live_v1.on(r"portablectl reattach .*scoreboard_1\.raw", back_to_v1)
     with pytest.raises(DeployError) as failure:
-        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())
+        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
     assert "rolled back, scoreboard_1 is live" in str(failure.value)
     swap = f"portablectl reattach --enable {IMG} && systemctl restart scoreboard.service"
     after = live_v1.verbs()[live_v1.verbs().index(swap) :]
@@ -120,7 +121,7 @@ def test_rollback_goes_to_the_previous_release_in_history(
         '{"at":"t1","event":"deploy","live":"scoreboard_1","release":"scoreboard_1","result":"ok"}\n'
         '{"at":"t2","event":"deploy","live":"scoreboard_2","release":"scoreboard_2","result":"ok"}\n'
     )
-    plan = pipeline.rollback_on(live_v1, config(tmp_path), None, pipeline.Options(), ui.Steps())
+    plan = pipeline.rollback_on(live_v1, config(tmp_path), None, Options(), ui.Steps())
     assert plan.release == "scoreboard_1"
     verbs = live_v1.verbs()
     assert verbs[verbs.index("verify-signature") - 1 : verbs.index("verify-signature") + 2] == [
@@ -139,9 +140,7 @@ def test_rollback_goes_to_the_previous_release_in_history(
 def test_dry_run_changes_nothing(tmp_path: Path, live_v1: FakeHost) -> None:
     """In a dry run every mutating command is only shown, and read-only ones still run."""
     live_v1.dry_run = True
-    pipeline.deploy_to(
-        live_v1, config(tmp_path), signed(V2), pipeline.Options(dry_run=True), ui.Steps()
-    )
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(dry_run=True), ui.Steps())
     executed = [line for line in live_v1.log if not line.startswith("(dry-run)")]
     assert all(v in ("state", "sha256") for v in (FakeHost(log=executed).verbs())), executed
     shown = [line for line in live_v1.log if line.startswith("(dry-run)")]
@@ -158,7 +157,7 @@ def test_held_lock_fails_at_once_with_the_holder(tmp_path: Path, live_v1: FakeHo
     )
     live_v1.on(r'ln "\$tmp"', Result(holder, "", 3))
     with pytest.raises(DeployError, match=r"held by alice@laptop .*scoreboard_9"):
-        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())
+        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
     assert live_v1.verbs() == ["lock.acquire"]
 
 
@@ -171,9 +170,7 @@ def test_stale_lock_is_broken_only_with_the_flag(tmp_path: Path, live_v1: FakeHo
     attempts = iter([Result(holder, "", 3), Result("", "", 0)])
     live_v1.on(r'ln "\$tmp"', lambda line: next(attempts))
     live_v1.version = "2"
-    pipeline.deploy_to(
-        live_v1, config(tmp_path), signed(V2), pipeline.Options(break_lock=True), ui.Steps()
-    )
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(break_lock=True), ui.Steps())
     verbs = live_v1.verbs()
     assert verbs[:3] == ["lock.acquire", "lock.release", "lock.acquire"]
     assert "oldtoken" in live_v1.log[1]
@@ -186,7 +183,7 @@ def test_different_image_under_same_name_is_refused(tmp_path: Path, live_v1: Fak
         Result("f" * 64 + "  x\n", "", 0),
     )
     with pytest.raises(DeployError, match="immutable"):
-        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())
+        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
     assert not any(line.startswith("put") for line in live_v1.log)
 
 
@@ -194,11 +191,11 @@ def test_unset_host_is_refused_with_setup_hint(tmp_path: Path, live_v1: FakeHost
     """A host without the trust root names `invoke host.setup`."""
     live_v1.info = "systemd=252\nportablectl=/usr/bin/portablectl\ntrust=no\nstate=no\n"
     with pytest.raises(DeployError, match=r"host.setup"):
-        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())
+        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
 
 
 def test_host_without_portablectl_names_the_package(tmp_path: Path, live_v1: FakeHost) -> None:
     """A host lacking portablectl is told to install systemd-container."""
     live_v1.info = "systemd=252\nportablectl=\n"
     with pytest.raises(DeployError, match="systemd-container"):
-        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), pipeline.Options(), ui.Steps())
+        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())

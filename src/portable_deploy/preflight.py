@@ -1,0 +1,108 @@
+"""Before any step: can this host run portable services, is it set up, and what runs there now.
+
+``read_state`` reads everything a deploy needs from the host in one round trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import facts, sign
+from .commands import files, trust
+from .commands.layout import ALLOWED_SIGNERS, PORTABLES_DIR, STATE_ROOT, TRUST_DIR, Layout
+from .commands.state import SECTION, host_state
+from .config import Config
+from .errors import DeployError
+from .facts import AuditRecord
+from .host import Remote
+from .manifest import Manifest
+
+MIN_SYSTEMD = 252
+
+
+@dataclass(frozen=True)
+class HostState:
+    """What runs on the host now, and its deploy history."""
+
+    live: str | None
+    live_manifest: Manifest | None
+    audit: list[AuditRecord]
+
+    @property
+    def previous(self) -> str | None:
+        return facts.previous_release(self.audit, self.live)
+
+
+def check_host(host: Remote, info: facts.HostInfo | None = None) -> facts.HostInfo:
+    """Refuse hosts that cannot run portable services."""
+    info = info or facts.host_info(host.run(trust.host_info()).stdout)
+    if not info.has_portablectl:
+        raise DeployError(
+            f"[{host.name}] has no portablectl",
+            hint="install it on the host: apt-get install systemd-container",
+        )
+    if info.systemd_version < MIN_SYSTEMD:
+        raise DeployError(
+            f"[{host.name}] runs systemd {info.systemd_version}; portable-deploy needs {MIN_SYSTEMD}+",
+            hint="use Debian 12 (bookworm) or newer",
+        )
+    return info
+
+
+def read_state(host: Remote, layout: Layout) -> HostState:
+    """The host's facts in one round trip; refuses hosts that were never set up."""
+    out = host.run(host_state(layout, ALLOWED_SIGNERS, STATE_ROOT)).stdout
+    sections = facts.state_sections(out, SECTION)
+    info = check_host(host, facts.host_info(sections.get("info", "")))
+    if not (info.set_up and info.trusted):
+        raise DeployError(
+            f"[{host.name}] is not set up for portable-deploy (no {ALLOWED_SIGNERS})",
+            hint=f"run `invoke host.setup --host {host.name}` once",
+        )
+    live = facts.live_release(sections.get("attached", ""), layout.app)
+    manifest = None
+    if live:
+        text = sections.get("live-manifest", "")
+        if text.strip():
+            manifest = Manifest.from_json(text, f"{host.name}:{layout.manifest(live)}")
+        if manifest is None or manifest.release != live:  # units disagreed: read the right one
+            manifest = read_manifest(host, layout, live)
+    audit = facts.audit_log(sections.get("audit", ""))
+    return HostState(live, manifest, audit)
+
+
+def read_manifest(host: Remote, layout: Layout, release: str) -> Manifest | None:
+    """The installed manifest of RELEASE, or None if the host does not have it."""
+    text = host.run(files.cat(layout.manifest(release))).stdout
+    if not text.strip():
+        return None
+    return Manifest.from_json(text, f"{host.name}:{layout.manifest(release)}")
+
+
+def setup_host(host: Remote, cfg: Config) -> list[str]:
+    """Idempotent: make the directories and install the trust root. Returns what changed."""
+    check_host(host)
+    layout = Layout(cfg.app.name)
+    changed: list[str] = []
+    dirs = [TRUST_DIR, PORTABLES_DIR, layout.state_dir, layout.releases_dir, layout.incoming_dir]
+    present = set(host.run(files.exists(dirs)).stdout.split())
+    missing = [d for d in dirs if d not in present]
+    if missing:
+        host.run(files.mkdir(*missing, mode="0755"))
+        changed += [f"created {d}" for d in missing]
+    wanted = sign.allowed_signers_text(cfg)
+    if host.run(files.cat(ALLOWED_SIGNERS)).stdout != wanted:
+        host.run(trust.install_allowed_signers(wanted))
+        changed.append(f"installed {ALLOWED_SIGNERS}")
+    return changed
+
+
+def set_up_if_new(host: Remote, cfg: Config) -> list[str]:
+    """Set up a host that was never set up (the sandbox on first use); a set-up one is left alone.
+
+    The trust root of a host that is set up is never replaced here, exactly as a deploy never
+    replaces it on a real host.
+    """
+    if check_host(host).trusted:
+        return []
+    return setup_host(host, cfg)

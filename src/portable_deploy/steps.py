@@ -1,0 +1,224 @@
+"""The remote steps of a deploy, in the order the README's step table gives them:
+upload -> check -> install -> reattach -> verify (and ``describe``, which says what reattach will do).
+
+Each step is a plain function of a ``Remote`` (``host.Host`` for real, a recording fake in flow
+tests) and typed values; it runs ``Command`` builders and never takes the lock or reads state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+
+from . import facts, image, ui
+from .command import Command
+from .commands import files, portablectl, systemctl, trust
+from .commands.layout import ALLOWED_SIGNERS, Layout
+from .config import Config
+from .errors import DeployError
+from .host import Remote
+from .manifest import Manifest
+from .plan import Action, Plan, unit_infos
+from .release import Signed, Where
+from .units import Kind
+
+
+class VerifyFailed(DeployError):
+    """The new release did not pass verification."""
+
+
+def upload(host: Remote, layout: Layout, signed: Signed, steps: ui.Steps) -> Where:
+    """Send the image (unless the host has it already), manifest and signature to the staging dir.
+
+    Returns where the release now is: ``STAGED``, or ``STAGED_MANIFEST`` when the host already
+    had the same image in place.
+    """
+    m = signed.manifest
+    on_host = facts.sha256sum(host.run(files.sha256(layout.image(m.release))).stdout)
+    if on_host is not None and on_host != m.image_sha256:
+        raise DeployError(
+            f"[{host.name}] already has a different {m.image_name} (sha256 {on_host[:12]}...)",
+            hint='releases are immutable: change [app] version (or commit, with version = "git")',
+        )
+    host.run(files.mkdir(layout.incoming_dir, layout.releases_dir))
+    host.put(signed.artifact.manifest_path, f"{layout.incoming_dir}/{m.manifest_name}")
+    host.put(signed.signature, f"{layout.incoming_dir}/{m.manifest_name}.sig")
+    if on_host is not None:
+        steps.info(f"{m.image_name} already on {host.name} (same sha256): not sent again")
+        return Where.STAGED_MANIFEST
+    target = layout.incoming_image(m.release)
+    with ui.transfer(f"{m.image_name} -> {host.name}", m.image_size) as progress:
+        host.put(signed.artifact.image, target, progress)
+    if host.dry_run:
+        return Where.STAGED
+    # Transfer integrity: what arrived is what was sent. Whether that matches the signed
+    # manifest is the host's own check, next.
+    local = image.file_sha256(signed.artifact.image)[0]
+    sent = facts.sha256sum(host.run(files.sha256(target)).stdout)
+    if sent != local:
+        host.run(files.remove(target))
+        raise DeployError(
+            f"[{host.name}] upload of {m.image_name} arrived damaged (sha256 {sent})",
+            hint="retry the deploy",
+        )
+    return Where.STAGED
+
+
+def check_release(
+    host: Remote, layout: Layout, manifest: Manifest, principal: str, where: Where
+) -> None:
+    """On the host, before anything changes: the signature against the host's own trust root,
+    then the image's sha256 against the signed manifest. A refused upload is deleted from staging.
+    """
+    base = layout.releases_dir if where is Where.INSTALLED else layout.incoming_dir
+    manifest_path = f"{base}/{manifest.manifest_name}"
+    image_path = (
+        layout.incoming_image(manifest.release)
+        if where is Where.STAGED
+        else layout.image(manifest.release)
+    )
+    checks = (
+        trust.verify_signature(manifest_path, manifest_path + ".sig", principal),
+        trust.image_matches_manifest(image_path, manifest_path),
+    )
+    for index, check in enumerate(checks):
+        # These read files that a dry run never uploaded: show them, do not run them.
+        result = host.run(dataclasses.replace(check, mutates=host.dry_run), check=False)
+        if result.ok:
+            continue
+        if where is not Where.INSTALLED:
+            doomed = [manifest_path, manifest_path + ".sig"]
+            host.run(files.remove(*doomed, *([image_path] if where is Where.STAGED else [])))
+        if index == 0:
+            reason = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            raise DeployError(
+                f"[{host.name}] refused {manifest.release}: signature check failed"
+                + (f" ({reason[-1]})" if reason else ""),
+                hint=f"sign with a key listed in the host's {ALLOWED_SIGNERS} (invoke host.setup installs it)",
+            )
+        raise DeployError(
+            f"[{host.name}] refused {manifest.release}: image sha256 {result.stdout.strip()[:16]}... "
+            "does not match the signed manifest",
+            hint="rebuild and sign again: `invoke build sign`",
+        )
+
+
+def install(host: Remote, layout: Layout, manifest: Manifest, where: Where) -> None:
+    """Move the checked release into place (a rename: the image is complete or absent)."""
+    if where is Where.STAGED:
+        host.run(
+            files.move(layout.incoming_image(manifest.release), layout.image(manifest.release))
+        )
+    incoming = f"{layout.incoming_dir}/{manifest.manifest_name}"
+    host.run(files.move(incoming + ".sig", layout.signature(manifest.release)))
+    host.run(files.move(incoming, layout.manifest(manifest.release)))
+
+
+def reattach(host: Remote, layout: Layout, plan: Plan) -> Command | None:
+    """Switch the attached image, then stop, restart and start exactly the units the plan names."""
+    image_path = layout.image(plan.release)
+    if plan.action is Action.NONE:
+        return None
+    if plan.action is Action.ATTACH:
+        command = portablectl.attach(image_path, now=True, enable=True)
+    else:
+        # One round trip: the swap and the restarts it needs, stopping at the first failure.
+        command = portablectl.reattach(image_path, now=False, enable=True)
+        for units, builder in (
+            (plan.stop, systemctl.stop),
+            (plan.restart, systemctl.restart),
+            (plan.start, systemctl.start),
+        ):
+            if units:
+                command = command.then(builder(units))
+    host.run(command, timeout=180)
+    return command
+
+
+def unit_states(host: Remote, units: Sequence[str]) -> dict[str, facts.UnitState]:
+    return facts.unit_states(host.run(systemctl.show(units)).stdout)
+
+
+def watched_units(manifest: Manifest) -> list[str]:
+    """The units that must be active after a deploy: sockets and long-running services."""
+    return sorted(
+        name
+        for name, unit in unit_infos(manifest).items()
+        if unit.kind in (Kind.SOCKET, Kind.SERVICE)
+    )
+
+
+def verify(host: Remote, cfg: Config, manifest: Manifest, steps: ui.Steps) -> None:
+    """Units active, an HTTP health check through the SSH connection, then no restarts for a while."""
+    if host.dry_run:
+        steps.info(f"would check {', '.join(watched_units(manifest))} and GET {cfg.verify.path}")
+        return
+    v = cfg.verify
+    units = watched_units(manifest)
+    deadline = time.monotonic() + v.timeout
+    states = _wait_active(host, units, deadline)
+    _wait_http(host, cfg, manifest, deadline)
+    if v.settle > 0:
+        time.sleep(v.settle)
+        after = facts.unit_states(host.run(systemctl.show(units)).stdout)
+        for name in units:
+            before, now = states[name], after.get(name)
+            if now is None or not now.active or now.n_restarts != before.n_restarts:
+                raise VerifyFailed(
+                    f"{name} restarted or stopped within {v.settle:g}s after the health check "
+                    f"(restarts {before.n_restarts} -> {now.n_restarts if now else '?'})"
+                )
+            if before.main_pid and now.main_pid != before.main_pid:
+                raise VerifyFailed(
+                    f"{name} changed its main PID within {v.settle:g}s (restart loop?)"
+                )
+    steps.info(f"{', '.join(units)} active; GET {v.path} -> {v.status}")
+
+
+def _wait_active(host: Remote, units: Sequence[str], deadline: float) -> dict[str, facts.UnitState]:
+    while True:
+        states = facts.unit_states(host.run(systemctl.show(units)).stdout)
+        inactive = [u for u in units if u not in states or not states[u].active]
+        if not inactive:
+            return states
+        if time.monotonic() > deadline:
+            detail = ", ".join(
+                f"{u}: {states[u].active_state}/{states[u].sub_state}" if u in states else f"{u}: ?"
+                for u in inactive
+            )
+            raise VerifyFailed(f"units not active in time: {detail}")
+        time.sleep(0.5)
+
+
+def _wait_http(host: Remote, cfg: Config, manifest: Manifest, deadline: float) -> None:
+    """GET the health path (and the version path) on the host until they answer as expected."""
+    v = cfg.verify
+    last = "no answer"
+    while True:
+        status, body = host.http_get(v.port, v.path)
+        if status == v.status:
+            if not v.version_path:
+                return
+            vstatus, vbody = host.http_get(v.port, v.version_path)
+            if vstatus == 200 and manifest.version in vbody:
+                return
+            last = f"GET {v.version_path} -> {vstatus} {vbody.strip()[:80]!r}, expected {manifest.version!r}"
+        else:
+            last = f"GET {v.path} -> {status or 'no answer'} {body.strip()[:80]!r}, expected {v.status}"
+        if time.monotonic() > deadline:
+            raise VerifyFailed(f"health check failed: {last}")
+        time.sleep(0.5)
+
+
+def describe(plan: Plan, steps: ui.Steps) -> None:
+    if plan.action is Action.NONE:
+        steps.info(f"{plan.release} is already live: nothing to reattach")
+    elif plan.action is Action.ATTACH:
+        steps.info(f"first deploy: attach {plan.release} and start its units")
+    else:
+        for verb, units in (("stop", plan.stop), ("restart", plan.restart), ("start", plan.start)):
+            for unit in units:
+                steps.info(f"{verb} {unit}: {plan.reasons.get(unit, '')}")
+        if not (plan.stop or plan.restart or plan.start):
+            steps.info("no unit needs a restart")

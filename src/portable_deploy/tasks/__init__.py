@@ -1,0 +1,29 @@
+"""The Invoke collection. A user's tasks.py is ``from portable_deploy.tasks import ns``; the
+deploy.toml next to it is read (or the file $DEPLOY_TOML names).
+
+One module per group of tasks: ``deploy`` (the steps and the chain), ``observe`` (releases, logs,
+status), ``host`` (host.setup) and ``sandbox`` (sandbox.*); ``common`` is what they share.
+"""
+
+from __future__ import annotations
+
+from invoke.collection import Collection
+
+from . import deploy, host, observe, sandbox
+
+ns = Collection(
+    deploy.build,
+    deploy.sign,
+    deploy.upload,
+    deploy.reattach,
+    deploy.verify,
+    deploy.deploy,
+    deploy.rollback,
+    observe.releases,
+    observe.logs,
+    observe.status,
+)
+ns.add_collection(Collection.from_module(host, name="host"))
+ns.add_collection(Collection.from_module(sandbox, name="sandbox"))
+
+__all__ = ["ns"]
