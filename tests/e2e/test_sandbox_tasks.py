@@ -50,3 +50,28 @@ def test_ssh_to_unknown_vm_is_one_line_error(sandbox_vm: VM, tmp_path: Path) -> 
     result = _invoke(tmp_path, sandbox_vm, "sandbox.ssh", "--name", "nope", "--", "true")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "nope" in result.stderr
+
+
+def _ssh(vm: VM, line: str) -> int:
+    return subprocess.run(vm.ssh_argv([line], batch=True), timeout=120, check=False).returncode
+
+
+def test_up_needs_no_signing_key(sandbox_vm: VM, tmp_path: Path) -> None:
+    """In a clone without .deploy/signing_key, `invoke sandbox.up` boots and says the sandbox
+    host is set up on first deploy, instead of failing (booting needs no key)."""
+    (tmp_path / "units").mkdir()
+    (tmp_path / "units/demo.service").write_text("[Service]\nExecStart=/usr/bin/demo\n")
+    (tmp_path / "deploy.toml").write_text(
+        '[app]\nname = "demo"\nversion = "1"\n[sign]\nkey = ".deploy/signing_key"\n'
+        "[hosts.sandbox]\nsandbox = true\n"
+    )
+    trust = "/etc/portable-deploy/allowed_signers"
+    # A never-set-up sandbox: hide the trust root for the length of the test.
+    assert _ssh(sandbox_vm, f"if [ -e {trust} ]; then mv {trust} {trust}.hidden; fi") == 0
+    try:
+        up = _invoke(tmp_path, sandbox_vm, "sandbox.up")
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "not set up yet" in up.stdout and "signing key" in up.stdout
+        assert _ssh(sandbox_vm, f"test -e {trust}") != 0
+    finally:
+        _ssh(sandbox_vm, f"if [ -e {trust}.hidden ]; then mv {trust}.hidden {trust}; fi")

@@ -199,3 +199,14 @@ def test_host_without_portablectl_names_the_package(tmp_path: Path, live_v1: Fak
     live_v1.info = "systemd=252\nportablectl=\n"
     with pytest.raises(DeployError, match="systemd-container"):
         pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
+
+
+def test_refused_upload_is_audited_as_upload(tmp_path: Path, live_v1: FakeHost) -> None:
+    """`invoke upload` of a release the host refuses writes an audit line with event "upload"."""
+    live_v1.on(r"ssh-keygen -Y verify", Result("", "Could not verify signature.", 255))
+    with pytest.raises(DeployError, match="signature check failed"):
+        pipeline.upload_to(live_v1, config(tmp_path), signed(V2), ui.Steps())
+    audit = [line for line in live_v1.log if line.startswith("printf") and "audit" in line]
+    assert len(audit) == 1
+    assert '"event":"upload"' in audit[0] and '"result":"refused"' in audit[0]
+    assert not any(line.startswith("portablectl") for line in live_v1.log)

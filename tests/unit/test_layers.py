@@ -80,9 +80,7 @@ def _graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         # `from .commands import files` names a module inside a package: keep what exists.
         graph[name] = {
-            m if m in modules else m.rsplit(".", 1)[0]
-            for m in _imports(path, name)
-            if m != name
+            m if m in modules else m.rsplit(".", 1)[0] for m in _imports(path, name) if m != name
         }
     return graph
 
