@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .units import UnitDirError, unit_files
 
 DEFAULT_FILE = "deploy.toml"
 ENV_FILE = "DEPLOY_TOML"
@@ -166,7 +167,6 @@ _HOST_KEYS: dict[str, str] = {
 }
 _HOST_EXAMPLE = '[hosts.prod] with address = "203.0.113.10" (or sandbox = true for the local VM)'
 
-_UNIT_SUFFIXES = (".service", ".socket", ".target", ".timer", ".path", ".mount", ".slice")
 _APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 _HOST_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -564,51 +564,6 @@ def _load_files(image: _Table) -> dict[str, Path]:
     return files
 
 
-def _check_units(image: _Table, units: Path, app: str) -> None:
-    if not _is_dir(units):
-        raise image.fail(
-            "units",
-            f"expected a directory of systemd unit files, found no directory at {_shown(units)}",
-            hint=f"create it with {app}.service in it, or point units at your unit directory",
-        )
-    try:
-        entries = sorted(units.iterdir(), key=lambda entry: entry.name)
-    except OSError as exc:
-        raise image.fail(
-            "units",
-            f"expected a readable directory, found {_shown(units)}: {exc.strerror}",
-            hint="check the directory's permissions",
-        ) from None
-    for entry in entries:
-        name = _shown(entry.name)
-        if (
-            not entry.name.endswith(_UNIT_SUFFIXES)
-            or entry.name.startswith(".")
-            or not _is_file(entry)
-        ):
-            raise image.fail(
-                "units",
-                f"expected only unit files ({' '.join(_UNIT_SUFFIXES)}) in {_shown(units)}, "
-                f"found {name}",
-                hint="only unit files belong there; put other files in [image] tree or files",
-            )
-        rest = entry.name[len(app) :]
-        if not entry.name.startswith(app) or rest[:1] not in (".", "-", "@"):
-            raise image.fail(
-                "units",
-                f'expected unit names starting with "{app}." "{app}-" or "{app}@", found {name} '
-                f"in {_shown(units)}",
-                hint=f"portablectl silently ignores units not named after the image; rename it "
-                f"to {app}-{name} or similar",
-            )
-    if not entries:
-        raise image.fail(
-            "units",
-            f"expected at least one unit file, found an empty directory {_shown(units)}",
-            hint=f"add {app}.service; a portable image without units cannot be attached",
-        )
-
-
 def _load_image(doc: _Doc, data: Mapping[str, object], app: str) -> ImageConfig:
     image = _section(doc, data, "image")
     tree = image.path("tree")
@@ -630,7 +585,10 @@ def _load_image(doc: _Doc, data: Mapping[str, object], app: str) -> ImageConfig:
             f"found {_found(image.data['compression'])}",
         )
     units = image.path("units") or doc.resolve("units")
-    _check_units(image, units, app)
+    try:
+        unit_files(units, app)
+    except UnitDirError as exc:
+        raise image.fail("units", exc.message, hint=exc.hint) from None
     return ImageConfig(
         tree=tree,
         units=units,

@@ -217,7 +217,7 @@ BROKEN = [
         APP + HOST,
         {"units/README.md": "hi"},
         "[image] units",
-        "expected only unit files (.service .socket .target .timer .path .mount .slice)",
+        "expected only unit files (.service .socket .target .timer .path) in ",
         id="units-non-unit",
     ),
     pytest.param(
@@ -600,6 +600,23 @@ def test_unit_error_hint_says_portablectl_ignores_foreign_units(tmp_path: Path) 
     error = load_error(write(tmp_path, APP + HOST, {"units/web.service": UNIT}))
     assert error.hint is not None
     assert "portablectl silently ignores" in error.hint
+
+
+def test_readme_in_units_is_refused_with_a_hint(tmp_path: Path) -> None:
+    """A README in units/ is an error naming it, whose hint says which files belong there."""
+    error = load_error(write(tmp_path, APP + HOST, {"units/README.md": "notes"}))
+    assert error.message.endswith("found README.md, which is not a unit file")
+    assert error.hint == (
+        "only unit files belong there: keep unit files named scoreboard.*, scoreboard-* or "
+        "scoreboard@* in it, move notes elsewhere, and put image files in [image] tree or files"
+    )
+
+
+@pytest.mark.parametrize("name", ["scoreboard.mount", "scoreboard.slice", "scoreboard.swap"])
+def test_units_portablectl_does_not_attach_are_refused(tmp_path: Path, name: str) -> None:
+    """Unit types other than .service .socket .target .timer .path are refused by name."""
+    error = load_error(write(tmp_path, APP + HOST, {f"units/{name}": UNIT}))
+    assert f"found {name}: portablectl attaches no other types" in error.message
 
 
 def test_non_unit_file_hint_says_only_units_belong(tmp_path: Path) -> None:
