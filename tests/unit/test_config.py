@@ -7,6 +7,7 @@ import dataclasses
 import math
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -655,6 +656,44 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     v = cfg.verify
     assert (v.port, v.path, v.status, v.version_path) == (80, "/healthz", 200, "/version")
     assert (v.timeout, v.settle) == (60.0, 2.0)
+
+
+def _readme_defaults() -> list[tuple[str, str, str]]:
+    """(section, key, default cell) of each row of the deploy.toml reference in README.md."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = []
+    section = ""
+    for line in readme.splitlines():
+        if line.startswith("#"):
+            section = ""
+            if line.startswith("### `["):
+                section = line.split("`[", 1)[1].split("]", 1)[0].split(".", 1)[0]
+        elif section and line.startswith("| `"):
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            rows.append((section, cells[0].strip("`"), cells[2]))
+    return rows
+
+
+def test_readme_defaults_are_the_loaded_defaults(tmp_path: Path) -> None:
+    """Every default the README's deploy.toml reference shows is what load_config gives."""
+    cfg = load_config(write(tmp_path, APP + HOST))
+    checked = 0
+    for section, key, cell in _readme_defaults():
+        table = cfg.hosts["prod"] if section == "hosts" else getattr(cfg, section)
+        loaded = getattr(table, key)
+        if cell == "none":
+            assert loaded is None, (section, key)
+        elif cell.startswith("`") and cell.endswith("`"):
+            documented = tomllib.loads(f"x = {cell.strip('`')}")["x"]
+            if isinstance(loaded, Path):
+                documented = tmp_path / documented
+            elif isinstance(loaded, tuple | Compression):
+                loaded = list(loaded) if isinstance(loaded, tuple) else str(loaded)
+            assert loaded == documented, (section, key)
+        else:
+            continue
+        checked += 1
+    assert checked == 17
 
 
 def test_relative_path_given_is_made_absolute(
