@@ -6,6 +6,7 @@ path, say what was expected and what was found, and give a hint.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .units import UnitDirError, unit_files
 
 DEFAULT_FILE = "deploy.toml"
 ENV_FILE = "DEPLOY_TOML"
@@ -51,10 +53,12 @@ class BuildConfig:
 
 @dataclass(frozen=True)
 class ImageConfig:
+    # Each default is declared here only: load_config reads it from the field, resolving a
+    # relative path against the directory of deploy.toml.
     #: Skeleton directory copied into the image root (None: no skeleton).
-    tree: Path | None
+    tree: Path | None = None
     #: Directory whose unit files go to usr/lib/systemd/system/ in the image.
-    units: Path
+    units: Path = Path("units")
     #: Destination inside the image (relative, no leading slash) -> local source file.
     files: Mapping[str, Path] = field(default_factory=dict)
     compression: Compression = Compression.ZSTD
@@ -128,6 +132,38 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(os.environ.get(ENV_FILE) or DEFAULT_FILE)
 
 
+# --- defaults ---------------------------------------------------------------------------------
+# Every default lives on its dataclass field (the key in deploy.toml is the field's name); the
+# loader and the example lines below read it from there.
+
+_ConfigClass = type[
+    AppConfig | BuildConfig | ImageConfig | SignConfig | HostConfig | DeployConfig | VerifyConfig
+]
+
+
+def _default(cls: _ConfigClass, name: str) -> Any:
+    """The default declared on the field ``name`` of a config dataclass."""
+    for item in dataclasses.fields(cls):
+        if item.name != name:
+            continue
+        if item.default_factory is not dataclasses.MISSING:
+            return item.default_factory()
+        if item.default is not dataclasses.MISSING:
+            return item.default
+        break
+    raise LookupError(f"{cls.__name__}.{name} has no default")
+
+
+def _example(cls: _ConfigClass, name: str) -> str:
+    """``key = default`` as written in deploy.toml: 60.0 as 60, Path("dist") as "dist"."""
+    value = _default(cls, name)
+    if isinstance(value, float) and value.is_integer():
+        return f"{name} = {int(value)}"
+    if isinstance(value, int):
+        return f"{name} = {value}"
+    return f"{name} = {json.dumps(str(value))}"
+
+
 # --- schema -----------------------------------------------------------------------------------
 # Each known key with an example line; the examples double as hints after a type error.
 
@@ -136,25 +172,28 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "build": {"commands": 'commands = ["make build"]'},
     "image": {
         "tree": 'tree = "image"',
-        "units": 'units = "units"',
+        "units": _example(ImageConfig, "units"),
         "files": 'files = { "usr/bin/scoreboard" = "build/scoreboard" }',
-        "compression": 'compression = "zstd"',
-        "dist": 'dist = "dist"',
+        "compression": _example(ImageConfig, "compression"),
+        "dist": _example(ImageConfig, "dist"),
     },
     "sign": {
         "key": 'key = "~/.ssh/deploy_ed25519"',
         "allowed_signers": 'allowed_signers = "allowed_signers"',
-        "principal": 'principal = "deploy"',
+        "principal": _example(SignConfig, "principal"),
     },
     "hosts": {},
-    "deploy": {"keep_releases": "keep_releases = 5", "lock_ttl": "lock_ttl = 900"},
+    "deploy": {
+        "keep_releases": _example(DeployConfig, "keep_releases"),
+        "lock_ttl": _example(DeployConfig, "lock_ttl"),
+    },
     "verify": {
-        "port": "port = 80",
-        "path": 'path = "/healthz"',
-        "status": "status = 200",
-        "version_path": 'version_path = "/version" (or "" to skip)',
-        "timeout": "timeout = 60",
-        "settle": "settle = 2",
+        "port": _example(VerifyConfig, "port"),
+        "path": _example(VerifyConfig, "path"),
+        "status": _example(VerifyConfig, "status"),
+        "version_path": _example(VerifyConfig, "version_path") + ' (or "" to skip)',
+        "timeout": _example(VerifyConfig, "timeout"),
+        "settle": _example(VerifyConfig, "settle"),
     },
 }
 _HOST_KEYS: dict[str, str] = {
@@ -166,7 +205,6 @@ _HOST_KEYS: dict[str, str] = {
 }
 _HOST_EXAMPLE = '[hosts.prod] with address = "203.0.113.10" (or sandbox = true for the local VM)'
 
-_UNIT_SUFFIXES = (".service", ".socket", ".target", ".timer", ".path", ".mount", ".slice")
 _APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 _HOST_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -309,16 +347,29 @@ def _reject_unknown_tables(doc: _Doc, data: Mapping[str, object]) -> None:
 
 
 class _Table:
-    """One [section] being read: typed getters whose errors name the key path."""
+    """One [section] being read: typed getters whose errors name the key path.
+
+    A getter of a key that is absent returns the default of the field of ``cls`` with that name.
+    """
 
     def __init__(
-        self, doc: _Doc, where: str, data: Mapping[str, object], examples: Mapping[str, str]
+        self,
+        doc: _Doc,
+        where: str,
+        data: Mapping[str, object],
+        examples: Mapping[str, str],
+        cls: _ConfigClass,
     ) -> None:
         self.doc = doc
         self.where = where
         self.data = data
         self.examples = examples
+        self.cls = cls
         _reject_unknown(doc, where, data, list(examples))
+
+    def value(self, key: str) -> object:
+        """The value in the file, else the field's default."""
+        return self.data[key] if key in self.data else _default(self.cls, key)
 
     def fail(self, key: str, text: str, hint: str | None = None) -> ConfigError:
         return self.fail_at(_key(key), text, hint or f"for example: {self.examples[key]}")
@@ -337,6 +388,7 @@ class _Table:
         return self.fail(key, f"expected {expected}, found {_found(self.data[key])}")
 
     def string(self, key: str) -> str | None:
+        """The string in the file, or None when the key is absent (no default)."""
         value = self.data.get(key)
         if value is not None and not isinstance(value, str):
             raise self.type_error(key, "a string")
@@ -349,15 +401,17 @@ class _Table:
         return value
 
     def path(self, key: str) -> Path | None:
+        """The path in the file, else the field's default; relative ones are resolved."""
         text = self.string(key)
         if text is None:
-            return None
+            default = _default(self.cls, key)
+            return None if default is None else self.doc.resolve(str(default))
         if not text or "\0" in text:
             raise self.type_error(key, "a file system path")
         return self.doc.resolve(text)
 
-    def integer(self, key: str, default: int, low: int, high: int | None, expected: str) -> int:
-        value = self.data.get(key, default)
+    def integer(self, key: str, low: int, high: int | None, expected: str) -> int:
+        value = self.value(key)
         if (
             isinstance(value, bool)
             or not isinstance(value, int)
@@ -367,8 +421,8 @@ class _Table:
             raise self.type_error(key, expected)
         return value
 
-    def number(self, key: str, default: float, *, positive: bool) -> float:
-        value = self.data.get(key, default)
+    def number(self, key: str, *, positive: bool) -> float:
+        value = self.value(key)
         expected = "a number greater than 0" if positive else "a number of at least 0"
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.type_error(key, expected)
@@ -377,15 +431,15 @@ class _Table:
             raise self.type_error(key, expected)
         return number
 
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.data.get(key, default)
+    def boolean(self, key: str) -> bool:
+        value = self.value(key)
         if not isinstance(value, bool):
             raise self.type_error(key, "a boolean (true or false)")
         return value
 
 
-def _section(doc: _Doc, data: Mapping[str, object], name: str) -> _Table:
-    """An optional [name] table (empty when absent)."""
+def _section(doc: _Doc, data: Mapping[str, object], name: str, cls: _ConfigClass) -> _Table:
+    """An optional [name] table (empty when absent) whose defaults are those of ``cls``."""
     value = data.get(name, {})
     if not isinstance(value, dict):
         raise doc.error(
@@ -393,7 +447,7 @@ def _section(doc: _Doc, data: Mapping[str, object], name: str) -> _Table:
             f"expected a table, found {_found(value)}",
             hint=f"write [{name}] on a line of its own, followed by its keys",
         )
-    return _Table(doc, f"[{name}]", value, _SECTIONS[name])
+    return _Table(doc, f"[{name}]", value, _SECTIONS[name], cls)
 
 
 def _read_toml(doc: _Doc, path: Path) -> dict[str, Any]:
@@ -465,7 +519,7 @@ def _load_app(doc: _Doc, data: Mapping[str, object]) -> AppConfig:
             "required table is missing, expected [app] with name and version",
             hint='add [app] with name = "scoreboard" and version = "1.4.2" (or "git")',
         )
-    app = _section(doc, data, "app")
+    app = _section(doc, data, "app", AppConfig)
     name = app.required_string("name")
     if not _APP_NAME.fullmatch(name):
         raise app.fail(
@@ -487,9 +541,9 @@ def _load_app(doc: _Doc, data: Mapping[str, object]) -> AppConfig:
 
 
 def _load_build(doc: _Doc, data: Mapping[str, object]) -> BuildConfig:
-    build = _section(doc, data, "build")
-    value = build.data.get("commands", [])
-    if not isinstance(value, list):
+    build = _section(doc, data, "build", BuildConfig)
+    value = build.value("commands")
+    if not isinstance(value, list | tuple):  # a tuple only as the field's default
         raise build.type_error("commands", "an array of strings")
     for index, command in enumerate(value):
         if not isinstance(command, str) or not command.strip():
@@ -526,7 +580,7 @@ def _normalise_destination(image: _Table, dest: str) -> str:
 
 
 def _load_files(image: _Table) -> dict[str, Path]:
-    value = image.data.get("files", {})
+    value = image.value("files")
     if not isinstance(value, dict):
         raise image.type_error("files", "a table of destination = source path")
     files: dict[str, Path] = {}
@@ -564,53 +618,8 @@ def _load_files(image: _Table) -> dict[str, Path]:
     return files
 
 
-def _check_units(image: _Table, units: Path, app: str) -> None:
-    if not _is_dir(units):
-        raise image.fail(
-            "units",
-            f"expected a directory of systemd unit files, found no directory at {_shown(units)}",
-            hint=f"create it with {app}.service in it, or point units at your unit directory",
-        )
-    try:
-        entries = sorted(units.iterdir(), key=lambda entry: entry.name)
-    except OSError as exc:
-        raise image.fail(
-            "units",
-            f"expected a readable directory, found {_shown(units)}: {exc.strerror}",
-            hint="check the directory's permissions",
-        ) from None
-    for entry in entries:
-        name = _shown(entry.name)
-        if (
-            not entry.name.endswith(_UNIT_SUFFIXES)
-            or entry.name.startswith(".")
-            or not _is_file(entry)
-        ):
-            raise image.fail(
-                "units",
-                f"expected only unit files ({' '.join(_UNIT_SUFFIXES)}) in {_shown(units)}, "
-                f"found {name}",
-                hint="only unit files belong there; put other files in [image] tree or files",
-            )
-        rest = entry.name[len(app) :]
-        if not entry.name.startswith(app) or rest[:1] not in (".", "-", "@"):
-            raise image.fail(
-                "units",
-                f'expected unit names starting with "{app}." "{app}-" or "{app}@", found {name} '
-                f"in {_shown(units)}",
-                hint=f"portablectl silently ignores units not named after the image; rename it "
-                f"to {app}-{name} or similar",
-            )
-    if not entries:
-        raise image.fail(
-            "units",
-            f"expected at least one unit file, found an empty directory {_shown(units)}",
-            hint=f"add {app}.service; a portable image without units cannot be attached",
-        )
-
-
 def _load_image(doc: _Doc, data: Mapping[str, object], app: str) -> ImageConfig:
-    image = _section(doc, data, "image")
+    image = _section(doc, data, "image", ImageConfig)
     tree = image.path("tree")
     if tree is not None and not _is_dir(tree):
         raise image.fail(
@@ -622,26 +631,30 @@ def _load_image(doc: _Doc, data: Mapping[str, object], app: str) -> ImageConfig:
     files = _load_files(image)
     compression = image.string("compression")
     if compression is None:
-        compression = Compression.ZSTD.value
+        compression = _default(ImageConfig, "compression")
     elif compression not in {c.value for c in Compression}:
         raise image.fail(
             "compression",
             f"expected one of {', '.join(c.value for c in Compression)}, "
             f"found {_found(image.data['compression'])}",
         )
-    units = image.path("units") or doc.resolve("units")
-    _check_units(image, units, app)
+    units, dist = image.path("units"), image.path("dist")
+    assert units is not None and dist is not None  # both have a default
+    try:
+        unit_files(units, app)
+    except UnitDirError as exc:
+        raise image.fail("units", exc.message, hint=exc.hint) from None
     return ImageConfig(
         tree=tree,
         units=units,
         files=files,
         compression=Compression(compression),
-        dist=image.path("dist") or doc.resolve("dist"),
+        dist=dist,
     )
 
 
 def _load_sign(doc: _Doc, data: Mapping[str, object]) -> SignConfig:
-    sign = _section(doc, data, "sign")
+    sign = _section(doc, data, "sign", SignConfig)
     key = sign.path("key")  # may not exist yet; `sign` checks it when it needs it
     allowed = sign.path("allowed_signers")
     if allowed is not None and not _is_file(allowed):
@@ -654,7 +667,7 @@ def _load_sign(doc: _Doc, data: Mapping[str, object]) -> SignConfig:
         )
     principal = sign.string("principal")
     if principal is None:
-        principal = "deploy"
+        principal = _default(SignConfig, "principal")
     elif not principal or not _SSH_WORD.fullmatch(principal) or "," in principal:
         raise sign.fail(
             "principal",
@@ -678,8 +691,8 @@ def _load_host(doc: _Doc, name: str, value: object) -> HostConfig:
             f"expected a table, found {_found(value)}",
             hint=f'write [hosts.{name}] on a line of its own, then address = "..."',
         )
-    host = _Table(doc, where, value, _HOST_KEYS)
-    if host.boolean("sandbox", False):
+    host = _Table(doc, where, value, _HOST_KEYS, HostConfig)
+    if host.boolean("sandbox"):
         for key in ("address", "port", "user", "identity_file"):
             if key in value:
                 raise host.fail(
@@ -701,11 +714,12 @@ def _load_host(doc: _Doc, name: str, value: object) -> HostConfig:
     user = host.string("user")
     if user is not None and (not _SSH_WORD.fullmatch(user) or user.startswith("-")):
         raise host.type_error("user", "a user name without whitespace")
-    port = host.integer("port", 22, 1, 65535, "an integer from 1 to 65535")
+    # Absent, ssh's own default or ~/.ssh/config decides: HostConfig.port stays None.
+    port = host.integer("port", 1, 65535, "an integer from 1 to 65535") if "port" in value else None
     return HostConfig(
         name=name,
         address=address,
-        port=port if "port" in value else None,
+        port=port,
         user=user,
         identity_file=host.path("identity_file"),
     )
@@ -729,43 +743,42 @@ def _load_hosts(doc: _Doc, data: Mapping[str, object]) -> dict[str, HostConfig]:
 
 
 def _load_deploy(doc: _Doc, data: Mapping[str, object]) -> DeployConfig:
-    deploy = _section(doc, data, "deploy")
+    deploy = _section(doc, data, "deploy", DeployConfig)
     return DeployConfig(
         keep_releases=deploy.integer(
             "keep_releases",
-            5,
             2,
             None,
             "an integer of at least 2 (the current and one to roll back to)",
         ),
-        lock_ttl=deploy.integer("lock_ttl", 900, 1, None, "a whole number of seconds above 0"),
+        lock_ttl=deploy.integer("lock_ttl", 1, None, "a whole number of seconds above 0"),
     )
 
 
-def _url_path(table: _Table, key: str, default: str) -> str:
+def _url_path(table: _Table, key: str) -> str:
     path = table.string(key)
     if path is None:
-        return default
+        return str(_default(table.cls, key))
     if not _URL_PATH.fullmatch(path):
         raise table.type_error(key, 'a URL path starting with "/", without spaces')
     return path
 
 
 def _load_verify(doc: _Doc, data: Mapping[str, object]) -> VerifyConfig:
-    verify = _section(doc, data, "verify")
-    port = verify.integer("port", 80, 1, 65535, "an integer from 1 to 65535")
-    path = _url_path(verify, "path", "/healthz")
-    status = verify.integer("status", 200, 100, 599, "an HTTP status from 100 to 599")
+    verify = _section(doc, data, "verify", VerifyConfig)
+    port = verify.integer("port", 1, 65535, "an integer from 1 to 65535")
+    path = _url_path(verify, "path")
+    status = verify.integer("status", 100, 599, "an HTTP status from 100 to 599")
     version_path: str | None = None
     if verify.data.get("version_path") != "":
-        version_path = _url_path(verify, "version_path", "/version")
+        version_path = _url_path(verify, "version_path")
     return VerifyConfig(
         port=port,
         path=path,
         status=status,
         version_path=version_path,
-        timeout=verify.number("timeout", 60.0, positive=True),
-        settle=verify.number("settle", 2.0, positive=False),
+        timeout=verify.number("timeout", positive=True),
+        settle=verify.number("settle", positive=False),
     )
 
 

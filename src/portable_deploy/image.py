@@ -24,13 +24,17 @@ from .config import Compression, Config
 from .errors import DeployError
 from .localenv import tool_env
 from .manifest import Manifest
-from .units import UNIT_DIR, parse_unit
+from .units import (
+    ATTACHABLE_SUFFIXES,
+    UNIT_DIR,
+    UnitDirError,
+    directives,
+    is_attachable,
+    parse_unit,
+    unit_files,
+)
 
 Output = Callable[[str], None]
-
-#: Unit types that ``portablectl attach`` copies to the host (systemd 252, src/portable/portable.c).
-ATTACHABLE_SUFFIXES = (".service", ".socket", ".target", ".timer", ".path")
-_OTHER_UNIT_SUFFIXES = (".mount", ".automount", ".swap", ".slice", ".scope", ".device")
 
 #: Mount points systemd needs in a read-only portable image.
 REQUIRED_DIRS = ("proc", "sys", "dev", "run", "tmp", "var/tmp")
@@ -216,16 +220,9 @@ def unit_mount_points(unit_text: str, unit_name: str | None = None) -> list[str]
     source = unit_name or "unit"
     specifiers = _specifiers(unit_name)
     lists: dict[str, list[str]] = {key: [] for key in EXEC_DIRECTORIES}
-    section = ""
-    for line in _logical_lines(unit_text):
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1].strip()
+    for section, key, value in directives(unit_text):
+        if section not in _EXEC_SECTIONS or key not in lists:
             continue
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or section not in _EXEC_SECTIONS or key not in lists:
-            continue
-        value = value.strip()
         if not value:
             lists[key].clear()
             continue
@@ -319,9 +316,7 @@ def attached_units(tree: Path, name: str) -> tuple[str, ...]:
         sorted(
             p.name
             for p in unit_dir.iterdir()
-            if p.name.endswith(ATTACHABLE_SUFFIXES)
-            and _prefix_match(p.name, name)
-            and (p.is_symlink() or p.is_file())
+            if is_attachable(p.name, name) and (p.is_symlink() or p.is_file())
         )
     )
 
@@ -357,49 +352,12 @@ def git_state(root: Path, exclude: Path | None = None) -> tuple[str | None, bool
 
 
 def _unit_sources(cfg: Config) -> list[Path]:
-    units = cfg.image.units
-    if not units.is_dir():
-        raise DeployError(
-            f"[image] units: {units} is not a directory",
-            "create it with the app's .service/.socket files, or fix the path in deploy.toml",
-        )
-    name = cfg.app.name
-    found: list[Path] = []
-    for entry in sorted(units.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir() and entry.name.endswith((".d", ".wants", ".requires")):
-            raise DeployError(
-                f"[image] units: {entry} is a directory; drop-in and .wants directories are not "
-                "supported (portablectl attaches unit files only)",
-                f"merge its settings into the unit file itself ({entry.name.rsplit('.', 1)[0]})",
-            )
-        if entry.name.endswith(_OTHER_UNIT_SUFFIXES):
-            raise DeployError(
-                f"[image] units: {entry.name}: portablectl attaches only "
-                + ", ".join(ATTACHABLE_SUFFIXES)
-                + " units",
-                "run this unit from the host's own configuration instead",
-            )
-        if not entry.name.endswith(ATTACHABLE_SUFFIXES):
-            continue  # READMEs and the like
-        if not _prefix_match(entry.name, name):
-            raise DeployError(
-                f"[image] units: {entry.name} would not be attached: portablectl attaches only "
-                f"units named {name}.*, {name}-* or {name}@*",
-                f"rename it, e.g. {name}-{entry.name}",
-            )
-        found.append(entry)
-    if not found:
-        raise DeployError(
-            f"[image] units: no unit files in {units}", f"add at least {name}.service there"
-        )
-    return found
-
-
-def _prefix_match(unit: str, prefix: str) -> bool:
-    # Same rule as systemd's portable.c: the prefix, then '-', '.', '@' or nothing.
-    return unit.startswith(prefix) and unit[len(prefix) : len(prefix) + 1] in ("-", ".", "@", "")
+    # load_config checked this directory already; the same rule runs again because it may
+    # have changed since (a build command, or a Config made without deploy.toml).
+    try:
+        return unit_files(cfg.image.units, cfg.app.name)
+    except UnitDirError as e:
+        raise DeployError(f"[image] units: {e.message}", e.hint) from None
 
 
 def _image_path(target: str, key: str) -> PurePosixPath:
@@ -496,25 +454,7 @@ def _walk(top: Path) -> Iterable[Path]:
             yield from _walk(path)
 
 
-# --- unit parsing ------------------------------------------------------------------------------
-
-
-def _logical_lines(text: str) -> Iterable[str]:
-    """Unit file lines with comments dropped and backslash continuations joined."""
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not pending and (not line or line[0] in "#;"):
-            continue
-        if pending and line[:1] in ("#", ";"):
-            continue  # comment lines inside a continuation are skipped, as systemd does
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        yield pending + line
-        pending = ""
-    if pending:
-        yield pending
+# --- unit settings -----------------------------------------------------------------------------
 
 
 def _specifiers(unit_name: str | None) -> dict[str, str]:

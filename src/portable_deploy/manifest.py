@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import DeployError
+from .units import is_attachable
 
 FORMAT = 1
 
@@ -140,8 +141,14 @@ def _parse(obj: Any) -> Manifest:
     unit_info = obj.get("unit_info", {})
     if not isinstance(unit_info, dict) or not all(isinstance(v, dict) for v in unit_info.values()):
         raise _Invalid("'unit_info' is not an object of objects")
+    name = _get(obj, "name", str)
+    # Deploys restart what these name: never a unit the app's image cannot attach.
+    for key, names in (("units", units), ("unit_info", list(unit_info))):
+        for unit in names:
+            if not is_attachable(unit, name):
+                raise _Invalid(f"{key!r} names {unit!r}, which is not a unit file of {name!r}")
     manifest = Manifest(
-        name=_get(obj, "name", str),
+        name=name,
         version=_get(obj, "version", str),
         image_sha256=sha,
         image_size=size,

@@ -12,14 +12,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from .commands.layout import SIGNATURE_NAMESPACE
 from .config import Config
 from .errors import DeployError
 from .image import Artifact, file_sha256
 from .localenv import tool_env
 from .manifest import Manifest
-
-#: The signature namespace: a signature made for anything else never verifies as a release.
-NAMESPACE = "portable-deploy"
 
 
 def keygen_hint(key: Path) -> str:
@@ -36,7 +34,7 @@ def sign(cfg: Config, artifact: Artifact) -> Path:
     sig = manifest.with_name(manifest.name + ".sig")
     # ssh-keygen asks before overwriting a signature; never let it ask.
     sig.unlink(missing_ok=True)
-    argv = ["ssh-keygen", "-Y", "sign", "-f", str(key), "-n", NAMESPACE, str(manifest)]
+    argv = ["ssh-keygen", "-Y", "sign", "-f", str(key), "-n", SIGNATURE_NAMESPACE, str(manifest)]
     proc = _run(argv)
     if proc.returncode != 0 or not sig.is_file():
         raise DeployError(
@@ -88,7 +86,7 @@ def allowed_signers_text(cfg: Config) -> str:
         raise DeployError(
             f"{pub} is not an SSH public key", f"recreate it: ssh-keygen -y -f {key} > {pub}"
         )
-    return f'{cfg.sign.principal} namespaces="{NAMESPACE}" {fields[0]} {fields[1]}\n'
+    return f'{cfg.sign.principal} namespaces="{SIGNATURE_NAMESPACE}" {fields[0]} {fields[1]}\n'
 
 
 def verify(
@@ -120,7 +118,7 @@ def _verify(
     # Check and parse the same bytes: the file may change between two reads.
     data = manifest_path.read_bytes()
     argv = ["ssh-keygen", "-Y", "verify", "-f", str(allowed_signers), "-I", principal]
-    argv += ["-n", NAMESPACE, "-s", str(sig_path)]
+    argv += ["-n", SIGNATURE_NAMESPACE, "-s", str(sig_path)]
     proc = _run(argv, stdin=data)
     if proc.returncode != 0:
         why = _diagnose(allowed_signers, shown, principal, sig_path, data, proc)
@@ -153,7 +151,8 @@ def _diagnose(
 ) -> str:
     """Why ``-Y verify`` said no: ssh-keygen says only "Could not verify" for a foreign key."""
     check = _run(
-        ["ssh-keygen", "-Y", "check-novalidate", "-n", NAMESPACE, "-s", str(sig_path)], data
+        ["ssh-keygen", "-Y", "check-novalidate", "-n", SIGNATURE_NAMESPACE, "-s", str(sig_path)],
+        data,
     )
     if check.returncode != 0:
         reason = _reason(check)

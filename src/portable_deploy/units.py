@@ -1,12 +1,32 @@
-"""What a unit file is for, read from its text: the facts a deploy needs to restart only what changed."""
+"""Unit files: which ones an image takes, how their text is read, and what each one is for.
+
+One home for these rules: deploy.toml loading (config.py), the image build (image.py) and the
+manifest (manifest.py) all ask this module, so they cannot disagree about a unit.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
+
+from .errors import DeployError
 
 UNIT_DIR = "usr/lib/systemd/system"
+#: Unit types that ``portablectl attach`` copies to the host (systemd 252, src/portable/portable.c).
+ATTACHABLE_SUFFIXES = (".service", ".socket", ".target", ".timer", ".path")
+#: Unit types it does not attach: refused with a reason of their own.
+_OTHER_UNIT_SUFFIXES = (".mount", ".automount", ".swap", ".slice", ".scope", ".device")
+#: Directories next to a unit that systemd would read, but portablectl does not attach.
+_DROP_IN_SUFFIXES = (".d", ".wants", ".requires", ".upholds")
+#: What follows the app name in a unit name that portablectl attaches.
+_NAME_SEPARATORS = (".", "-", "@")
+_COMMENTS = ("#", ";")
+#: systemd's read_line ends a line at any of these.
+_NEWLINE = re.compile(r"\r\n|\r|\n")
 _EXEC_KEYS = (
     "ExecStart",
     "ExecStartPre",
@@ -16,6 +36,160 @@ _EXEC_KEYS = (
     "ExecStopPost",
     "ExecCondition",
 )
+
+
+# --- which files are units of the app ----------------------------------------------------------
+
+
+def named_for(unit: str, app: str) -> bool:
+    """The unit's name is the app's, then ".", "-" or "@" (the prefix rule of portable.c)."""
+    return unit.startswith(app) and unit[len(app) : len(app) + 1] in _NAME_SEPARATORS
+
+
+def is_attachable(unit: str, app: str) -> bool:
+    """``portablectl attach`` copies this unit file from the app's image to the host."""
+    return unit.endswith(ATTACHABLE_SUFFIXES) and named_for(unit, app)
+
+
+class UnitDirError(DeployError):
+    """The units directory holds something an image cannot take.
+
+    The message names no key: deploy.toml loading and the build each say where it came from.
+    """
+
+
+def unit_files(directory: Path, app: str) -> list[Path]:
+    """The unit files in ``directory``, sorted by name; anything else there is a UnitDirError.
+
+    Every entry must be an attachable unit file named after the app: a README, a hidden file, a
+    drop-in directory or a .mount unit there is an error, not skipped, so what the directory
+    holds is what the image attaches.
+    """
+    where = _shown(directory)
+    if not _is_dir(directory):
+        raise UnitDirError(
+            f"expected a directory of systemd unit files, found no directory at {where}",
+            f"create it with {app}.service in it, or point units at your unit directory",
+        )
+    try:
+        entries = sorted(directory.iterdir(), key=lambda entry: entry.name)
+    except OSError as exc:
+        raise UnitDirError(
+            f"expected a readable directory, found {where}: {exc.strerror}",
+            "check the directory's permissions",
+        ) from None
+    for entry in entries:
+        _check_entry(entry, app, where)
+    if not entries:
+        raise UnitDirError(
+            f"expected at least one unit file, found an empty directory {where}",
+            f"add {app}.service; a portable image without units cannot be attached",
+        )
+    return entries
+
+
+def _check_entry(entry: Path, app: str, where: str) -> None:
+    name = _shown(entry.name)
+    if _is_dir(entry):
+        stem, dot, suffix = entry.name.rpartition(".")
+        drop_in = bool(dot) and f".{suffix}" in _DROP_IN_SUFFIXES
+        raise UnitDirError(
+            f"expected only unit files in {where}, found {name}, a directory: portablectl "
+            "attaches unit files, not drop-in or .wants directories",
+            f"merge its settings into the unit file itself ({_shown(stem)})"
+            if drop_in
+            else "only unit files belong there; put other files in [image] tree or files",
+        )
+    hidden = entry.name.startswith(".")
+    if entry.name.endswith(_OTHER_UNIT_SUFFIXES) and not hidden:
+        raise UnitDirError(
+            f"expected only {' '.join(ATTACHABLE_SUFFIXES)} units in {where}, found {name}: "
+            "portablectl attaches no other types",
+            "run this unit from the host's own configuration instead",
+        )
+    if hidden or not entry.name.endswith(ATTACHABLE_SUFFIXES):
+        raise UnitDirError(
+            f"expected only unit files ({' '.join(ATTACHABLE_SUFFIXES)}) in {where}, "
+            f"found {name}, which is not a unit file",
+            f"only unit files belong there: keep unit files named {app}.*, {app}-* or {app}@* "
+            "in it, move notes elsewhere, and put image files in [image] tree or files",
+        )
+    if not _is_file(entry):
+        raise UnitDirError(
+            f"expected only unit files in {where}, found {name}, which is not a regular file",
+            "a unit file is a regular file or a symlink to one; replace or remove this one",
+        )
+    if not named_for(entry.name, app):
+        raise UnitDirError(
+            f'expected unit names starting with "{app}." "{app}-" or "{app}@", found {name} '
+            f"in {where}",
+            f"portablectl silently ignores units not named after the image; rename it "
+            f"to {app}-{name} or similar",
+        )
+
+
+def _shown(text: str | Path) -> str:
+    """A name for a one-line message: as is when printable, else quoted with escapes."""
+    s = str(text)
+    return s if s.isprintable() else json.dumps(s)
+
+
+def _is_dir(path: Path) -> bool:
+    # Path.is_dir raises on e.g. ENAMETOOLONG or an unencodable name; for us that is "no".
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+# --- reading a unit file -----------------------------------------------------------------------
+
+
+def logical_lines(text: str) -> Iterator[str]:
+    """The section headers and settings of a unit file, read the way systemd reads them.
+
+    As in config_parse() (systemd src/shared/conf-parser.c): a line whose first non-blank
+    character is "#" or ";" is skipped, also inside a continuation, so a comment neither
+    continues nor ends one; a line ending in an unescaped backslash continues on the next, the
+    backslash becoming a space; a blank line ends a continuation. Lines come back stripped.
+    """
+    pending: str | None = None
+    for raw in _NEWLINE.split(text.removeprefix("\ufeff")):
+        if raw.lstrip().startswith(_COMMENTS):
+            continue
+        line = raw if pending is None else pending + raw
+        # "\\" at the end is an escaped backslash, not a continuation.
+        if (len(line) - len(line.rstrip("\\"))) % 2:
+            pending = line[:-1] + " "
+            continue
+        pending = None
+        if line.strip():
+            yield line.strip()
+    if pending is not None and pending.strip():
+        yield pending.strip()
+
+
+def directives(text: str) -> list[tuple[str, str, str]]:
+    """(section, key, value) for every assignment, in order (see ``logical_lines``)."""
+    result: list[tuple[str, str, str]] = []
+    section = ""
+    for line in logical_lines(text):
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+        elif "=" in line:
+            key, value = line.split("=", 1)
+            result.append((section, key.strip(), value.strip()))
+    return result
+
+
+# --- what a unit is for ------------------------------------------------------------------------
 
 
 class Kind(StrEnum):
@@ -49,27 +223,6 @@ class UnitInfo:
             activates=str(activates) if activates else None,
             paths=frozenset(str(p) for p in paths) if isinstance(paths, list) else frozenset(),
         )
-
-
-def directives(text: str) -> list[tuple[str, str, str]]:
-    """(section, key, value) for every assignment, continuation lines joined."""
-    result: list[tuple[str, str, str]] = []
-    section = ""
-    pending = ""
-    for raw in text.splitlines():
-        line = pending + raw.strip()
-        pending = ""
-        if line.endswith("\\"):
-            pending = line[:-1] + " "
-            continue
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1]
-        elif "=" in line:
-            key, value = line.split("=", 1)
-            result.append((section, key.strip(), value.strip()))
-    return result
 
 
 def _paths_in(command_line: str) -> set[str]:

@@ -87,7 +87,6 @@ def _write_project(root: Path, binary: Path) -> None:
     (root / "units").mkdir()
     (root / "units/demo.service").write_text(SERVICE)
     (root / "units/demo-http.socket").write_text(SOCKET)
-    (root / "units/README.md").write_text("not a unit\n")
     (root / "build").mkdir()
     shutil.copyfile(binary, root / "build/demo")
     (root / "build/demo").chmod(0o755)

@@ -7,6 +7,7 @@ import dataclasses
 import math
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -217,7 +218,7 @@ BROKEN = [
         APP + HOST,
         {"units/README.md": "hi"},
         "[image] units",
-        "expected only unit files (.service .socket .target .timer .path .mount .slice)",
+        "expected only unit files (.service .socket .target .timer .path) in ",
         id="units-non-unit",
     ),
     pytest.param(
@@ -602,6 +603,23 @@ def test_unit_error_hint_says_portablectl_ignores_foreign_units(tmp_path: Path) 
     assert "portablectl silently ignores" in error.hint
 
 
+def test_readme_in_units_is_refused_with_a_hint(tmp_path: Path) -> None:
+    """A README in units/ is an error naming it, whose hint says which files belong there."""
+    error = load_error(write(tmp_path, APP + HOST, {"units/README.md": "notes"}))
+    assert error.message.endswith("found README.md, which is not a unit file")
+    assert error.hint == (
+        "only unit files belong there: keep unit files named scoreboard.*, scoreboard-* or "
+        "scoreboard@* in it, move notes elsewhere, and put image files in [image] tree or files"
+    )
+
+
+@pytest.mark.parametrize("name", ["scoreboard.mount", "scoreboard.slice", "scoreboard.swap"])
+def test_units_portablectl_does_not_attach_are_refused(tmp_path: Path, name: str) -> None:
+    """Unit types other than .service .socket .target .timer .path are refused by name."""
+    error = load_error(write(tmp_path, APP + HOST, {f"units/{name}": UNIT}))
+    assert f"found {name}: portablectl attaches no other types" in error.message
+
+
 def test_non_unit_file_hint_says_only_units_belong(tmp_path: Path) -> None:
     """A stray file in the units directory gets a hint that only unit files belong there."""
     error = load_error(write(tmp_path, APP + HOST, {"units/.gitkeep": ""}))
@@ -638,6 +656,44 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     v = cfg.verify
     assert (v.port, v.path, v.status, v.version_path) == (80, "/healthz", 200, "/version")
     assert (v.timeout, v.settle) == (60.0, 2.0)
+
+
+def _readme_defaults() -> list[tuple[str, str, str]]:
+    """(section, key, default cell) of each row of the deploy.toml reference in README.md."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = []
+    section = ""
+    for line in readme.splitlines():
+        if line.startswith("#"):
+            section = ""
+            if line.startswith("### `["):
+                section = line.split("`[", 1)[1].split("]", 1)[0].split(".", 1)[0]
+        elif section and line.startswith("| `"):
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            rows.append((section, cells[0].strip("`"), cells[2]))
+    return rows
+
+
+def test_readme_defaults_are_the_loaded_defaults(tmp_path: Path) -> None:
+    """Every default the README's deploy.toml reference shows is what load_config gives."""
+    cfg = load_config(write(tmp_path, APP + HOST))
+    checked = 0
+    for section, key, cell in _readme_defaults():
+        table = cfg.hosts["prod"] if section == "hosts" else getattr(cfg, section)
+        loaded = getattr(table, key)
+        if cell == "none":
+            assert loaded is None, (section, key)
+        elif cell.startswith("`") and cell.endswith("`"):
+            documented = tomllib.loads(f"x = {cell.strip('`')}")["x"]
+            if isinstance(loaded, Path):
+                documented = tmp_path / documented
+            elif isinstance(loaded, tuple | Compression):
+                loaded = list(loaded) if isinstance(loaded, tuple) else str(loaded)
+            assert loaded == documented, (section, key)
+        else:
+            continue
+        checked += 1
+    assert checked == 17
 
 
 def test_relative_path_given_is_made_absolute(

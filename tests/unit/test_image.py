@@ -61,7 +61,10 @@ def test_image_holds_units_files_and_portable_mount_points(
     listing = squashfs_listing(image)
     for path in ("usr/lib/systemd/system/demo.service", "usr/lib/systemd/system/demo-http.socket"):
         assert listing[path].mode == "-rw-r--r--"
-    assert "usr/lib/systemd/system/README.md" not in listing
+    assert sorted(p for p in listing if p.startswith("usr/lib/systemd/system/")) == [
+        "usr/lib/systemd/system/demo-http.socket",
+        "usr/lib/systemd/system/demo.service",
+    ]
     assert listing["usr/bin/demo"].mode == "-rwxr-xr-x"
     assert listing["usr/share/demo/data.txt"].mode == "-rw-r--r--"
     assert listing["usr/share/demo/run.sh"].mode == "-rwxr-xr-x"
@@ -211,15 +214,29 @@ def test_file_destination_must_be_a_plain_relative_path(
 def test_drop_in_directories_in_units_are_refused(demo_project: Config, tmp_path: Path) -> None:
     """A UNIT.d directory in units/ is an error: portablectl would not attach it."""
     (demo_project.image.units / "demo.service.d").mkdir()
-    with pytest.raises(DeployError, match=r"demo\.service\.d is a directory; drop-in"):
+    with pytest.raises(DeployError, match=r"found demo\.service\.d, a directory: portablectl"):
         assemble_tree(demo_project, tmp_path / "root")
 
 
 def test_units_without_the_image_prefix_are_refused(demo_project: Config, tmp_path: Path) -> None:
     """A unit portablectl would not attach (name lacks the app prefix) is an error."""
     (demo_project.image.units / "other.service").write_text("[Service]\nExecStart=/bin/true\n")
-    with pytest.raises(DeployError, match=r"other\.service would not be attached"):
+    with pytest.raises(DeployError, match=r"found other\.service in"):
         assemble_tree(demo_project, tmp_path / "root")
+
+
+def test_readme_in_units_is_refused_as_when_loading_the_config(
+    demo_project: Config, tmp_path: Path
+) -> None:
+    """A README in units/ stops the build with the message load_config gives, not a skip."""
+    (demo_project.image.units / "README.md").write_text("notes\n")
+    with pytest.raises(DeployError) as info:
+        assemble_tree(demo_project, tmp_path / "root")
+    assert info.value.message == (
+        f"[image] units: expected only unit files (.service .socket .target .timer .path) in "
+        f"{demo_project.image.units}, found README.md, which is not a unit file"
+    )
+    assert info.value.hint is not None and "move notes elsewhere" in info.value.hint
 
 
 # --- pack --------------------------------------------------------------------------------------

@@ -116,6 +116,16 @@ def _edited(**changes: Any) -> str:
         pytest.param(_edited(git={"commit": None}), "missing key git.'dirty'", id="git"),
         pytest.param(_edited(files={"a": "md5:x"}), "files['a']", id="file-value"),
         pytest.param(_edited(image="other.raw"), "'image' is 'other.raw'", id="derived"),
+        pytest.param(
+            _edited(units=["demo.service", "sshd.service"]),
+            "'units' names 'sshd.service', which is not a unit file of 'demo'",
+            id="foreign-unit",
+        ),
+        pytest.param(
+            _edited(unit_info={"demo.mount": {}}),
+            "'unit_info' names 'demo.mount'",
+            id="unattachable-unit-info",
+        ),
     ],
 )
 def test_invalid_manifest_is_a_deploy_error_naming_the_source(text: str, message: str) -> None:

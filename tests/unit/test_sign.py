@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from portable_deploy.commands.layout import SIGNATURE_NAMESPACE
 from portable_deploy.config import AppConfig, BuildConfig, Config, ImageConfig, SignConfig
 from portable_deploy.errors import DeployError
 from portable_deploy.image import Artifact
 from portable_deploy.manifest import Manifest
-from portable_deploy.sign import NAMESPACE, allowed_signers_text, sign, verify
+from portable_deploy.sign import allowed_signers_text, sign, verify
 
 
 def _keygen(path: Path, comment: str = "deploy") -> Path:
@@ -176,7 +177,7 @@ def test_allowed_signers_line_is_made_from_the_public_key(tmp_path: Path, key: P
     """Without [sign] allowed_signers, one line: principal, namespace restriction, public key."""
     keytype, blob = Path(f"{key}.pub").read_text().split()[:2]
     assert allowed_signers_text(_config(tmp_path, key)) == (
-        f'deploy namespaces="{NAMESPACE}" {keytype} {blob}\n'
+        f'deploy namespaces="{SIGNATURE_NAMESPACE}" {keytype} {blob}\n'
     )
 
 

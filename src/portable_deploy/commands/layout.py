@@ -8,6 +8,7 @@ PORTABLES_DIR = "/var/lib/portables"
 STATE_ROOT = "/var/lib/portable-deploy"
 TRUST_DIR = "/etc/portable-deploy"
 ALLOWED_SIGNERS = f"{TRUST_DIR}/allowed_signers"
+#: The signature namespace: a signature made for anything else never verifies as a release.
 SIGNATURE_NAMESPACE = "portable-deploy"
 ATTACHED_DIR = "/etc/systemd/system.attached"
 

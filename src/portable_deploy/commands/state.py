@@ -8,7 +8,7 @@ in sections; ``facts.state_sections`` splits them again.
 from __future__ import annotations
 
 from ..command import Command, sh_args
-from .layout import Layout
+from .layout import ATTACHED_DIR, Layout
 from .trust import HOST_INFO_SCRIPT
 
 SECTION = "### portable-deploy:"
@@ -20,8 +20,8 @@ SECTION = "### portable-deploy:"
 _SCRIPT = (
     f'echo "{SECTION}info"; {HOST_INFO_SCRIPT}; '
     f'echo "{SECTION}attached"; '
-    'roots=$(for d in /etc/systemd/system.attached/"$3".*.d /etc/systemd/system.attached/"$3"-*.d '
-    '/etc/systemd/system.attached/"$3"@*.d; do '
+    f'roots=$(for d in {ATTACHED_DIR}/"$3".*.d {ATTACHED_DIR}/"$3"-*.d '
+    f'{ATTACHED_DIR}/"$3"@*.d; do '
     '[ -f "$d/20-portable.conf" ] && grep -h "^RootImage=" "$d/20-portable.conf"; done); '
     '[ -n "$roots" ] && printf "%s\\n" "$roots"; '
     f'echo "{SECTION}live-manifest"; '
