@@ -13,9 +13,6 @@ from .config import Config, HostConfig
 from .errors import DeployError
 from .host import Echo, Host, Target
 
-#: The sandbox VM that a `sandbox = true` host is.
-SANDBOX_VM = "sandbox-1"
-
 
 def select(cfg: Config, names: Sequence[str] | None) -> list[HostConfig]:
     """The hosts a task acts on: the named ones, else every host in deploy.toml."""
@@ -35,12 +32,12 @@ def target_for(host: HostConfig, progress: Callable[[str], None] | None = None) 
     if not host.sandbox:
         assert host.address is not None  # config guarantees it
         return Target(host.name, host.address, host.port, host.user, host.identity_file)
-    from .sandbox import Sandbox
+    from .sandbox import FIRST_VM, Sandbox
 
     box = Sandbox()
-    vm = next((v for v in box.status() if v.name == SANDBOX_VM), None)
+    vm = next((v for v in box.status() if v.name == FIRST_VM), None)
     if vm is None:
-        vm = next(v for v in box.up(1, progress=progress) if v.name == SANDBOX_VM)
+        vm = next(v for v in box.up(1, progress=progress) if v.name == FIRST_VM)
     return Target(host.name, "127.0.0.1", vm.ssh_port, vm.user, vm.key, known_hosts=vm.known_hosts)
 
 

@@ -22,7 +22,7 @@ from . import qemu
 from .base import BaseImage
 from .local import HINT_QEMU, HINT_SSH, Progress, locked, quiet, require, run, write_atomic
 from .qemu import Accel, QemuSpec
-from .vm import VM, VMFiles, console_tail, known_hosts_line
+from .vm import VM, VMFiles, console_tail, known_hosts_line, vm_name
 
 _STOP_GRACE_SECONDS = 10.0
 
@@ -123,7 +123,7 @@ class Sandbox:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with locked(self.state_dir / ".lock"):
             running = {vm.name: vm for vm in self.status()}
-            names = [f"sandbox-{i}" for i in range(1, count + 1)]
+            names = [vm_name(i) for i in range(1, count + 1)]
             missing = [n for n in names if n not in running]
             accel = self.accel(base) if missing else Accel.TCG
             cpus = qemu.vcpus(len(missing))

@@ -10,6 +10,15 @@ from pathlib import Path
 from typing import Any
 
 USER = "root"
+
+
+def vm_name(index: int) -> str:
+    """The name of the INDEXth sandbox VM (1-based)."""
+    return f"sandbox-{index}"
+
+
+#: The VM that a deploy.toml host with `sandbox = true` is.
+FIRST_VM = vm_name(1)
 CONSOLE_TAIL_LINES = 20
 
 

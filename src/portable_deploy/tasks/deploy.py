@@ -10,7 +10,7 @@ from .. import pipeline, release, ui
 from ..config import Config
 from ..host import Host
 from ..release import Options, Signed
-from ..targets import SANDBOX_VM, select
+from ..targets import select
 from .common import ECHO_HELP, HOST_HELP, SWITCH_HELP, config, hosts, user_errors
 
 
@@ -119,9 +119,9 @@ def deploy(
 def _url_hint(cfg: Config, host: Host) -> str:
     """Where the sandbox serves the app on this machine."""
     if cfg.hosts[host.name].sandbox and cfg.verify.port == 80:
-        from ..sandbox import Sandbox
+        from ..sandbox import FIRST_VM, Sandbox
 
-        vm = next((v for v in Sandbox().status() if v.name == SANDBOX_VM), None)
+        vm = next((v for v in Sandbox().status() if v.name == FIRST_VM), None)
         if vm is not None:
             return f": http://127.0.0.1:{vm.http_port}/"
     return ""

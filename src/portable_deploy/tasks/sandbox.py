@@ -13,7 +13,7 @@ from invoke.tasks import task
 from .. import ui
 from ..config import config_path
 from ..errors import DeployError
-from ..targets import SANDBOX_VM, open_hosts
+from ..targets import open_hosts
 from .common import config, say, set_up_sandbox, user_errors
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def status(c: Context) -> None:
     _vm_table(vms)
 
 
-@task(help={"name": f"VM name (default {SANDBOX_VM}). A command may follow `--`."})
+@task(help={"name": "VM name (default: the first running one). A command may follow `--`."})
 @user_errors
 def ssh(c: Context, name: str | None = None) -> None:
     """Open a root shell on a sandbox VM, or run the command given after `--`."""
