@@ -22,7 +22,7 @@ from portable_deploy.config import (
     SignConfig,
     VerifyConfig,
 )
-from portable_deploy.host import RemoteCommandError, Result
+from portable_deploy.host import Host, Result, Target
 from portable_deploy.image import Artifact
 from portable_deploy.manifest import Manifest
 from portable_deploy.release import Signed
@@ -95,9 +95,14 @@ def config(tmp_path: Path) -> Config:
     )
 
 
-@dataclass
-class FakeHost:
-    """Implements the pipeline's ``Remote`` protocol without SSH."""
+@dataclass(eq=False)
+class FakeHost(Host):
+    """A ``host.Host`` whose transport is a script: the real ``run``/``put`` (dry run, echo, check)
+    on top of responders, with every command that reached the transport in ``log``.
+
+    Commands a dry run skips never reach the transport; they are logged as ``(dry-run) LINE``
+    from what ``Host`` echoes.
+    """
 
     responders: list[tuple[str, Responder]] = field(default_factory=list)
     name: str = "fake"
@@ -110,6 +115,11 @@ class FakeHost:
     live: str | None = None
     manifests: dict[str, Manifest] = field(default_factory=dict)
     audit: str = ""
+    #: (builder source, result): commands made by that builder get that result.
+    failures: list[tuple[str, Result]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__(Target(self.name, "fake"), echo=self._shown, dry_run=self.dry_run)
 
     def state(self, line: str) -> Result:
         m = self.manifests.get(self.live or "")
@@ -124,31 +134,34 @@ class FakeHost:
         return Result(out, "", 0)
 
     def on(self, pattern: str, response: Responder) -> None:
+        """Answer commands whose rendered line matches PATTERN (the newest responder wins)."""
         self.responders.insert(0, (pattern, response))
 
-    def run(self, command: Command, *, check: bool = True, timeout: float | None = None) -> Result:
-        line = command.render()
-        if self.dry_run and command.mutates:
+    def fail(self, builder: Callable[..., Command], result: Result) -> None:
+        """Answer every command made by BUILDER (``trust.verify_signature``) with RESULT."""
+        self.failures.insert(0, (builder.source, result))  # type: ignore[attr-defined]
+
+    def _shown(self, name: str, line: str, skipped: bool) -> None:
+        if skipped:
             self.log.append("(dry-run) " + line)
-            return Result("", "", 0)
+
+    def _execute(self, command: Command, timeout: float | None) -> Result:
+        line = command.render()
         self.log.append(line)
-        result = Result("", "", 0)
+        for source, failure in self.failures:
+            if source in command.sources:
+                return failure
         if SECTION in line:
             return self.state(line)
         for pattern, response in self.responders:
             if re.search(pattern, line):
-                result = response(line) if callable(response) else response
-                break
-        if check and not result.ok:
-            raise RemoteCommandError(self.name, command, result)
-        return result
+                return response(line) if callable(response) else response
+        return Result("", "", 0)
 
-    def put(
-        self, local: Path, remote: str, progress: Callable[[int, int], None] | None = None
-    ) -> None:
-        self.log.append(("(dry-run) " if self.dry_run else "") + f"put {remote}")
+    def _put(self, local: Path, remote: str, progress: Callable[[int, int], None] | None) -> None:
+        self.log.append(f"put {remote}")
 
-    def http_get(self, port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
+    def _http_get(self, port: int, path: str, timeout: float) -> tuple[int, str]:
         self.log.append(f"GET :{port}{path}")
         return (self.health, "ok") if path == "/healthz" else (200, self.version)
 
