@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -174,6 +179,29 @@ def test_stale_lock_is_broken_only_with_the_flag(tmp_path: Path, live_v1: FakeHo
     verbs = live_v1.verbs()
     assert verbs[:3] == ["lock.acquire", "lock.release", "lock.acquire"]
     assert "oldtoken" in live_v1.log[1]
+
+
+def test_break_lock_does_not_break_a_young_lock_of_a_live_local_process(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
+    """--break-lock on a young lock whose local owner runs: refused, holder named, nothing else run."""
+    at = float(int(time.time()))
+    origin, pid = socket.gethostname(), os.getpid()
+    holder = json.dumps(
+        {"at": at, "command": "deploy", "origin": origin, "pid": pid}
+        | {"release": "scoreboard_9", "token": "livetoken", "user": "alice"}
+    )
+    live_v1.on(r'ln "\$tmp"', Result(holder + "\n", "", 3))
+    with pytest.raises(DeployError) as held:
+        pipeline.deploy_to(
+            live_v1, config(tmp_path), signed(V2), Options(break_lock=True), ui.Steps()
+        )
+    since = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert str(held.value) == (
+        f"[fake] deploy lock held by alice@{origin} (pid {pid}) since {since}, running `deploy` "
+        "for scoreboard_9; it is not stale (younger than 900s and its owner may be alive)"
+    )
+    assert live_v1.verbs() == ["lock.acquire"]
 
 
 def test_different_image_under_same_name_is_refused(tmp_path: Path, live_v1: FakeHost) -> None:
