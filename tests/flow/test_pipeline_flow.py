@@ -14,6 +14,7 @@ import pytest
 from portable_deploy import pipeline, ui
 from portable_deploy.errors import DeployError
 from portable_deploy.host import Result
+from portable_deploy.manifest import Manifest
 from portable_deploy.release import Options
 
 from .conftest import FakeHost, arrived, config, manifest, signed
@@ -140,6 +141,46 @@ def test_rollback_goes_to_the_previous_release_in_history(
     ) in verbs
     assert not any(v.startswith("put ") for v in verbs)
     assert verbs[-1] == "lock.release"
+
+
+def deployed_1_then_3_then_2(host: FakeHost) -> dict[str, Manifest]:
+    """Kept images 1, 2, 3 (in file order); deployed 1, then 3, then 2, which is live."""
+    kept = {f"scoreboard_{v}": manifest(v, app=a) for v, a in (("1", "a"), ("2", "e"), ("3", "f"))}
+    host.live, host.manifests, host.version = "scoreboard_2", kept, "3"
+    for name, m in kept.items():
+        host.on(rf"releases/{name}\.manifest\.json$", Result(m.to_json(), "", 0))
+    host.on(r"for f in", Result("".join(f"{name}.raw\n" for name in kept), "", 0))
+    host.audit = "".join(
+        f'{{"at":"t{i}","event":"deploy","live":"scoreboard_{v}","release":"scoreboard_{v}",'
+        '"result":"ok","user":"u","origin":"o"}\n'
+        for i, v in enumerate("132")
+    )
+    return kept
+
+
+def test_rollback_picks_the_previous_release_by_history_not_by_version(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
+    """Deployed 1, 3, 2 (live): rollback checks and reattaches scoreboard_3, the one live before."""
+    deployed_1_then_3_then_2(live_v1)
+    plan = pipeline.rollback_on(live_v1, config(tmp_path), None, Options(), ui.Steps())
+    assert plan.release == "scoreboard_3"
+    reattaches = [line for line in live_v1.log if line.startswith("portablectl reattach")]
+    assert reattaches == [
+        "portablectl reattach --enable /var/lib/portables/scoreboard_3.raw && "
+        "systemctl restart scoreboard.service"
+    ]
+
+
+def test_releases_marks_the_rollback_target_by_history(tmp_path: Path, live_v1: FakeHost) -> None:
+    """`invoke releases` after deploying 1, 3, 2: newest deploy first, 2 live, 3 the target."""
+    deployed_1_then_3_then_2(live_v1)
+    rows = pipeline.releases_on(live_v1, config(tmp_path))
+    assert [(r.release, r.live, r.rollback_target) for r in rows] == [
+        ("scoreboard_2", True, False),
+        ("scoreboard_3", False, True),
+        ("scoreboard_1", False, False),
+    ]
 
 
 def test_dry_run_changes_nothing(tmp_path: Path, live_v1: FakeHost) -> None:
