@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from portable_deploy import pipeline, ui
+from portable_deploy.config import DeployConfig
 from portable_deploy.errors import DeployError
 from portable_deploy.host import Result
 from portable_deploy.manifest import Manifest
@@ -180,6 +182,41 @@ def test_releases_marks_the_rollback_target_by_history(tmp_path: Path, live_v1: 
         ("scoreboard_2", True, False),
         ("scoreboard_3", False, True),
         ("scoreboard_1", False, False),
+    ]
+
+
+def test_prune_after_deploy_spares_live_target_and_running_images(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
+    """keep_releases=2, kept 1, 2, 8, 9: deploying 2 over live 1 (both oldest by version) with a
+    sidecar still running from 8 deletes only 9."""
+    live_v1.version = "2"
+    live_v1.on(
+        r"for f in",
+        Result("scoreboard_1.raw\nscoreboard_2.raw\nscoreboard_8.raw\nscoreboard_9.raw\n", "", 0),
+    )
+    live_v1.audit = "".join(
+        f'{{"at":"t{i}","event":"{event}","live":"scoreboard_{v}","release":"scoreboard_{v}",'
+        '"result":"ok","user":"u","origin":"o"}\n'
+        for i, (event, v) in enumerate(
+            [("deploy", "1"), ("deploy", "8"), ("deploy", "9"), ("rollback", "1")]
+        )
+    )
+    live_v1.on(
+        r"^portablectl list",
+        Result(
+            "scoreboard_2 raw no Thu 2026-11-26 07:07:06 UTC Thu 2026-11-26 07:07:15 UTC 15M running\n"
+            "scoreboard_8 raw no Thu 2026-11-26 07:06:04 UTC Thu 2026-11-26 07:06:11 UTC 15M running\n",
+            "",
+            0,
+        ),
+    )
+    cfg = dataclasses.replace(config(tmp_path), deploy=DeployConfig(keep_releases=2))
+    pipeline.deploy_to(live_v1, cfg, signed(V2), Options(), ui.Steps())
+    assert [line for line in live_v1.log if line.startswith("rm ")] == [
+        "rm -f /var/lib/portables/scoreboard_9.raw "
+        "/var/lib/portable-deploy/scoreboard/releases/scoreboard_9.manifest.json "
+        "/var/lib/portable-deploy/scoreboard/releases/scoreboard_9.manifest.json.sig"
     ]
 
 
