@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from portable_deploy.command import Command
+from portable_deploy.commands.layout import Layout
 from portable_deploy.commands.state import SECTION
 from portable_deploy.config import (
     AppConfig,
@@ -22,6 +24,7 @@ from portable_deploy.config import (
     SignConfig,
     VerifyConfig,
 )
+from portable_deploy.facts import AuditRecord, audit_log
 from portable_deploy.host import Host, Result, Target
 from portable_deploy.image import Artifact
 from portable_deploy.manifest import Manifest
@@ -29,6 +32,7 @@ from portable_deploy.release import Signed
 from portable_deploy.units import parse_unit
 
 Responder = Result | Callable[[str], Result]
+AUDIT_LOG = Layout("scoreboard").audit_log
 
 UNITS = {
     "scoreboard.service": "[Service]\nExecStart=/usr/bin/scoreboard\n",
@@ -164,6 +168,14 @@ class FakeHost(Host):
     def _http_get(self, port: int, path: str, timeout: float) -> tuple[int, str]:
         self.log.append(f"GET :{port}{path}")
         return (self.health, "ok") if path == "/healthz" else (200, self.version)
+
+    def audit_lines(self) -> list[str]:
+        """The commands that appended to the audit log, in order."""
+        return [line for line in self.log if line.endswith(f">> {AUDIT_LOG}")]
+
+    def audited(self) -> list[AuditRecord]:
+        """The records appended to the audit log, in order."""
+        return audit_log("\n".join(shlex.split(line)[2] for line in self.audit_lines()))
 
     def verbs(self) -> list[str]:
         """The log with long shell snippets shortened to what they do."""

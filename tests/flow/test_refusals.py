@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
-from portable_deploy import facts, pipeline, ui
+from portable_deploy import pipeline, ui
 from portable_deploy.commands import files, trust
 from portable_deploy.errors import DeployError
 from portable_deploy.host import Result
@@ -19,7 +18,6 @@ from .conftest import FakeHost, config, manifest, signed
 
 V2 = manifest("2", app="e")
 INCOMING = "/var/lib/portable-deploy/scoreboard/incoming"
-AUDIT_LOG = "/var/lib/portable-deploy/scoreboard/audit.jsonl"
 UPLOADED = [
     "lock.acquire",
     "state",
@@ -80,12 +78,6 @@ REFUSALS = {
 }
 
 
-def audit_records(host: FakeHost) -> list[facts.AuditRecord]:
-    """The records the host was told to append to its audit log."""
-    lines = [shlex.split(line) for line in host.log if line.endswith(f">> {AUDIT_LOG}")]
-    return facts.audit_log("\n".join(argv[2] for argv in lines))
-
-
 @pytest.mark.parametrize("refusal", list(REFUSALS))
 def test_a_refused_release_changes_nothing_cleans_staging_and_is_audited(
     tmp_path: Path, live_v1: FakeHost, refusal: str
@@ -95,9 +87,9 @@ def test_a_refused_release_changes_nothing_cleans_staging_and_is_audited(
     refuse(live_v1)
     with pytest.raises(DeployError):
         pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
-    audit_line = next(line for line in live_v1.log if line.endswith(f">> {AUDIT_LOG}"))
+    [audit_line] = live_v1.audit_lines()
     assert live_v1.verbs() == [*UPLOADED, *checks, CLEANED, audit_line, "lock.release"]
-    [record] = audit_records(live_v1)
+    [record] = live_v1.audited()
     assert (record.event, record.release, record.live, record.result, record.message) == (
         "deploy",
         "scoreboard_2",
