@@ -44,17 +44,26 @@ UNITS = {
 }
 
 
-def manifest(version: str, *, app: str = "a", litestream: str = "b", socket: str = "5") -> Manifest:
+def manifest(
+    version: str,
+    *,
+    app: str = "a",
+    litestream: str = "b",
+    socket: str = "5",
+    units: dict[str, str] = UNITS,
+) -> Manifest:
     files = {
         "usr/bin/scoreboard": "sha256:" + app * 64,
         "usr/bin/litestream": "sha256:" + litestream * 64,
         "etc/litestream.yml": "sha256:" + "c" * 64,
     }
-    for name in UNITS:
+    for name in units:
         files[f"usr/lib/systemd/system/{name}"] = "sha256:" + (
             socket * 64 if name.endswith(".socket") else "d" * 64
         )
-    digest = hashlib.sha256(f"{version}{app}{litestream}{socket}".encode()).hexdigest()
+    digest = hashlib.sha256(
+        f"{version}{app}{litestream}{socket}{sorted(units)}".encode()
+    ).hexdigest()
     return Manifest(
         name="scoreboard",
         version=version,
@@ -64,8 +73,8 @@ def manifest(version: str, *, app: str = "a", litestream: str = "b", socket: str
         git_commit=None,
         git_dirty=False,
         files=files,
-        units=tuple(UNITS),
-        unit_info={n: parse_unit(n, t).to_dict() for n, t in UNITS.items()},
+        units=tuple(units),
+        unit_info={n: parse_unit(n, t).to_dict() for n, t in units.items()},
     )
 
 

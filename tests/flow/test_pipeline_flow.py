@@ -19,7 +19,7 @@ from portable_deploy.host import Result
 from portable_deploy.manifest import Manifest
 from portable_deploy.release import Options
 
-from .conftest import FakeHost, arrived, config, manifest, signed
+from .conftest import UNITS, FakeHost, arrived, config, manifest, signed
 
 V2 = manifest("2", app="e")
 IMG = "/var/lib/portables/scoreboard_2.raw"
@@ -71,6 +71,21 @@ def test_litestream_restarts_only_when_its_binary_changes(
     assert restarts == [
         "portablectl reattach --enable /var/lib/portables/scoreboard_2.raw && "
         "systemctl restart scoreboard-litestream.service scoreboard.service"
+    ]
+
+
+def test_new_units_are_started_and_removed_units_stopped(tmp_path: Path, live_v1: FakeHost) -> None:
+    """A release without Litestream and with a new worker: the swap stops one, restarts the app, starts the other."""
+    units = {n: t for n, t in UNITS.items() if n != "scoreboard-litestream.service"}
+    units["scoreboard-worker.service"] = "[Service]\nExecStart=/usr/bin/scoreboard worker\n"
+    v2 = manifest("2", app="e", units=units)
+    live_v1.version = "2"
+    live_v1.on(r"incoming/scoreboard_2\.raw$", arrived(v2))
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(v2), Options(), ui.Steps())
+    assert [line for line in live_v1.log if "portablectl reattach" in line] == [
+        "{ { portablectl reattach --enable /var/lib/portables/scoreboard_2.raw && "
+        "systemctl stop scoreboard-litestream.service ; } && "
+        "systemctl restart scoreboard.service ; } && systemctl start scoreboard-worker.service"
     ]
 
 
