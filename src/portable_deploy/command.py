@@ -5,9 +5,14 @@ Builders in ``portable_deploy.commands`` return these values; only ``host.py`` e
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import shlex
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import ParamSpec
+
+P = ParamSpec("P")
 
 
 @dataclass(frozen=True)
@@ -50,11 +55,14 @@ class Command:
     """A remote (or local) command line.
 
     ``mutates`` tells whether running it changes the host: a dry run shows such commands
-    and runs only the read-only ones.
+    and runs only the read-only ones. ``sources`` names the builders that made it (``@builder``),
+    so a test can answer or fail a command by what it is rather than by its text; it is never
+    rendered and never compared.
     """
 
     tokens: tuple[Token, ...]
     mutates: bool = False
+    sources: tuple[str, ...] = field(default=(), compare=False)
 
     def render(self, reveal: bool = False) -> str:
         """The command as it can be pasted into a shell; secrets shown as ``***`` unless revealed."""
@@ -77,12 +85,13 @@ class Command:
 
     def into(self, path: str) -> Command:
         """``self > path``."""
-        return Command((*self.tokens, Op(">"), path), mutates=True)
+        return Command((*self.tokens, Op(">"), path), mutates=True, sources=self.sources)
 
     def _join(self, op: str, other: Command) -> Command:
         return Command(
             (*self._grouped(), Op(op), *other._grouped()),
             mutates=self.mutates or other.mutates,
+            sources=(*self.sources, *other.sources),
         )
 
     def _grouped(self) -> tuple[Token, ...]:
@@ -111,3 +120,20 @@ def sh(script: str, *, mutates: bool = False) -> Command:
 def sh_args(script: str, *args: Token, mutates: bool = False) -> Command:
     """``sh -c SCRIPT sh ARGS...``: shell logic with its inputs passed as quoted positional args."""
     return Command(("sh", "-c", script, "sh", *args), mutates=mutates)
+
+
+def builder(fn: Callable[P, Command]) -> Callable[P, Command]:
+    """Mark FN as a command builder: every Command it returns names it in ``sources``.
+
+    The name is ``module.function`` under ``portable_deploy.commands`` (``trust.verify_signature``)
+    and is also set as ``FN.source``. A builder that wraps another one names only itself: the
+    command is what the outer builder says it is.
+    """
+    name = f"{fn.__module__.removeprefix('portable_deploy.commands.')}.{fn.__name__}"
+
+    @functools.wraps(fn)
+    def stamped(*args: P.args, **kwargs: P.kwargs) -> Command:
+        return dataclasses.replace(fn(*args, **kwargs), sources=(name,))
+
+    stamped.source = name  # type: ignore[attr-defined]
+    return stamped

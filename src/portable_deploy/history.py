@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import socket
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -45,21 +46,24 @@ def prune(
     releases = kept_releases(host, layout)
     # An old image that a sidecar still runs from (it was not restarted) stays too.
     images = facts.portable_images(host.run(portablectl.list_images()).stdout)
-    protect = protect | {i.name for i in images if i.state.startswith("running")}
-    last_live = {r.live: i for i, r in enumerate(audit) if r.live}
-    releases.sort(key=lambda r: last_live.get(r, -1), reverse=True)
-    kept = [r for r in releases if r in protect]
-    doomed = []
-    for r in releases:
-        if r in protect:
-            continue
-        if len(kept) < keep:
-            kept.append(r)
-        else:
-            doomed.append(r)
+    running = {i.name for i in images if i.state.startswith("running")}
+    doomed = prunable(releases, keep, protect | running, audit)
     for r in doomed:
         host.run(files.remove(layout.image(r), layout.manifest(r), layout.signature(r)))
     return doomed
+
+
+def prunable(
+    kept: Sequence[str], keep: int, protect: AbstractSet[str], audit: Sequence[AuditRecord]
+) -> list[str]:
+    """Of the KEPT releases, the ones to delete so that KEEP remain, the least recently live
+    first (never live counts as oldest). PROTECT ones are never deleted and count towards KEEP.
+    """
+    last_live = {r.live: i for i, r in enumerate(audit) if r.live}
+    # sorted() is stable: releases never live keep their listing order.
+    newest = sorted(kept, key=lambda r: last_live.get(r, -1), reverse=True)
+    room = max(keep - sum(r in protect for r in newest), 0)
+    return [r for r in newest if r not in protect][room:]
 
 
 @dataclass(frozen=True)

@@ -152,10 +152,7 @@ class Host:
             self.echo(self.name, command.render(), skipped)
         if skipped:
             return Result("", "", 0)
-        raw = self.connection().run(
-            command.render(reveal=True), hide=True, warn=True, in_stream=False, timeout=timeout
-        )
-        result = Result(raw.stdout, raw.stderr, raw.exited)
+        result = self._execute(command, timeout)
         if check and not result.ok:
             raise RemoteCommandError(self.name, command, result)
         return result
@@ -174,8 +171,7 @@ class Host:
             self.echo(self.name, f"sftp put {local} {remote}", self.dry_run)
         if self.dry_run:
             return
-        sftp = self.connection().sftp()
-        sftp.put(str(local), remote, callback=progress, confirm=True)
+        self._put(local, remote, progress)
 
     def http_get(self, port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
         """GET http://127.0.0.1:PORT/PATH on the host, through this SSH connection.
@@ -185,10 +181,24 @@ class Host:
         connection is an answer ("no answer: refused") rather than a dead tunnel thread,
         and no local port is opened. Returns (status, body); status 0 means no HTTP answer.
         """
-        import paramiko
-
         if self.echo is not None:
             self.echo(self.name, f"GET http://127.0.0.1:{port}{path}  (through SSH)", False)
+        return self._http_get(port, path, timeout)
+
+    # -- transport: what a test double replaces; everything above stays the real logic --------
+    def _execute(self, command: Command, timeout: float | None) -> Result:
+        raw = self.connection().run(
+            command.render(reveal=True), hide=True, warn=True, in_stream=False, timeout=timeout
+        )
+        return Result(raw.stdout, raw.stderr, raw.exited)
+
+    def _put(self, local: Path, remote: str, progress: Progress | None) -> None:
+        sftp = self.connection().sftp()
+        sftp.put(str(local), remote, callback=progress, confirm=True)
+
+    def _http_get(self, port: int, path: str, timeout: float) -> tuple[int, str]:
+        import paramiko
+
         transport = self.connection().transport
         try:
             channel = transport.open_channel(

@@ -25,6 +25,7 @@ from .plan import Plan, plan_release
 from .preflight import HostState, read_manifest, read_state
 from .release import Options, Signed, Where, release_name
 from .steps import (
+    Refused,
     VerifyFailed,
     check_release,
     describe,
@@ -158,12 +159,12 @@ def status_on(host: Remote, cfg: Config) -> tuple[HostState, dict[str, facts.Uni
 
 
 def _upload_checked(s: Session, signed: Signed, steps: ui.Steps, event: str) -> None:
-    """upload -> check (a refusal is audited as EVENT) -> install."""
+    """upload -> check (a damaged arrival or a refusal is audited as EVENT) -> install."""
     m = signed.manifest
-    where = upload(s.host, s.layout, signed, steps)
     try:
+        where = upload(s.host, s.layout, signed, steps)
         check_release(s.host, s.layout, m, s.cfg.sign.principal, where)
-    except DeployError as refused:
+    except Refused as refused:
         if not s.host.dry_run:
             record(s.host, s.layout, event, m.release, s.state.live, "refused", refused.message)
         raise

@@ -28,6 +28,11 @@ class VerifyFailed(DeployError):
     """The new release did not pass verification."""
 
 
+class Refused(DeployError):
+    """The release was refused before anything changed (damaged, unsigned, or not the signed
+    image); its staged files are deleted. The pipeline audits it as refused."""
+
+
 def upload(host: Remote, layout: Layout, signed: Signed, steps: ui.Steps) -> Where:
     """Send the image (unless the host has it already), manifest and signature to the staging dir.
 
@@ -57,8 +62,9 @@ def upload(host: Remote, layout: Layout, signed: Signed, steps: ui.Steps) -> Whe
     local = image.file_sha256(signed.artifact.image)[0]
     sent = facts.sha256sum(host.run(files.sha256(target)).stdout)
     if sent != local:
-        host.run(files.remove(target))
-        raise DeployError(
+        staged = f"{layout.incoming_dir}/{m.manifest_name}"
+        host.run(files.remove(staged, staged + ".sig", target))
+        raise Refused(
             f"[{host.name}] upload of {m.image_name} arrived damaged (sha256 {sent})",
             hint="retry the deploy",
         )
@@ -92,12 +98,12 @@ def check_release(
             host.run(files.remove(*doomed, *([image_path] if where is Where.STAGED else [])))
         if index == 0:
             reason = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            raise DeployError(
+            raise Refused(
                 f"[{host.name}] refused {manifest.release}: signature check failed"
                 + (f" ({reason[-1]})" if reason else ""),
                 hint=f"sign with a key listed in the host's {ALLOWED_SIGNERS} (invoke host.setup installs it)",
             )
-        raise DeployError(
+        raise Refused(
             f"[{host.name}] refused {manifest.release}: image sha256 {result.stdout.strip()[:16]}... "
             "does not match the signed manifest",
             hint="rebuild and sign again: `invoke build sign`",

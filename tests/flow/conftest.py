@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from portable_deploy.command import Command
+from portable_deploy.commands.layout import Layout
 from portable_deploy.commands.state import SECTION
 from portable_deploy.config import (
     AppConfig,
@@ -22,13 +24,15 @@ from portable_deploy.config import (
     SignConfig,
     VerifyConfig,
 )
-from portable_deploy.host import RemoteCommandError, Result
+from portable_deploy.facts import AuditRecord, audit_log
+from portable_deploy.host import Host, Result, Target
 from portable_deploy.image import Artifact
 from portable_deploy.manifest import Manifest
 from portable_deploy.release import Signed
 from portable_deploy.units import parse_unit
 
 Responder = Result | Callable[[str], Result]
+AUDIT_LOG = Layout("scoreboard").audit_log
 
 UNITS = {
     "scoreboard.service": "[Service]\nExecStart=/usr/bin/scoreboard\n",
@@ -40,17 +44,26 @@ UNITS = {
 }
 
 
-def manifest(version: str, *, app: str = "a", litestream: str = "b", socket: str = "5") -> Manifest:
+def manifest(
+    version: str,
+    *,
+    app: str = "a",
+    litestream: str = "b",
+    socket: str = "5",
+    units: dict[str, str] = UNITS,
+) -> Manifest:
     files = {
         "usr/bin/scoreboard": "sha256:" + app * 64,
         "usr/bin/litestream": "sha256:" + litestream * 64,
         "etc/litestream.yml": "sha256:" + "c" * 64,
     }
-    for name in UNITS:
+    for name in units:
         files[f"usr/lib/systemd/system/{name}"] = "sha256:" + (
             socket * 64 if name.endswith(".socket") else "d" * 64
         )
-    digest = hashlib.sha256(f"{version}{app}{litestream}{socket}".encode()).hexdigest()
+    digest = hashlib.sha256(
+        f"{version}{app}{litestream}{socket}{sorted(units)}".encode()
+    ).hexdigest()
     return Manifest(
         name="scoreboard",
         version=version,
@@ -60,8 +73,8 @@ def manifest(version: str, *, app: str = "a", litestream: str = "b", socket: str
         git_commit=None,
         git_dirty=False,
         files=files,
-        units=tuple(UNITS),
-        unit_info={n: parse_unit(n, t).to_dict() for n, t in UNITS.items()},
+        units=tuple(units),
+        unit_info={n: parse_unit(n, t).to_dict() for n, t in units.items()},
     )
 
 
@@ -95,9 +108,14 @@ def config(tmp_path: Path) -> Config:
     )
 
 
-@dataclass
-class FakeHost:
-    """Implements the pipeline's ``Remote`` protocol without SSH."""
+@dataclass(eq=False)
+class FakeHost(Host):
+    """A ``host.Host`` whose transport is a script: the real ``run``/``put`` (dry run, echo, check)
+    on top of responders, with every command that reached the transport in ``log``.
+
+    Commands a dry run skips never reach the transport; they are logged as ``(dry-run) LINE``
+    from what ``Host`` echoes.
+    """
 
     responders: list[tuple[str, Responder]] = field(default_factory=list)
     name: str = "fake"
@@ -110,6 +128,11 @@ class FakeHost:
     live: str | None = None
     manifests: dict[str, Manifest] = field(default_factory=dict)
     audit: str = ""
+    #: (builder source, result): commands made by that builder get that result.
+    failures: list[tuple[str, Result]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__(Target(self.name, "fake"), echo=self._shown, dry_run=self.dry_run)
 
     def state(self, line: str) -> Result:
         m = self.manifests.get(self.live or "")
@@ -124,33 +147,44 @@ class FakeHost:
         return Result(out, "", 0)
 
     def on(self, pattern: str, response: Responder) -> None:
+        """Answer commands whose rendered line matches PATTERN (the newest responder wins)."""
         self.responders.insert(0, (pattern, response))
 
-    def run(self, command: Command, *, check: bool = True, timeout: float | None = None) -> Result:
-        line = command.render()
-        if self.dry_run and command.mutates:
+    def fail(self, builder: Callable[..., Command], result: Result) -> None:
+        """Answer every command made by BUILDER (``trust.verify_signature``) with RESULT."""
+        self.failures.insert(0, (builder.source, result))  # type: ignore[attr-defined]
+
+    def _shown(self, name: str, line: str, skipped: bool) -> None:
+        if skipped:
             self.log.append("(dry-run) " + line)
-            return Result("", "", 0)
+
+    def _execute(self, command: Command, timeout: float | None) -> Result:
+        line = command.render()
         self.log.append(line)
-        result = Result("", "", 0)
+        for source, failure in self.failures:
+            if source in command.sources:
+                return failure
         if SECTION in line:
             return self.state(line)
         for pattern, response in self.responders:
             if re.search(pattern, line):
-                result = response(line) if callable(response) else response
-                break
-        if check and not result.ok:
-            raise RemoteCommandError(self.name, command, result)
-        return result
+                return response(line) if callable(response) else response
+        return Result("", "", 0)
 
-    def put(
-        self, local: Path, remote: str, progress: Callable[[int, int], None] | None = None
-    ) -> None:
-        self.log.append(("(dry-run) " if self.dry_run else "") + f"put {remote}")
+    def _put(self, local: Path, remote: str, progress: Callable[[int, int], None] | None) -> None:
+        self.log.append(f"put {remote}")
 
-    def http_get(self, port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
+    def _http_get(self, port: int, path: str, timeout: float) -> tuple[int, str]:
         self.log.append(f"GET :{port}{path}")
         return (self.health, "ok") if path == "/healthz" else (200, self.version)
+
+    def audit_lines(self) -> list[str]:
+        """The commands that appended to the audit log, in order."""
+        return [line for line in self.log if line.endswith(f">> {AUDIT_LOG}")]
+
+    def audited(self) -> list[AuditRecord]:
+        """The records appended to the audit log, in order."""
+        return audit_log("\n".join(shlex.split(line)[2] for line in self.audit_lines()))
 
     def verbs(self) -> list[str]:
         """The log with long shell snippets shortened to what they do."""

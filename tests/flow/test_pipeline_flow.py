@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import socket
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from portable_deploy import pipeline, ui
+from portable_deploy.config import DeployConfig
 from portable_deploy.errors import DeployError
 from portable_deploy.host import Result
+from portable_deploy.manifest import Manifest
 from portable_deploy.release import Options
 
-from .conftest import FakeHost, arrived, config, manifest, signed
+from .conftest import UNITS, FakeHost, arrived, config, manifest, signed
 
 V2 = manifest("2", app="e")
 IMG = "/var/lib/portables/scoreboard_2.raw"
@@ -63,6 +71,21 @@ def test_litestream_restarts_only_when_its_binary_changes(
     assert restarts == [
         "portablectl reattach --enable /var/lib/portables/scoreboard_2.raw && "
         "systemctl restart scoreboard-litestream.service scoreboard.service"
+    ]
+
+
+def test_new_units_are_started_and_removed_units_stopped(tmp_path: Path, live_v1: FakeHost) -> None:
+    """A release without Litestream and with a new worker: the swap stops one, restarts the app, starts the other."""
+    units = {n: t for n, t in UNITS.items() if n != "scoreboard-litestream.service"}
+    units["scoreboard-worker.service"] = "[Service]\nExecStart=/usr/bin/scoreboard worker\n"
+    v2 = manifest("2", app="e", units=units)
+    live_v1.version = "2"
+    live_v1.on(r"incoming/scoreboard_2\.raw$", arrived(v2))
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(v2), Options(), ui.Steps())
+    assert [line for line in live_v1.log if "portablectl reattach" in line] == [
+        "{ { portablectl reattach --enable /var/lib/portables/scoreboard_2.raw && "
+        "systemctl stop scoreboard-litestream.service ; } && "
+        "systemctl restart scoreboard.service ; } && systemctl start scoreboard-worker.service"
     ]
 
 
@@ -137,6 +160,81 @@ def test_rollback_goes_to_the_previous_release_in_history(
     assert verbs[-1] == "lock.release"
 
 
+def deployed_1_then_3_then_2(host: FakeHost) -> dict[str, Manifest]:
+    """Kept images 1, 2, 3 (in file order); deployed 1, then 3, then 2, which is live."""
+    kept = {f"scoreboard_{v}": manifest(v, app=a) for v, a in (("1", "a"), ("2", "e"), ("3", "f"))}
+    host.live, host.manifests, host.version = "scoreboard_2", kept, "3"
+    for name, m in kept.items():
+        host.on(rf"releases/{name}\.manifest\.json$", Result(m.to_json(), "", 0))
+    host.on(r"for f in", Result("".join(f"{name}.raw\n" for name in kept), "", 0))
+    host.audit = "".join(
+        f'{{"at":"t{i}","event":"deploy","live":"scoreboard_{v}","release":"scoreboard_{v}",'
+        '"result":"ok","user":"u","origin":"o"}\n'
+        for i, v in enumerate("132")
+    )
+    return kept
+
+
+def test_rollback_picks_the_previous_release_by_history_not_by_version(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
+    """Deployed 1, 3, 2 (live): rollback checks and reattaches scoreboard_3, the one live before."""
+    deployed_1_then_3_then_2(live_v1)
+    plan = pipeline.rollback_on(live_v1, config(tmp_path), None, Options(), ui.Steps())
+    assert plan.release == "scoreboard_3"
+    reattaches = [line for line in live_v1.log if line.startswith("portablectl reattach")]
+    assert reattaches == [
+        "portablectl reattach --enable /var/lib/portables/scoreboard_3.raw && "
+        "systemctl restart scoreboard.service"
+    ]
+
+
+def test_releases_marks_the_rollback_target_by_history(tmp_path: Path, live_v1: FakeHost) -> None:
+    """`invoke releases` after deploying 1, 3, 2: newest deploy first, 2 live, 3 the target."""
+    deployed_1_then_3_then_2(live_v1)
+    rows = pipeline.releases_on(live_v1, config(tmp_path))
+    assert [(r.release, r.live, r.rollback_target) for r in rows] == [
+        ("scoreboard_2", True, False),
+        ("scoreboard_3", False, True),
+        ("scoreboard_1", False, False),
+    ]
+
+
+def test_prune_after_deploy_spares_live_target_and_running_images(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
+    """keep_releases=2, kept 1, 2, 8, 9: deploying 2 over live 1 (both oldest by version) with a
+    sidecar still running from 8 deletes only 9."""
+    live_v1.version = "2"
+    live_v1.on(
+        r"for f in",
+        Result("scoreboard_1.raw\nscoreboard_2.raw\nscoreboard_8.raw\nscoreboard_9.raw\n", "", 0),
+    )
+    live_v1.audit = "".join(
+        f'{{"at":"t{i}","event":"{event}","live":"scoreboard_{v}","release":"scoreboard_{v}",'
+        '"result":"ok","user":"u","origin":"o"}\n'
+        for i, (event, v) in enumerate(
+            [("deploy", "1"), ("deploy", "8"), ("deploy", "9"), ("rollback", "1")]
+        )
+    )
+    live_v1.on(
+        r"^portablectl list",
+        Result(
+            "scoreboard_2 raw no Thu 2026-11-26 07:07:06 UTC Thu 2026-11-26 07:07:15 UTC 15M running\n"
+            "scoreboard_8 raw no Thu 2026-11-26 07:06:04 UTC Thu 2026-11-26 07:06:11 UTC 15M running\n",
+            "",
+            0,
+        ),
+    )
+    cfg = dataclasses.replace(config(tmp_path), deploy=DeployConfig(keep_releases=2))
+    pipeline.deploy_to(live_v1, cfg, signed(V2), Options(), ui.Steps())
+    assert [line for line in live_v1.log if line.startswith("rm ")] == [
+        "rm -f /var/lib/portables/scoreboard_9.raw "
+        "/var/lib/portable-deploy/scoreboard/releases/scoreboard_9.manifest.json "
+        "/var/lib/portable-deploy/scoreboard/releases/scoreboard_9.manifest.json.sig"
+    ]
+
+
 def test_dry_run_changes_nothing(tmp_path: Path, live_v1: FakeHost) -> None:
     """In a dry run every mutating command is only shown, and read-only ones still run."""
     live_v1.dry_run = True
@@ -174,6 +272,29 @@ def test_stale_lock_is_broken_only_with_the_flag(tmp_path: Path, live_v1: FakeHo
     verbs = live_v1.verbs()
     assert verbs[:3] == ["lock.acquire", "lock.release", "lock.acquire"]
     assert "oldtoken" in live_v1.log[1]
+
+
+def test_break_lock_does_not_break_a_young_lock_of_a_live_local_process(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
+    """--break-lock on a young lock whose local owner runs: refused, holder named, nothing else run."""
+    at = float(int(time.time()))
+    origin, pid = socket.gethostname(), os.getpid()
+    holder = json.dumps(
+        {"at": at, "command": "deploy", "origin": origin, "pid": pid}
+        | {"release": "scoreboard_9", "token": "livetoken", "user": "alice"}
+    )
+    live_v1.on(r'ln "\$tmp"', Result(holder + "\n", "", 3))
+    with pytest.raises(DeployError) as held:
+        pipeline.deploy_to(
+            live_v1, config(tmp_path), signed(V2), Options(break_lock=True), ui.Steps()
+        )
+    since = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert str(held.value) == (
+        f"[fake] deploy lock held by alice@{origin} (pid {pid}) since {since}, running `deploy` "
+        "for scoreboard_9; it is not stale (younger than 900s and its owner may be alive)"
+    )
+    assert live_v1.verbs() == ["lock.acquire"]
 
 
 def test_different_image_under_same_name_is_refused(tmp_path: Path, live_v1: FakeHost) -> None:

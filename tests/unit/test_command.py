@@ -1,6 +1,12 @@
 """Commands are data: rendering, quoting, masking, composition."""
 
-from portable_deploy.command import Op, Raw, Secret, cmd, sh, sh_args
+import dataclasses
+import importlib
+import pkgutil
+
+import portable_deploy.commands
+from portable_deploy.command import Command, Op, Raw, Secret, cmd, sh, sh_args
+from portable_deploy.commands import files, lock, portablectl, systemctl, trust
 
 
 def test_render_quotes_each_argument() -> None:
@@ -64,3 +70,61 @@ def test_sh_wraps_a_script() -> None:
 def test_read_only_by_default() -> None:
     """A command is read-only unless its builder says it mutates."""
     assert not cmd("cat", "x").mutates
+
+
+# --- sources: which builder made a command ----------------------------------------------------
+
+
+def test_a_builder_names_itself_in_its_command() -> None:
+    """A command made by trust.verify_signature carries that builder's name, as does the builder."""
+    made = trust.verify_signature("m.json", "m.json.sig", "deploy")
+    assert made.sources == ("trust.verify_signature",)
+    assert trust.verify_signature.source == "trust.verify_signature"  # type: ignore[attr-defined]
+
+
+def test_a_builder_wrapping_another_names_only_itself() -> None:
+    """lock.break_ is built from lock.release but is known as lock.break_."""
+    assert lock.break_("/l", "t").sources == ("lock.break_",)
+
+
+def test_chained_commands_keep_the_sources_of_both_parts() -> None:
+    """then/otherwise/pipe keep every part's builder, in order; into keeps its own."""
+    swap = portablectl.reattach("/i.raw").then(systemctl.restart(["a.service"]))
+    assert swap.then(systemctl.start(["b.service"])).sources == (
+        "portablectl.reattach",
+        "systemctl.restart",
+        "systemctl.start",
+    )
+    assert files.cat("/x").otherwise(files.remove("/x")).sources == ("files.cat", "files.remove")
+    assert files.cat("/x").pipe(files.sha256("/y")).sources == ("files.cat", "files.sha256")
+    assert files.cat("/x").into("/y").sources == ("files.cat",)
+
+
+def test_sources_are_neither_rendered_nor_compared() -> None:
+    """Two commands with the same argv are equal and render alike whoever built them."""
+    plain = cmd("rm", "-f", "/x", mutates=True)
+    assert files.remove("/x") == plain
+    assert files.remove("/x").render() == plain.render() == "rm -f /x"
+
+
+def test_dataclass_replace_keeps_the_sources() -> None:
+    """A check shown but not run in a dry run (replace(mutates=...)) is still that check."""
+    check = dataclasses.replace(trust.image_matches_manifest("/i", "/m"), mutates=True)
+    assert check.sources == ("trust.image_matches_manifest",)
+
+
+def test_every_public_builder_is_stamped() -> None:
+    """Each public function in portable_deploy.commands that returns a Command is a @builder."""
+    unstamped = []
+    for info in pkgutil.iter_modules(portable_deploy.commands.__path__):
+        module = importlib.import_module(f"portable_deploy.commands.{info.name}")
+        for name, fn in vars(module).items():
+            if (
+                callable(fn)
+                and not name.startswith("_")
+                and getattr(fn, "__module__", "") == module.__name__
+                and getattr(fn, "__annotations__", {}).get("return") in ("Command", Command)
+                and getattr(fn, "source", None) != f"{info.name}.{name}"
+            ):
+                unstamped.append(f"{info.name}.{name}")
+    assert unstamped == []

@@ -849,11 +849,12 @@ def files_config(tmp_path: Path) -> Config:
 
 
 def test_check_sources_accepts_existing_files(tmp_path: Path) -> None:
-    """Sources that exist as regular files pass."""
+    """Sources that exist as regular files pass: no error, nothing returned."""
     cfg = files_config(tmp_path)
     (tmp_path / "build").mkdir()
     (tmp_path / "build/x").write_text("bin")
-    check_sources(cfg)
+    assert cfg.image.files == {"usr/bin/x": tmp_path / "build/x"}
+    assert check_sources(cfg) is None
 
 
 def test_check_sources_names_missing_source_and_build_commands(tmp_path: Path) -> None:

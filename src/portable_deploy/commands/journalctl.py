@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ..command import Command, cmd
+from ..command import Command, builder, cmd
 
 
+@builder
 def logs(
     app: str,
     *,

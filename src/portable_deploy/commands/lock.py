@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..command import Command, sh_args
+from ..command import Command, builder, sh_args
 
 #: Exit status of ``acquire`` when someone else holds the lock (its content is printed).
 HELD = 3
@@ -14,20 +14,24 @@ _ACQUIRE = (
 )
 
 
+@builder
 def acquire(lock: str, record: str) -> Command:
     """Take the lock, or print the holder's record and exit with ``HELD``."""
     return sh_args(_ACQUIRE, lock, record, mutates=True)
 
 
+@builder
 def release(lock: str, token: str) -> Command:
     """Remove the lock only if it is still ours (its record holds our token)."""
     return sh_args('grep -qF "$2" "$1" 2>/dev/null && rm -f "$1"; true', lock, token, mutates=True)
 
 
+@builder
 def read(lock: str) -> Command:
     return sh_args('cat "$1" 2>/dev/null; true', lock)
 
 
+@builder
 def break_(lock: str, token: str) -> Command:
     """Remove a stale lock, provided it is still the one that was judged stale."""
     return release(lock, token)

@@ -2,34 +2,40 @@
 
 from __future__ import annotations
 
-from ..command import Command, cmd
+from ..command import Command, builder, cmd
 
 
 def _flags(now: bool, enable: bool) -> list[str]:
     return [*(["--now"] if now else []), *(["--enable"] if enable else [])]
 
 
+@builder
 def attach(image: str, *, now: bool = True, enable: bool = True) -> Command:
     """First attach of an app: copy its units in, enable them, start them."""
     return cmd("portablectl", "attach", _flags(now, enable), image, mutates=True)
 
 
+@builder
 def reattach(image: str, *, now: bool = False, enable: bool = True) -> Command:
     """Swap the attached image; without --now running units keep running from the old one."""
     return cmd("portablectl", "reattach", _flags(now, enable), image, mutates=True)
 
 
+@builder
 def detach(image: str, *, now: bool = False, enable: bool = False) -> Command:
     return cmd("portablectl", "detach", _flags(now, enable), image, mutates=True)
 
 
+@builder
 def list_images() -> Command:
     return cmd("portablectl", "list", "--no-legend", "--no-pager")
 
 
+@builder
 def is_attached(image: str) -> Command:
     return cmd("portablectl", "is-attached", image)
 
 
+@builder
 def inspect(image: str) -> Command:
     return cmd("portablectl", "inspect", "--no-pager", image)

@@ -7,7 +7,7 @@ in sections; ``facts.state_sections`` splits them again.
 
 from __future__ import annotations
 
-from ..command import Command, sh_args
+from ..command import Command, builder, sh_args
 from .layout import ATTACHED_DIR, Layout
 from .trust import HOST_INFO_SCRIPT
 
@@ -31,6 +31,7 @@ _SCRIPT = (
 )
 
 
+@builder
 def host_state(layout: Layout, allowed_signers: str, state_root: str) -> Command:
     """Host info, the attached image, its manifest and the audit log, as sections."""
     return sh_args(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..command import Command, cmd
+from ..command import Command, builder, cmd
 
 #: Properties read to tell whether a unit is up and stable.
 UNIT_PROPERTIES = (
@@ -20,25 +20,31 @@ UNIT_PROPERTIES = (
 )
 
 
+@builder
 def restart(units: Sequence[str]) -> Command:
     return cmd("systemctl", "restart", *units, mutates=True)
 
 
+@builder
 def start(units: Sequence[str]) -> Command:
     return cmd("systemctl", "start", *units, mutates=True)
 
 
+@builder
 def stop(units: Sequence[str]) -> Command:
     return cmd("systemctl", "stop", *units, mutates=True)
 
 
+@builder
 def show(units: Sequence[str], properties: Sequence[str] = UNIT_PROPERTIES) -> Command:
     return cmd("systemctl", "show", "--no-pager", "-p", ",".join(properties), *units)
 
 
+@builder
 def status(units: Sequence[str]) -> Command:
     return cmd("systemctl", "status", "--no-pager", "--lines=0", *units)
 
 
+@builder
 def version() -> Command:
     return cmd("systemctl", "--version")

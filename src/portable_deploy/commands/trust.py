@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from ..command import Command, sh_args
+from ..command import Command, builder, sh_args
 from .files import write
 from .layout import ALLOWED_SIGNERS, SIGNATURE_NAMESPACE, STATE_ROOT
 
 
+@builder
 def verify_signature(manifest: str, signature: str, principal: str) -> Command:
     """``ssh-keygen -Y verify`` against the host's own allowed_signers (installed by host.setup)."""
     return sh_args(
@@ -19,6 +20,7 @@ def verify_signature(manifest: str, signature: str, principal: str) -> Command:
     )
 
 
+@builder
 def image_matches_manifest(image: str, manifest: str) -> Command:
     """Hash the image on the host and find that hash in the (already verified) manifest."""
     return sh_args(
@@ -28,6 +30,7 @@ def image_matches_manifest(image: str, manifest: str) -> Command:
     )
 
 
+@builder
 def install_allowed_signers(content: str) -> Command:
     return write(ALLOWED_SIGNERS, content, mode="0644")
 
@@ -43,6 +46,7 @@ HOST_INFO_SCRIPT = (
 )
 
 
+@builder
 def host_info() -> Command:
     """What host.setup and deploy need to know about a host, in one round trip."""
     return sh_args(HOST_INFO_SCRIPT, ALLOWED_SIGNERS, STATE_ROOT)

@@ -1,0 +1,98 @@
+"""Verify's settle check: a unit that restarts (or changes its main PID) soon after the health
+check fails the release, and the deploy rolls back."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from portable_deploy import pipeline, ui
+from portable_deploy.config import VerifyConfig
+from portable_deploy.errors import DeployError
+from portable_deploy.host import Result
+from portable_deploy.release import Options
+
+from .conftest import FakeHost, config, manifest, signed
+
+V2 = manifest("2", app="e")
+SWAP = (
+    "portablectl reattach --enable /var/lib/portables/scoreboard_2.raw && "
+    "systemctl restart scoreboard.service"
+)
+BACK = (
+    "portablectl reattach --enable /var/lib/portables/scoreboard_1.raw && "
+    "systemctl restart scoreboard.service"
+)
+
+
+def app_unsettles(host: FakeHost, *, restarts: int, pid: int) -> None:
+    """From the second `systemctl show` on, scoreboard.service reports RESTARTS and PID."""
+    calls = 0
+
+    def show(line: str) -> Result:
+        nonlocal calls
+        calls += 1
+        blocks = []
+        for unit in re.findall(r"(scoreboard[\w-]*\.(?:service|socket))", line):
+            app = unit == "scoreboard.service" and calls > 1
+            blocks.append(
+                f"Id={unit}\nLoadState=loaded\nActiveState=active\nSubState=running\n"
+                f"Result=success\nNRestarts={restarts if app else 0}\nMainPID={pid if app else 42}\n"
+                "ActiveEnterTimestampMonotonic=1\nActiveEnterTimestamp=x\n"
+            )
+        return Result("\n".join(blocks), "", 0)
+
+    def back_to_v1(line: str) -> Result:
+        host.version = "1"
+        return Result("", "", 0)
+
+    host.version = "2"
+    host.on(r"systemctl show", show)
+    host.on(r"portablectl reattach .*scoreboard_1\.raw", back_to_v1)
+
+
+@pytest.mark.parametrize(
+    ("restarts", "pid", "why"),
+    [
+        (
+            1,
+            42,
+            "scoreboard.service restarted or stopped within 0.01s after the health check "
+            "(restarts 0 -> 1)",
+        ),
+        (0, 43, "scoreboard.service changed its main PID within 0.01s (restart loop?)"),
+    ],
+    ids=["NRestarts", "MainPID"],
+)
+def test_a_unit_restarting_during_settle_fails_verify_and_rolls_back(
+    tmp_path: Path, live_v1: FakeHost, restarts: int, pid: int, why: str
+) -> None:
+    """NRestarts or MainPID changing within [verify] settle: scoreboard_1 is put back and audited."""
+    app_unsettles(live_v1, restarts=restarts, pid=pid)
+    cfg = dataclasses.replace(config(tmp_path), verify=VerifyConfig(settle=0.01, timeout=2))
+    with pytest.raises(DeployError) as failed:
+        pipeline.deploy_to(live_v1, cfg, signed(V2), Options(), ui.Steps())
+    assert failed.value.message == (
+        f"[fake] scoreboard_2 failed verification: {why}; rolled back, scoreboard_1 is live"
+    )
+    verbs = live_v1.verbs()
+    verified = ["systemctl show", "GET :80/healthz", "GET :80/version", "systemctl show"]
+    [audit_line] = live_v1.audit_lines()
+    assert verbs[verbs.index(SWAP) :] == [
+        SWAP,
+        *verified,
+        BACK,
+        *verified,
+        audit_line,
+        "lock.release",
+    ]
+    [record] = live_v1.audited()
+    assert (record.release, record.live, record.result, record.message) == (
+        "scoreboard_2",
+        "scoreboard_1",
+        "rolled-back",
+        why,
+    )

@@ -1,0 +1,89 @@
+"""The deploy history: which release rollback picks, and which releases pruning deletes."""
+
+from __future__ import annotations
+
+from portable_deploy.facts import AuditRecord, previous_release
+from portable_deploy.history import prunable
+
+
+def rec(event: str, release: str, live: str | None, result: str = "ok") -> AuditRecord:
+    return AuditRecord(
+        "t", event, f"app_{release}", f"app_{live}" if live else None, result, "u", "o"
+    )
+
+
+def deploys(*versions: str) -> list[AuditRecord]:
+    """Successful deploys of VERSIONS, in that order."""
+    return [rec("deploy", v, v) for v in versions]
+
+
+# --- rollback target --------------------------------------------------------------------------
+
+
+def test_previous_is_the_one_live_before_not_the_next_lower_version() -> None:
+    """Deployed 1, then 3, then 2 (live): rollback goes to 3."""
+    assert previous_release(deploys("1", "3", "2"), "app_2") == "app_3"
+
+
+def test_previous_is_not_the_highest_other_version() -> None:
+    """Deployed 3, then 1, then 2 (live): rollback goes to 1, not to the highest version 3."""
+    assert previous_release(deploys("3", "1", "2"), "app_2") == "app_1"
+
+
+def test_after_a_rollback_the_previous_is_the_release_rolled_back_from() -> None:
+    """Deployed 1, 3, 2, then rolled back to 3 (live): the next rollback goes to 2."""
+    history = [*deploys("1", "3", "2"), rec("rollback", "3", "3")]
+    assert previous_release(history, "app_3") == "app_2"
+
+
+def test_refused_and_rolled_back_deploys_are_not_previous_releases() -> None:
+    """A refused deploy of 4 and a rolled-back deploy of 5 never ran as live: rollback from 2 goes to 3."""
+    history = [
+        *deploys("1", "3"),
+        rec("deploy", "4", "3", "refused"),
+        *deploys("2"),
+        rec("deploy", "5", "2", "rolled-back"),
+    ]
+    assert previous_release(history, "app_2") == "app_3"
+
+
+def test_no_previous_release_after_one_deploy() -> None:
+    """A single live release, deployed again or reattached, has nothing to roll back to."""
+    history = [*deploys("1", "1"), rec("reattach", "1", "1", "unverified")]
+    assert previous_release(history, "app_1") is None
+
+
+# --- pruning ----------------------------------------------------------------------------------
+
+
+def apps(*versions: str) -> list[str]:
+    return [f"app_{v}" for v in versions]
+
+
+def test_prune_keeps_the_live_release_and_rollback_target_though_oldest() -> None:
+    """keep=2, kept 1, 2, 8, 9; 2 is new, 1 was live: 8 and 9 go, though newer by version."""
+    audit = [*deploys("1", "8", "9"), rec("rollback", "1", "1")]
+    assert prunable(apps("1", "2", "8", "9"), 2, set(apps("1", "2")), audit) == apps("9", "8")
+
+
+def test_prune_never_deletes_a_protected_release_even_beyond_keep() -> None:
+    """Three protected releases and keep=2: all three stay, every other one goes."""
+    audit = deploys("1", "2", "3", "4")
+    protect = set(apps("1", "2", "3"))
+    assert prunable(apps("1", "2", "3", "4"), 2, protect, audit) == apps("4")
+
+
+def test_prune_deletes_the_least_recently_live_first_not_the_lowest_version() -> None:
+    """Deployed 2, 4, 1, 3, 5 (protected), keep=3: 1 and 3 stay (live most recently), 4 and 2 go."""
+    audit = deploys("2", "4", "1", "3", "5")
+    assert prunable(apps("1", "2", "3", "4", "5"), 3, set(apps("5")), audit) == apps("4", "2")
+
+
+def test_prune_deletes_a_release_never_live_before_one_that_was() -> None:
+    """Kept 1, 2, 3; 1 then 2 (protected) were live, 3 was only uploaded: keep=2 deletes 3."""
+    assert prunable(apps("1", "2", "3"), 2, set(apps("2")), deploys("1", "2")) == apps("3")
+
+
+def test_prune_deletes_nothing_within_keep() -> None:
+    """As many releases as keep_releases: none is deleted."""
+    assert prunable(apps("1", "2"), 2, set(), deploys("1", "2")) == []
