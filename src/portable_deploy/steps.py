@@ -42,7 +42,7 @@ def upload(host: Remote, layout: Layout, signed: Signed, steps: ui.Steps) -> Whe
     m = signed.manifest
     on_host = facts.sha256sum(host.run(files.sha256(layout.image(m.release))).stdout)
     if on_host is not None and on_host != m.image_sha256:
-        raise DeployError(
+        raise Refused(
             f"[{host.name}] already has a different {m.image_name} (sha256 {on_host[:12]}...)",
             hint='releases are immutable: change [app] version (or commit, with version = "git")',
         )
