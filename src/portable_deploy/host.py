@@ -7,11 +7,14 @@ own known_hosts file for the sandbox VM. There is no accept-any-host-key path.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from invoke.exceptions import CommandTimedOut
 
 from .command import Command
 from .errors import DeployError
@@ -44,6 +47,37 @@ class RemoteCommandError(DeployError):
             hint="run it by hand on the host to see more (invoke sandbox.ssh for the sandbox)",
         )
         self.result = result
+
+
+class TransportError(DeployError):
+    """The SSH connection failed under an operation: dropped, timed out, or SFTP refused.
+
+    The connection is closed; the next operation opens a new one (a rollback needs it).
+    """
+
+
+class RemoteTimeout(TransportError):
+    """A remote command ran longer than its limit (it may still be running on the host)."""
+
+
+def _transport_exceptions() -> tuple[type[BaseException], ...]:
+    import paramiko
+
+    return (paramiko.SSHException, OSError, EOFError)
+
+
+def check_host_keys(conn: Any, known_hosts: Path) -> None:
+    """Make every hop of CONN refuse unknown host keys: the target and each ProxyJump gateway,
+    which Fabric would otherwise build with AutoAddPolicy (accept any key)."""
+    import paramiko
+    from fabric import Connection
+
+    hop = conn
+    while isinstance(hop, Connection):
+        hop.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        if known_hosts.exists():
+            hop.client.load_host_keys(str(known_hosts))
+        hop = hop.gateway
 
 
 class Remote(Protocol):
@@ -103,16 +137,18 @@ class Host:
         if t.known_hosts is not None:
             kwargs["look_for_keys"] = False
             kwargs["allow_agent"] = False
-        conn = Connection(
-            host=t.address, user=t.user, port=t.port, connect_kwargs=kwargs, connect_timeout=15
-        )
-        conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        if t.known_hosts is not None:
-            conn.client.load_host_keys(str(t.known_hosts))
-        else:
-            known = Path("~/.ssh/known_hosts").expanduser()
-            if known.exists():
-                conn.client.load_host_keys(str(known))
+        try:
+            conn = Connection(
+                host=t.address, user=t.user, port=t.port, connect_kwargs=kwargs, connect_timeout=15
+            )
+        except ValueError as e:  # e.g. "root@h:2222" together with user = / port =
+            raise DeployError(
+                f"[{self.name}] address {t.address!r}: {e}",
+                hint="give the user and port either in address or as user = / port =, not both",
+            ) from None
+        # Every hop checks its host key: the target and each ProxyJump gateway, which Fabric
+        # would otherwise build with AutoAddPolicy (accept any key).
+        check_host_keys(conn, t.known_hosts or Path("~/.ssh/known_hosts").expanduser())
         try:
             conn.open()
         except paramiko.SSHException as e:
@@ -133,6 +169,22 @@ class Host:
         self.connections_opened += 1
         return conn
 
+    def _lost(self, doing: str, error: BaseException) -> TransportError:
+        """The one-line error for a connection that failed while DOING; the connection is dropped."""
+        self._drop()
+        detail = " ".join(str(error).split()) or type(error).__name__
+        hint = "check the network and retry; `invoke status` shows what runs on the host"
+        if doing.startswith("uploading") and detail == "Failure":
+            # SFTP's generic status: on an upload, nearly always a full disk.
+            hint = "is the host's disk full? check `df -h /var/lib/portables` there, then retry"
+        return TransportError(f"[{self.name}] SSH connection failed while {doing}: {detail}", hint)
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection may fail any way
+                conn.close()
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -152,7 +204,16 @@ class Host:
             self.echo(self.name, command.render(), skipped)
         if skipped:
             return Result("", "", 0)
-        result = self._execute(command, timeout)
+        try:
+            result = self._execute(command, timeout)
+        except CommandTimedOut:
+            self._drop()
+            raise RemoteTimeout(
+                f"[{self.name}] no answer within {timeout:g}s from: {command.render()}",
+                hint=f"it may still be running: see `invoke status --host {self.name}`",
+            ) from None
+        except _transport_exceptions() as e:
+            raise self._lost(f"running `{command.render()}`", e) from None
         if check and not result.ok:
             raise RemoteCommandError(self.name, command, result)
         return result
@@ -161,9 +222,12 @@ class Host:
         """Run a read-only command with its output streamed to the terminal (logs)."""
         if self.echo is not None:
             self.echo(self.name, command.render(), False)
-        raw = self.connection().run(
-            command.render(reveal=True), hide=False, warn=True, in_stream=False
-        )
+        try:
+            raw = self.connection().run(
+                command.render(reveal=True), hide=False, warn=True, in_stream=False
+            )
+        except _transport_exceptions() as e:
+            raise self._lost(f"running `{command.render()}`", e) from None
         return int(raw.exited)
 
     def put(self, local: Path, remote: str, progress: Progress | None = None) -> None:
@@ -171,7 +235,10 @@ class Host:
             self.echo(self.name, f"sftp put {local} {remote}", self.dry_run)
         if self.dry_run:
             return
-        self._put(local, remote, progress)
+        try:
+            self._put(local, remote, progress)
+        except _transport_exceptions() as e:
+            raise self._lost(f"uploading {local.name} to {remote}", e) from None
 
     def http_get(self, port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
         """GET http://127.0.0.1:PORT/PATH on the host, through this SSH connection.

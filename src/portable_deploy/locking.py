@@ -60,8 +60,20 @@ def deploy_lock(
         raise RemoteCommandError(host.name, lock.acquire(layout.lock, record), result)
     try:
         yield
-    finally:
-        host.run(lock.release(layout.lock, token))
+    except BaseException as first:
+        # Release on every path, but never let a failed release (the connection is gone) hide
+        # why the task failed.
+        try:
+            host.run(lock.release(layout.lock, token))
+        except DeployError as second:
+            if isinstance(first, DeployError):
+                raise DeployError(
+                    f"{first.message}; the deploy lock is still held ({second.message})",
+                    hint=(first.hint + "; " if first.hint else "")
+                    + "once this process has exited, retry with --break-lock",
+                ) from None
+        raise
+    host.run(lock.release(layout.lock, token))
 
 
 def _stale(holder: facts.LockRecord, ttl: int) -> bool:

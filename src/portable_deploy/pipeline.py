@@ -12,20 +12,24 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NoReturn
 
-from . import facts, ui
+from . import facts, interrupts, ui
 from .commands.layout import Layout
 from .config import Config
 from .errors import DeployError
 from .history import ReleaseRow, kept_releases, prune, record, release_rows
-from .host import Remote
+from .host import Remote, TransportError
 from .locking import deploy_lock
 from .manifest import Manifest
 from .plan import Plan, plan_release
 from .preflight import HostState, read_manifest, read_state
 from .release import Options, Signed, Where, release_name
 from .steps import (
+    ConnectionLost,
+    Interrupted,
     Refused,
+    SwitchFailed,
     VerifyFailed,
     check_release,
     describe,
@@ -99,7 +103,10 @@ def reattach_on(host: Remote, cfg: Config, signed: Signed, opts: Options, steps:
             raise DeployError(
                 f"[{host.name}] {m.release} was not uploaded", hint="run `invoke upload` first"
             )
-        plan = _reattach(s, m, opts, steps)
+        plan = _plan(s, m, opts, steps)
+        with steps.step(f"check {m.release} on {host.name}"):
+            check_release(host, s.layout, m, cfg.sign.principal, Where.INSTALLED)
+        _reattach(s, plan, steps)
         if not host.dry_run:
             record(host, s.layout, "reattach", m.release, m.release, "unverified")
         return plan
@@ -171,59 +178,89 @@ def _upload_checked(s: Session, signed: Signed, steps: ui.Steps, event: str) -> 
     install(s.host, s.layout, m, where)
 
 
-def _reattach(s: Session, target: Manifest, opts: Options, steps: ui.Steps) -> Plan:
-    """Plan which units change, say so, and reattach."""
+def _plan(s: Session, target: Manifest, opts: Options, steps: ui.Steps) -> Plan:
+    """Which units change (a refused socket change stops here, before anything changes)."""
     plan = plan_release(s.state.live_manifest, target, restart_sockets=opts.restart_sockets)
     describe(plan, steps)
-    with steps.step(f"reattach {target.release} on {s.host.name}"):
-        reattach(s.host, s.layout, plan)
     return plan
 
 
+def _reattach(s: Session, plan: Plan, steps: ui.Steps) -> None:
+    """The reattach and its restarts run to their end even if the user interrupts."""
+    with steps.step(f"reattach {plan.release} on {s.host.name}"), interrupts.deferred():
+        reattach(s.host, s.layout, plan)
+
+
 def switch(s: Session, target: Manifest, opts: Options, steps: ui.Steps, event: str) -> Plan:
-    """reattach -> verify; on a failed verify, put the live release back and raise."""
-    plan = _reattach(s, target, opts, steps)
+    """reattach -> verify; if the release does not come up, the connection drops or the user
+    interrupts, put the live release back and raise one message."""
+    plan = _plan(s, target, opts, steps)
     try:
+        _reattach(s, plan, steps)
         with steps.step(f"verify {target.release} on {s.host.name}"):
             verify(s.host, s.cfg, target, steps)
-    except VerifyFailed as failure:
+    except SwitchFailed as failure:
         if s.host.dry_run:
             raise
         _revert(s, target, failure, steps, event)
+    except TransportError as lost:
+        _revert(s, target, ConnectionLost(lost.message), steps, event)
+    except KeyboardInterrupt as signal:
+        _revert(s, target, Interrupted(f"interrupted ({signal or 'SIGINT'})"), steps, event)
     if not s.host.dry_run:
         record(s.host, s.layout, event, target.release, target.release, "ok")
     return plan
 
 
 def _revert(
-    s: Session, failed: Manifest, failure: VerifyFailed, steps: ui.Steps, event: str
-) -> None:
-    """Roll back to the release that was live, verify it, audit, and raise one message."""
+    s: Session, failed: Manifest, failure: SwitchFailed, steps: ui.Steps, event: str
+) -> NoReturn:
+    """Roll back to the release that was live: check its signature again, reattach, verify,
+    audit; then raise one message. Interrupts wait until it is done (a second one does not)."""
+    with interrupts.deferred():
+        _revert_now(s, failed, failure, steps, event)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _revert_now(
+    s: Session, failed: Manifest, failure: SwitchFailed, steps: ui.Steps, event: str
+) -> NoReturn:
     host, layout, previous = s.host, s.layout, s.state.live_manifest
+    what = f"[{host.name}] {failed.release} {failure.what}"
     if previous is None:
-        record(host, layout, event, failed.release, failed.release, "failed", failure.message)
+        note = _audit(s, event, failed.release, failed.release, "failed", failure.message)
         raise DeployError(
-            f"[{host.name}] {failed.release} failed verification: {failure.message}; there is no "
-            f"previous release to roll back to, so {failed.release} stays attached",
+            f"{what}: {failure.message}; there is no previous release to roll back to, so "
+            f"{failed.release} stays attached{note}",
             hint=f"see `invoke logs --host {host.name}`, fix, and deploy again",
         )
     back = plan_release(failed, previous, restart_sockets=True)
     try:
         with steps.step(f"roll back {host.name} to {previous.release}"):
+            # A key removed from the trust root since is not honoured by a rollback either.
+            check_release(host, layout, previous, s.cfg.sign.principal, Where.INSTALLED)
             reattach(host, layout, back)
             verify(host, s.cfg, previous, steps)
     except DeployError as second:
-        record(
-            host, layout, event, failed.release, previous.release, "rollback-failed", second.message
-        )
+        note = _audit(s, event, failed.release, previous.release, "rollback-failed", second.message)
         raise DeployError(
-            f"[{host.name}] {failed.release} failed verification ({failure.message}) and the "
-            f"rollback to {previous.release} failed too: {second.message}",
+            f"{what} ({failure.message}) and the rollback to {previous.release} failed too: "
+            f"{second.message}{note}",
             hint=f"look at the host now: `invoke status --host {host.name}` and `invoke logs`",
         ) from None
-    record(host, layout, event, failed.release, previous.release, "rolled-back", failure.message)
+    note = _audit(s, event, failed.release, previous.release, "rolled-back", failure.message)
     raise DeployError(
-        f"[{host.name}] {failed.release} failed verification: {failure.message}; rolled back, "
-        f"{previous.release} is live",
+        f"{what}: {failure.message}; rolled back, {previous.release} is live{note}",
         hint=f"see `invoke logs --host {host.name} --release {failed.release}`",
     )
+
+
+def _audit(
+    s: Session, event: str, release: str, live: str | None, result: str, message: str
+) -> str:
+    """Append the audit record; if even that fails (the host is unreachable), say so instead."""
+    try:
+        record(s.host, s.layout, event, release, live, result, message)
+    except DeployError as e:
+        return f" (not audited: {e.message})"
+    return ""

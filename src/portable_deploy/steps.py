@@ -8,6 +8,7 @@ tests) and typed values; it runs ``Command`` builders and never takes the lock o
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Sequence
 
@@ -17,15 +18,45 @@ from .commands import files, portablectl, systemctl, trust
 from .commands.layout import ALLOWED_SIGNERS, Layout
 from .config import Config
 from .errors import DeployError
-from .host import Remote
+from .host import Remote, RemoteCommandError, RemoteTimeout
 from .manifest import Manifest
 from .plan import Action, Plan, unit_infos
 from .release import Signed, Where
 from .units import Kind
 
+#: Seconds a reattach with its restarts may take (a unit's own start timeout is usually 90 s).
+REATTACH_TIMEOUT = 180
 
-class VerifyFailed(DeployError):
+
+class SwitchFailed(DeployError):
+    """The release did not come up after the switch: the pipeline rolls back."""
+
+    #: How the release failed, for the one-line message ("scoreboard_2 failed verification: ...").
+    what = "failed"
+
+
+class VerifyFailed(SwitchFailed):
     """The new release did not pass verification."""
+
+    what = "failed verification"
+
+
+class ReattachFailed(SwitchFailed):
+    """The reattach command or a restart in it failed (a unit that does not start)."""
+
+    what = "failed to start"
+
+
+class ConnectionLost(SwitchFailed):
+    """The SSH connection failed after the switch began."""
+
+    what = "lost its connection"
+
+
+class Interrupted(SwitchFailed):
+    """The user (Ctrl-C) or the system (SIGTERM) interrupted the deploy after the switch began."""
+
+    what = "was interrupted"
 
 
 class Refused(DeployError):
@@ -138,7 +169,10 @@ def reattach(host: Remote, layout: Layout, plan: Plan) -> Command | None:
         ):
             if units:
                 command = command.then(builder(units))
-    host.run(command, timeout=180)
+    try:
+        host.run(command, timeout=REATTACH_TIMEOUT)
+    except (RemoteCommandError, RemoteTimeout) as e:
+        raise ReattachFailed(e.message) from None
     return command
 
 
@@ -197,6 +231,19 @@ def _wait_active(host: Remote, units: Sequence[str], deadline: float) -> dict[st
         time.sleep(0.5)
 
 
+def version_matches(body: str, version: str) -> bool:
+    """The version page names exactly VERSION: as its whole text, or as the "version" field of a
+    JSON object (never a substring: "2.10" is not "2.1")."""
+    text = body.strip()
+    if text == version:
+        return True
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("version") == version
+
+
 def _wait_http(host: Remote, cfg: Config, manifest: Manifest, deadline: float) -> None:
     """GET the health path (and the version path) on the host until they answer as expected."""
     v = cfg.verify
@@ -207,7 +254,7 @@ def _wait_http(host: Remote, cfg: Config, manifest: Manifest, deadline: float) -
             if not v.version_path:
                 return
             vstatus, vbody = host.http_get(v.port, v.version_path)
-            if vstatus == 200 and manifest.version in vbody:
+            if vstatus == 200 and version_matches(vbody, manifest.version):
                 return
             last = f"GET {v.version_path} -> {vstatus} {vbody.strip()[:80]!r}, expected {manifest.version!r}"
         else:

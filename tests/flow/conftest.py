@@ -128,8 +128,13 @@ class FakeHost(Host):
     live: str | None = None
     manifests: dict[str, Manifest] = field(default_factory=dict)
     audit: str = ""
-    #: (builder source, result): commands made by that builder get that result.
-    failures: list[tuple[str, Result]] = field(default_factory=list)
+    #: (builder source, result or exception, times left or None for always, regex or ""):
+    #: commands made by that builder (whose line matches) get that result, or raise it.
+    failures: list[tuple[str, Result | BaseException, list[int] | None, str]] = field(
+        default_factory=list
+    )
+    #: Raised by the next upload (SFTP) when set.
+    put_error: BaseException | None = None
 
     def __post_init__(self) -> None:
         super().__init__(Target(self.name, "fake"), echo=self._shown, dry_run=self.dry_run)
@@ -150,9 +155,18 @@ class FakeHost(Host):
         """Answer commands whose rendered line matches PATTERN (the newest responder wins)."""
         self.responders.insert(0, (pattern, response))
 
-    def fail(self, builder: Callable[..., Command], result: Result) -> None:
-        """Answer every command made by BUILDER (``trust.verify_signature``) with RESULT."""
-        self.failures.insert(0, (builder.source, result))  # type: ignore[attr-defined]
+    def fail(
+        self,
+        builder: Callable[..., Command],
+        result: Result | BaseException,
+        times: int | None = None,
+        matching: str = "",
+    ) -> None:
+        """Answer every command made by BUILDER (``trust.verify_signature``) with RESULT, or raise
+        it as the transport would (``paramiko.SSHException``); only TIMES times if given, only
+        for lines that MATCHING (a regex) finds something in if given."""
+        source = builder.source  # type: ignore[attr-defined]
+        self.failures.insert(0, (source, result, None if times is None else [times], matching))
 
     def _shown(self, name: str, line: str, skipped: bool) -> None:
         if skipped:
@@ -161,8 +175,14 @@ class FakeHost(Host):
     def _execute(self, command: Command, timeout: float | None) -> Result:
         line = command.render()
         self.log.append(line)
-        for source, failure in self.failures:
-            if source in command.sources:
+        for source, failure, left, matching in self.failures:
+            if source not in command.sources or (matching and not re.search(matching, line)):
+                continue
+            if left is None or left[0] > 0:
+                if left is not None:
+                    left[0] -= 1
+                if isinstance(failure, BaseException):
+                    raise failure
                 return failure
         if SECTION in line:
             return self.state(line)
@@ -173,6 +193,9 @@ class FakeHost(Host):
 
     def _put(self, local: Path, remote: str, progress: Callable[[int, int], None] | None) -> None:
         self.log.append(f"put {remote}")
+        if self.put_error is not None:
+            error, self.put_error = self.put_error, None
+            raise error
 
     def _http_get(self, port: int, path: str, timeout: float) -> tuple[int, str]:
         self.log.append(f"GET :{port}{path}")

@@ -119,9 +119,17 @@ def test_failed_verify_reattaches_the_previous_release(tmp_path: Path, live_v1: 
         "portablectl reattach --enable /var/lib/portables/scoreboard_1.raw && "
         "systemctl restart scoreboard.service"
     )
-    tail = after[after.index(back) :]
-    assert tail[:4] == [back, "systemctl show", "GET :80/healthz", "GET :80/version"]
-    assert set(after[3 : after.index(back)]) == {"GET :80/healthz"}
+    tail = after[after.index(back) - 2 :]
+    # The rollback checks scoreboard_1's signature and hash again before reattaching it.
+    assert tail[:6] == [
+        "verify-signature",
+        "verify-image-hash",
+        back,
+        "systemctl show",
+        "GET :80/healthz",
+        "GET :80/version",
+    ]
+    assert set(after[3 : after.index(back) - 2]) == {"GET :80/healthz"}
     audit = [line for line in live_v1.log if line.startswith("printf")]
     assert (
         len(audit) == 1

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from invoke.exceptions import Exit
 
-from .. import preflight, ui
+from .. import interrupts, preflight, ui
 from ..config import Config, config_path, load_config
 from ..errors import DeployError
 from ..host import Host
@@ -34,12 +34,13 @@ SWITCH_HELP = {
 
 def user_errors(fn: F) -> F:
     """A DeployError becomes `error: message (hint: ...)` and exit code 1; no traceback
-    unless $PORTABLE_DEPLOY_DEBUG is set."""
+    unless $PORTABLE_DEPLOY_DEBUG is set. SIGTERM is handled like Ctrl-C (the lock is released)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with interrupts.terminate_is_interrupt():
+                return fn(*args, **kwargs)
         except DeployError as e:
             if os.environ.get(DEBUG_ENV):
                 raise

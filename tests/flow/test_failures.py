@@ -1,0 +1,157 @@
+"""Every failure after the switch ends rolled back (or explained) in one line, and audited: a
+reattach that fails or times out, a dropped connection, an interrupt; transport errors before the
+switch are one line too, and a failed lock release never hides the first error."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import paramiko
+import pytest
+from invoke.exceptions import CommandTimedOut
+
+from portable_deploy import pipeline, ui
+from portable_deploy.commands import lock, systemctl, trust
+from portable_deploy.errors import DeployError
+from portable_deploy.host import Result, TransportError
+from portable_deploy.release import Options
+
+from .conftest import FakeHost, config, signed
+from .test_pipeline_flow import V2
+
+SWAP = (
+    "portablectl reattach --enable /var/lib/portables/scoreboard_2.raw && "
+    "systemctl restart scoreboard.service"
+)
+BACK = (
+    "portablectl reattach --enable /var/lib/portables/scoreboard_1.raw && "
+    "systemctl restart scoreboard.service"
+)
+
+
+def _deploy(host: FakeHost, tmp_path: Path) -> DeployError:
+    host.version = host.version or "1"  # what the rolled-back scoreboard_1 answers on /version
+    with pytest.raises(DeployError) as failed:
+        pipeline.deploy_to(host, config(tmp_path), signed(V2), Options(), ui.Steps())
+    assert "\n" not in str(failed.value)
+    return failed.value
+
+
+def _rolled_back(host: FakeHost) -> None:
+    """scoreboard_1 was checked and reattached after the swap, and the lock was released."""
+    verbs = host.verbs()
+    assert SWAP in verbs and BACK in verbs
+    back = verbs.index(BACK)
+    assert verbs[back - 2 : back] == ["verify-signature", "verify-image-hash"]
+    assert verbs[-1] == "lock.release"
+
+
+def test_a_failing_reattach_command_is_rolled_back_and_audited(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
+    """`systemctl restart` failing in the reattach (the app does not start) rolls back like a
+    failed verify, with a message saying what failed."""
+    live_v1.fail(systemctl.restart, Result("", "Job for scoreboard.service failed.", 1), times=1)
+    error = _deploy(live_v1, tmp_path)
+    assert error.message.startswith("[fake] scoreboard_2 failed to start: [fake] command failed")
+    assert error.message.endswith("; rolled back, scoreboard_1 is live")
+    _rolled_back(live_v1)
+    [record] = live_v1.audited()
+    assert (record.release, record.live, record.result) == (
+        "scoreboard_2",
+        "scoreboard_1",
+        "rolled-back",
+    )
+    assert "Job for scoreboard.service failed." in record.message
+
+
+def test_a_reattach_that_times_out_is_rolled_back(tmp_path: Path, live_v1: FakeHost) -> None:
+    """Invoke's CommandTimedOut on the reattach becomes a failed start and a rollback."""
+    live_v1.fail(systemctl.restart, CommandTimedOut(None, 180), times=1)  # type: ignore[arg-type]
+    error = _deploy(live_v1, tmp_path)
+    assert error.message.startswith("[fake] scoreboard_2 failed to start: [fake] no answer within")
+    _rolled_back(live_v1)
+    assert [r.result for r in live_v1.audited()] == ["rolled-back"]
+
+
+def test_a_connection_dropped_during_verify_reconnects_and_rolls_back(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
+    """An SSHException under verify: the rollback opens a new connection and puts v1 back."""
+    live_v1.fail(systemctl.show, paramiko.SSHException("Socket is closed"), times=1)
+    error = _deploy(live_v1, tmp_path)
+    assert error.message.startswith(
+        "[fake] scoreboard_2 lost its connection: [fake] SSH connection"
+    )
+    assert "Socket is closed" in error.message
+    _rolled_back(live_v1)
+    assert [r.result for r in live_v1.audited()] == ["rolled-back"]
+
+
+def test_an_interrupt_during_verify_rolls_back(tmp_path: Path, live_v1: FakeHost) -> None:
+    """Ctrl-C (or SIGTERM) after the switch puts the previous release back before exiting."""
+    live_v1.fail(systemctl.show, KeyboardInterrupt("SIGTERM"), times=1)
+    error = _deploy(live_v1, tmp_path)
+    assert error.message.startswith("[fake] scoreboard_2 was interrupted: interrupted (SIGTERM)")
+    _rolled_back(live_v1)
+    assert [r.result for r in live_v1.audited()] == ["rolled-back"]
+
+
+def test_an_interrupt_during_the_reattach_waits_for_it_then_rolls_back(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
+    """A real SIGINT while the reattach runs: the command finishes, then the rollback runs."""
+    finished = []
+
+    def interrupted_swap(line: str) -> Result:
+        os.kill(os.getpid(), signal.SIGINT)
+        finished.append(line)  # reached: the signal did not cut the command short
+        return Result("", "", 0)
+
+    live_v1.on(r"portablectl reattach .*scoreboard_2\.raw", interrupted_swap)
+    error = _deploy(live_v1, tmp_path)
+    assert finished and error.message.startswith("[fake] scoreboard_2 was interrupted")
+    _rolled_back(live_v1)
+
+
+def test_rollback_refuses_a_previous_release_no_longer_trusted(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
+    """After a failed verify, the automatic rollback checks scoreboard_1's signature again: a
+    key removed from the trust root is not honoured, and the message says both failures."""
+    live_v1.health = 500
+    live_v1.fail(
+        trust.verify_signature,
+        Result("", "Could not verify signature.", 255),
+        matching=r"/releases/scoreboard_1\.manifest\.json",
+    )
+    error = _deploy(live_v1, tmp_path)
+    assert "and the rollback to scoreboard_1 failed too" in error.message
+    assert "signature check failed" in error.message
+    assert BACK not in live_v1.verbs()
+    assert [r.result for r in live_v1.audited()] == ["rollback-failed"]
+
+
+def test_a_full_disk_upload_is_one_line_with_a_hint(tmp_path: Path, live_v1: FakeHost) -> None:
+    """SFTP's OSError("Failure") on the image upload is a one-line error naming the disk."""
+    live_v1.put_error = OSError("Failure")
+    error = _deploy(live_v1, tmp_path)
+    assert isinstance(error, TransportError)
+    assert error.message.startswith("[fake] SSH connection failed while uploading")
+    assert error.hint is not None and "disk full" in error.hint
+    assert not any(line.startswith("portablectl") for line in live_v1.log)
+    assert live_v1.verbs()[-1] == "lock.release"
+
+
+def test_a_failed_lock_release_does_not_hide_the_first_error(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
+    """The connection is gone: the error says why the deploy failed and that the lock is held."""
+    live_v1.put_error = OSError("Failure")
+    live_v1.fail(lock.release, paramiko.SSHException("Socket is closed"))
+    error = _deploy(live_v1, tmp_path)
+    assert error.message.startswith("[fake] SSH connection failed while uploading")
+    assert "the deploy lock is still held" in error.message
+    assert error.hint is not None and "--break-lock" in error.hint
