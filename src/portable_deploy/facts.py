@@ -186,6 +186,10 @@ class LockRecord:
     at: float
     release: str
     command: str
+    #: The deploying machine's /etc/machine-id and boot id ("" in records of older versions):
+    #: CI runners share host names like "localhost", never machine ids.
+    machine: str = ""
+    boot: str = ""
 
 
 def lock_record(output: str) -> LockRecord | None:
@@ -203,6 +207,8 @@ def lock_record(output: str) -> LockRecord | None:
             at=float(data["at"]),
             release=str(data["release"]),
             command=str(data["command"]),
+            machine=str(data.get("machine", "")),
+            boot=str(data.get("boot", "")),
         )
     except (ValueError, KeyError, TypeError, IndexError):
         return LockRecord(token=text, user="?", origin="?", pid=0, at=0.0, release="?", command="?")

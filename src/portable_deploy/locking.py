@@ -39,6 +39,8 @@ def deploy_lock(
             "at": time.time(),
             "release": release,
             "command": command,
+            "machine": machine_id(),
+            "boot": boot_id(),
         },
         sort_keys=True,
     )
@@ -56,6 +58,11 @@ def deploy_lock(
             result = host.run(lock.acquire(layout.lock, record), check=False)
         else:
             raise DeployError(_held_message(host.name, holder, cfg.deploy.lock_ttl, break_lock))
+    if result.exit_code == lock.NOT_SET_UP:
+        raise DeployError(
+            f"[{host.name}] is not set up for portable-deploy (no {layout.state_dir})",
+            hint=f"run `invoke host.setup --host {host.name}` once",
+        )
     if result.exit_code != 0:
         raise RemoteCommandError(host.name, lock.acquire(layout.lock, record), result)
     try:
@@ -76,10 +83,37 @@ def deploy_lock(
     host.run(lock.release(layout.lock, token))
 
 
+def machine_id() -> str:
+    """This machine's identity (/etc/machine-id); "" where there is none."""
+    return _read_id("/etc/machine-id")
+
+
+def boot_id() -> str:
+    """This boot's identity: a pid recorded under another boot id no longer runs."""
+    return _read_id("/proc/sys/kernel/random/boot_id")
+
+
+def _read_id(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def _stale(holder: facts.LockRecord, ttl: int) -> bool:
+    """Older than TTL, or taken on this machine by a process that is gone (or in an earlier boot)."""
     if time.time() - holder.at > ttl:
         return True
-    if holder.origin == socket.gethostname() and holder.pid > 0:
+    here = machine_id()
+    if holder.machine and here:
+        if holder.machine != here:
+            return False
+        if holder.boot and holder.boot != boot_id():
+            return True
+    elif holder.origin != socket.gethostname():
+        return False
+    if holder.pid > 0:
         try:
             os.kill(holder.pid, 0)
         except ProcessLookupError:

@@ -217,7 +217,7 @@ class FakeHost(Host):
 def _verb(line: str) -> str:
     for needle, name in (
         ('ln "$tmp"', "lock.acquire"),
-        ('grep -qF "$2" "$1"', "lock.release"),
+        ('mv "$1" "$moved"', "lock.release"),
         ("### portable-deploy:", "state"),
         ("systemctl --version", "host_info"),
         ("ssh-keygen -Y verify", "verify-signature"),

@@ -155,3 +155,14 @@ def test_a_failed_lock_release_does_not_hide_the_first_error(
     assert error.message.startswith("[fake] SSH connection failed while uploading")
     assert "the deploy lock is still held" in error.message
     assert error.hint is not None and "--break-lock" in error.hint
+
+
+def test_a_host_never_set_up_is_named_at_the_lock(tmp_path: Path, live_v1: FakeHost) -> None:
+    """No state directory on the host: the lock step says to run host.setup, not a script error."""
+    live_v1.fail(lock.acquire, Result("", "", lock.NOT_SET_UP))
+    error = _deploy(live_v1, tmp_path)
+    assert error.message == (
+        "[fake] is not set up for portable-deploy (no /var/lib/portable-deploy/scoreboard)"
+    )
+    assert error.hint == "run `invoke host.setup --host fake` once"
+    assert live_v1.verbs() == ["lock.acquire"]

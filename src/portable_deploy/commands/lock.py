@@ -6,8 +6,11 @@ from ..command import Command, builder, sh_args
 
 #: Exit status of ``acquire`` when someone else holds the lock (its content is printed).
 HELD = 3
+#: Exit status of ``acquire`` on a host that was never set up (no state directory).
+NOT_SET_UP = 4
 
 _ACQUIRE = (
+    f'[ -d "${{1%/*}}" ] || exit {NOT_SET_UP}; '
     'tmp="$1.$$"; printf "%s\\n" "$2" > "$tmp" || exit 1; '
     'if ln "$tmp" "$1" 2>/dev/null; then rm -f "$tmp"; exit 0; fi; '
     f'rm -f "$tmp"; cat "$1" 2>/dev/null; exit {HELD}'
@@ -20,10 +23,20 @@ def acquire(lock: str, record: str) -> Command:
     return sh_args(_ACQUIRE, lock, record, mutates=True)
 
 
+#: Remove the lock only if it holds token $2, without a check-then-act race: rename it away
+#: (atomic), look at what was renamed, and put back (with ln, which never overwrites) a lock that
+#: turned out to be someone else's.
+_REMOVE_IF_HOLDS = (
+    'moved="$1.removing.$$"; mv "$1" "$moved" 2>/dev/null || exit 0; '
+    'if grep -qF "$2" "$moved"; then rm -f "$moved"; exit 0; fi; '
+    'ln "$moved" "$1" 2>/dev/null; rm -f "$moved"; true'
+)
+
+
 @builder
 def release(lock: str, token: str) -> Command:
     """Remove the lock only if it is still ours (its record holds our token)."""
-    return sh_args('grep -qF "$2" "$1" 2>/dev/null && rm -f "$1"; true', lock, token, mutates=True)
+    return sh_args(_REMOVE_IF_HOLDS, lock, token, mutates=True)
 
 
 @builder
@@ -34,4 +47,4 @@ def read(lock: str) -> Command:
 @builder
 def break_(lock: str, token: str) -> Command:
     """Remove a stale lock, provided it is still the one that was judged stale."""
-    return release(lock, token)
+    return sh_args(_REMOVE_IF_HOLDS, lock, token, mutates=True)
