@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from . import facts, sign
 from .commands import files, trust
-from .commands.layout import ALLOWED_SIGNERS, PORTABLES_DIR, STATE_ROOT, TRUST_DIR, Layout
+from .commands.layout import PORTABLES_DIR, STATE_ROOT, TRUST_DIR, Layout
 from .commands.state import SECTION, host_state
 from .config import Config
 from .errors import DeployError
@@ -33,9 +33,9 @@ class HostState:
         return facts.previous_release(self.audit, self.live)
 
 
-def check_host(host: Remote, info: facts.HostInfo | None = None) -> facts.HostInfo:
+def check_host(host: Remote, layout: Layout, info: facts.HostInfo | None = None) -> facts.HostInfo:
     """Refuse hosts that cannot run portable services."""
-    info = info or facts.host_info(host.run(trust.host_info()).stdout)
+    info = info or facts.host_info(host.run(trust.host_info(layout.allowed_signers)).stdout)
     if not info.has_portablectl:
         raise DeployError(
             f"[{host.name}] has no portablectl",
@@ -51,12 +51,12 @@ def check_host(host: Remote, info: facts.HostInfo | None = None) -> facts.HostIn
 
 def read_state(host: Remote, layout: Layout) -> HostState:
     """The host's facts in one round trip; refuses hosts that were never set up."""
-    out = host.run(host_state(layout, ALLOWED_SIGNERS, STATE_ROOT)).stdout
+    out = host.run(host_state(layout, layout.allowed_signers, STATE_ROOT)).stdout
     sections = facts.state_sections(out, SECTION)
-    info = check_host(host, facts.host_info(sections.get("info", "")))
+    info = check_host(host, layout, facts.host_info(sections.get("info", "")))
     if not (info.set_up and info.trusted):
         raise DeployError(
-            f"[{host.name}] is not set up for portable-deploy (no {ALLOWED_SIGNERS})",
+            f"[{host.name}] is not set up for {layout.app} (no {layout.allowed_signers})",
             hint=f"run `invoke host.setup --host {host.name}` once",
         )
     live = facts.live_release(sections.get("attached", ""), layout.app)
@@ -81,19 +81,26 @@ def read_manifest(host: Remote, layout: Layout, release: str) -> Manifest | None
 
 def setup_host(host: Remote, cfg: Config) -> list[str]:
     """Idempotent: make the directories and install the trust root. Returns what changed."""
-    check_host(host)
     layout = Layout(cfg.app.name)
+    check_host(host, layout)
     changed: list[str] = []
-    dirs = [TRUST_DIR, PORTABLES_DIR, layout.state_dir, layout.releases_dir, layout.incoming_dir]
+    dirs = [
+        TRUST_DIR,
+        layout.trust_dir,
+        PORTABLES_DIR,
+        layout.state_dir,
+        layout.releases_dir,
+        layout.incoming_dir,
+    ]
     present = set(host.run(files.exists(dirs)).stdout.split())
     missing = [d for d in dirs if d not in present]
     if missing:
         host.run(files.mkdir(*missing, mode="0755"))
         changed += [f"created {d}" for d in missing]
     wanted = sign.allowed_signers_text(cfg)
-    if host.run(files.cat(ALLOWED_SIGNERS)).stdout != wanted:
-        host.run(trust.install_allowed_signers(wanted))
-        changed.append(f"installed {ALLOWED_SIGNERS}")
+    if host.run(files.cat(layout.allowed_signers)).stdout != wanted:
+        host.run(trust.install_allowed_signers(layout.allowed_signers, wanted))
+        changed.append(f"installed {layout.allowed_signers}")
     return changed
 
 
@@ -103,6 +110,6 @@ def set_up_if_new(host: Remote, cfg: Config) -> list[str]:
     The trust root of a host that is set up is never replaced here, exactly as a deploy never
     replaces it on a real host.
     """
-    if check_host(host).trusted:
+    if check_host(host, Layout(cfg.app.name)).trusted:
         return []
     return setup_host(host, cfg)

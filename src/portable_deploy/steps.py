@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from . import facts, image, ui
 from .command import Command
 from .commands import files, portablectl, systemctl, trust
-from .commands.layout import ALLOWED_SIGNERS, Layout
+from .commands.layout import Layout
 from .config import Config
 from .errors import DeployError
 from .host import Remote, RemoteCommandError, RemoteTimeout
@@ -116,8 +116,10 @@ def check_release(
         else layout.image(manifest.release)
     )
     checks = (
-        trust.verify_signature(manifest_path, manifest_path + ".sig", principal),
-        trust.image_matches_manifest(image_path, manifest_path),
+        trust.verify_signature(
+            manifest_path, manifest_path + ".sig", principal, layout.allowed_signers
+        ),
+        trust.image_matches_manifest(image_path, manifest_path, manifest.release),
     )
     for index, check in enumerate(checks):
         # These read files that a dry run never uploaded: show them, do not run them.
@@ -132,7 +134,14 @@ def check_release(
             raise Refused(
                 f"[{host.name}] refused {manifest.release}: signature check failed"
                 + (f" ({reason[-1]})" if reason else ""),
-                hint=f"sign with a key listed in the host's {ALLOWED_SIGNERS} (invoke host.setup installs it)",
+                hint=f"sign with a key listed in the host's {layout.allowed_signers} "
+                "(invoke host.setup installs it)",
+            )
+        if result.exit_code == trust.OTHER_RELEASE:
+            raise Refused(
+                f"[{host.name}] refused {manifest.release}: its signed manifest is another "
+                "release's (staged under this name)",
+                hint="rebuild and sign again: `invoke build sign`",
             )
         raise Refused(
             f"[{host.name}] refused {manifest.release}: image sha256 {result.stdout.strip()[:16]}... "

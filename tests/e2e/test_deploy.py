@@ -144,7 +144,7 @@ def test_first_deploy_serves_v1(project: Project) -> None:
     _ok(result)
     assert "scoreboard_e2e1 is live on sandbox" in result.stdout
     assert project.get("/version") == (200, "e2e1\n")
-    assert project.ssh("cat /etc/portable-deploy/allowed_signers").startswith("deploy ")
+    assert project.ssh("cat /etc/portable-deploy/scoreboard/allowed_signers").startswith("deploy ")
     project.add_points("alice", 5)
 
 

@@ -65,7 +65,7 @@ def test_up_needs_no_signing_key(sandbox_vm: VM, tmp_path: Path) -> None:
         '[app]\nname = "demo"\nversion = "1"\n[sign]\nkey = ".deploy/signing_key"\n'
         "[hosts.sandbox]\nsandbox = true\n"
     )
-    trust = "/etc/portable-deploy/allowed_signers"
+    trust = "/etc/portable-deploy/demo/allowed_signers"
     # A never-set-up sandbox: hide the trust root for the length of the test.
     assert _ssh(sandbox_vm, f"if [ -e {trust} ]; then mv {trust} {trust}.hidden; fi") == 0
     try:

@@ -166,3 +166,15 @@ def test_a_host_never_set_up_is_named_at_the_lock(tmp_path: Path, live_v1: FakeH
     )
     assert error.hint == "run `invoke host.setup --host fake` once"
     assert live_v1.verbs() == ["lock.acquire"]
+
+
+def test_a_signed_manifest_of_another_release_is_refused(tmp_path: Path, live_v1: FakeHost) -> None:
+    """A validly signed old manifest staged under a new name is refused, audited, not installed."""
+    live_v1.fail(trust.image_matches_manifest, Result("", "", trust.OTHER_RELEASE))
+    error = _deploy(live_v1, tmp_path)
+    assert error.message == (
+        "[fake] refused scoreboard_2: its signed manifest is another release's "
+        "(staged under this name)"
+    )
+    assert not any(line.startswith(("portablectl", "mv")) for line in live_v1.log)
+    assert [r.result for r in live_v1.audited()] == ["refused"]

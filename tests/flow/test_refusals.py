@@ -59,7 +59,7 @@ REFUSALS = {
         refuse_signature,
         ["verify-signature"],
         "[fake] refused scoreboard_2: signature check failed (Could not verify signature.)",
-        "sign with a key listed in the host's /etc/portable-deploy/allowed_signers "
+        "sign with a key listed in the host's /etc/portable-deploy/scoreboard/allowed_signers "
         "(invoke host.setup installs it)",
     ),
     "image-hash": Refusal(
@@ -114,4 +114,4 @@ def test_fake_host_fails_a_command_by_its_builder_not_its_text(live_v1: FakeHost
     """fail(trust.verify_signature, ...) fails that builder's commands, not look-alike text."""
     refuse_signature(live_v1)
     assert live_v1.run(files.cat("ssh-keygen -Y verify"), check=False).ok
-    assert not live_v1.run(trust.verify_signature("m", "s", "p"), check=False).ok
+    assert not live_v1.run(trust.verify_signature("m", "s", "p", "/a"), check=False).ok

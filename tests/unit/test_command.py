@@ -77,7 +77,7 @@ def test_read_only_by_default() -> None:
 
 def test_a_builder_names_itself_in_its_command() -> None:
     """A command made by trust.verify_signature carries that builder's name, as does the builder."""
-    made = trust.verify_signature("m.json", "m.json.sig", "deploy")
+    made = trust.verify_signature("m.json", "m.json.sig", "deploy", "/a")
     assert made.sources == ("trust.verify_signature",)
     assert trust.verify_signature.source == "trust.verify_signature"  # type: ignore[attr-defined]
 
@@ -109,7 +109,7 @@ def test_sources_are_neither_rendered_nor_compared() -> None:
 
 def test_dataclass_replace_keeps_the_sources() -> None:
     """A check shown but not run in a dry run (replace(mutates=...)) is still that check."""
-    check = dataclasses.replace(trust.image_matches_manifest("/i", "/m"), mutates=True)
+    check = dataclasses.replace(trust.image_matches_manifest("/i", "/m", "a_1"), mutates=True)
     assert check.sources == ("trust.image_matches_manifest",)
 
 

@@ -61,11 +61,13 @@ def test_journalctl_filters_by_release() -> None:
 
 
 def test_signature_check_uses_host_trust_root() -> None:
-    """The host verifies with its own allowed_signers and the fixed namespace."""
-    c = trust.verify_signature("/m.json", "/m.json.sig", "deploy")
+    """The host verifies with the app's own allowed_signers and the fixed namespace."""
+    c = trust.verify_signature(
+        "/m.json", "/m.json.sig", "deploy", Layout("scoreboard").allowed_signers
+    )
     assert c.render() == (
         'sh -c \'ssh-keygen -Y verify -f "$1" -I "$2" -n "$3" -s "$4" < "$5"\' sh '
-        "/etc/portable-deploy/allowed_signers deploy portable-deploy /m.json.sig /m.json"
+        "/etc/portable-deploy/scoreboard/allowed_signers deploy portable-deploy /m.json.sig /m.json"
     )
 
 
@@ -74,16 +76,23 @@ def _sh(command: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_image_check_script_runs_in_a_real_shell(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """The hash check passes for a matching manifest and fails for another one."""
+    """The check passes for the release's manifest with the image's hash, fails (exit 1) for
+    another hash, and exits OTHER_RELEASE for a manifest of another release."""
     img = tmp_path / "a.raw"
     img.write_bytes(b"image")
     digest = _sh(f"sha256sum {img}").stdout.split()[0]
     good = tmp_path / "good.json"
-    good.write_text(f'{{\n  "image_sha256": "{digest}"\n}}\n')
+    good.write_text(f'{{\n  "image_sha256": "{digest}",\n  "release": "app_2"\n}}\n')
     bad = tmp_path / "bad.json"
-    bad.write_text('{\n  "image_sha256": "00"\n}\n')
-    assert _sh(trust.image_matches_manifest(str(img), str(good)).render()).returncode == 0
-    assert _sh(trust.image_matches_manifest(str(img), str(bad)).render()).returncode != 0
+    bad.write_text('{\n  "image_sha256": "00",\n  "release": "app_2"\n}\n')
+
+    def check(manifest: str, release: str) -> int:
+        return _sh(trust.image_matches_manifest(str(img), manifest, release).render()).returncode
+
+    assert check(str(good), "app_2") == 0
+    assert check(str(bad), "app_2") == 1
+    assert check(str(good), "app_20") == trust.OTHER_RELEASE
+    assert check(str(good), "app_") == trust.OTHER_RELEASE
 
 
 def test_lock_is_exclusive_and_released_only_by_its_owner(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 PORTABLES_DIR = "/var/lib/portables"
 STATE_ROOT = "/var/lib/portable-deploy"
+#: Each app's trust root is TRUST_DIR/APP/allowed_signers: the keys of one app never sign another.
 TRUST_DIR = "/etc/portable-deploy"
-ALLOWED_SIGNERS = f"{TRUST_DIR}/allowed_signers"
 #: The signature namespace: a signature made for anything else never verifies as a release.
 SIGNATURE_NAMESPACE = "portable-deploy"
 ATTACHED_DIR = "/etc/systemd/system.attached"
@@ -18,6 +18,15 @@ class Layout:
     """The paths one app uses on a host."""
 
     app: str
+
+    @property
+    def trust_dir(self) -> str:
+        return f"{TRUST_DIR}/{self.app}"
+
+    @property
+    def allowed_signers(self) -> str:
+        """The app's trust root: installed by host.setup, never touched by a deploy."""
+        return f"{self.trust_dir}/allowed_signers"
 
     @property
     def state_dir(self) -> str:

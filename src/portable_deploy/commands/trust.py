@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from ..command import Command, builder, sh_args
 from .files import write
-from .layout import ALLOWED_SIGNERS, SIGNATURE_NAMESPACE, STATE_ROOT
+from .layout import SIGNATURE_NAMESPACE, STATE_ROOT
 
 
 @builder
-def verify_signature(manifest: str, signature: str, principal: str) -> Command:
-    """``ssh-keygen -Y verify`` against the host's own allowed_signers (installed by host.setup)."""
+def verify_signature(
+    manifest: str, signature: str, principal: str, allowed_signers: str
+) -> Command:
+    """``ssh-keygen -Y verify`` against the app's own allowed_signers on the host (host.setup)."""
     return sh_args(
         'ssh-keygen -Y verify -f "$1" -I "$2" -n "$3" -s "$4" < "$5"',
-        ALLOWED_SIGNERS,
+        allowed_signers,
         principal,
         SIGNATURE_NAMESPACE,
         signature,
@@ -20,19 +22,26 @@ def verify_signature(manifest: str, signature: str, principal: str) -> Command:
     )
 
 
+#: Exit status of ``image_matches_manifest`` when the manifest names another release.
+OTHER_RELEASE = 3
+
+
 @builder
-def image_matches_manifest(image: str, manifest: str) -> Command:
-    """Hash the image on the host and find that hash in the (already verified) manifest."""
+def image_matches_manifest(image: str, manifest: str, release: str) -> Command:
+    """The (already verified) manifest is RELEASE's (exit ``OTHER_RELEASE`` if not: a signed
+    manifest of another release staged under this name), then the image's hash is in it."""
     return sh_args(
+        f'grep -qF "\\"release\\": \\"$3\\"" "$2" || exit {OTHER_RELEASE}; '
         'h=$(sha256sum "$1" | cut -d" " -f1) && echo "$h" && grep -qF "\\"image_sha256\\": \\"$h\\"" "$2"',
         image,
         manifest,
+        release,
     )
 
 
 @builder
-def install_allowed_signers(content: str) -> Command:
-    return write(ALLOWED_SIGNERS, content, mode="0644")
+def install_allowed_signers(path: str, content: str) -> Command:
+    return write(path, content, mode="0644")
 
 
 #: Prints KEY=VALUE facts about the host; $1 is the allowed_signers path, $2 the state root.
@@ -47,6 +56,6 @@ HOST_INFO_SCRIPT = (
 
 
 @builder
-def host_info() -> Command:
-    """What host.setup and deploy need to know about a host, in one round trip."""
-    return sh_args(HOST_INFO_SCRIPT, ALLOWED_SIGNERS, STATE_ROOT)
+def host_info(allowed_signers: str) -> Command:
+    """What host.setup and deploy need to know about a host (and the app's trust root)."""
+    return sh_args(HOST_INFO_SCRIPT, allowed_signers, STATE_ROOT)
