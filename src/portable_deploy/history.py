@@ -36,7 +36,7 @@ def record(
         origin=socket.gethostname(),
         message=message,
     )
-    host.run(files.append_line(layout.audit_log, entry.to_json()))
+    host.run(files.append_log(layout.audit_log, entry.to_json()))
 
 
 def prune(

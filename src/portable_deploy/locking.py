@@ -45,17 +45,17 @@ def deploy_lock(
         sort_keys=True,
     )
     if host.dry_run:
-        host.run(lock.acquire(layout.lock, record))
+        host.run(lock.acquire(layout.lock, record, layout.incoming_dir))
         yield
         return
-    result = host.run(lock.acquire(layout.lock, record), check=False)
+    result = host.run(lock.acquire(layout.lock, record, layout.incoming_dir), check=False)
     if result.exit_code == lock.HELD:
         holder = facts.lock_record(result.stdout)
         if holder is None:  # released in between: try once more
-            result = host.run(lock.acquire(layout.lock, record), check=False)
+            result = host.run(lock.acquire(layout.lock, record, layout.incoming_dir), check=False)
         elif break_lock and _stale(holder, cfg.deploy.lock_ttl):
             host.run(lock.break_(layout.lock, holder.token))
-            result = host.run(lock.acquire(layout.lock, record), check=False)
+            result = host.run(lock.acquire(layout.lock, record, layout.incoming_dir), check=False)
         else:
             raise DeployError(_held_message(host.name, holder, cfg.deploy.lock_ttl, break_lock))
     if result.exit_code == lock.NOT_SET_UP:
@@ -64,7 +64,9 @@ def deploy_lock(
             hint=f"run `invoke host.setup --host {host.name}` once",
         )
     if result.exit_code != 0:
-        raise RemoteCommandError(host.name, lock.acquire(layout.lock, record), result)
+        raise RemoteCommandError(
+            host.name, lock.acquire(layout.lock, record, layout.incoming_dir), result
+        )
     try:
         yield
     except BaseException as first:

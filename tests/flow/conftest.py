@@ -203,15 +203,23 @@ class FakeHost(Host):
 
     def audit_lines(self) -> list[str]:
         """The commands that appended to the audit log, in order."""
-        return [line for line in self.log if line.endswith(f">> {AUDIT_LOG}")]
+        return [line for line in self.log if _audit_record(line) is not None]
 
     def audited(self) -> list[AuditRecord]:
         """The records appended to the audit log, in order."""
-        return audit_log("\n".join(shlex.split(line)[2] for line in self.audit_lines()))
+        return audit_log("\n".join(str(_audit_record(line)) for line in self.audit_lines()))
 
     def verbs(self) -> list[str]:
         """The log with long shell snippets shortened to what they do."""
         return [_verb(line) for line in self.log]
+
+
+def _audit_record(line: str) -> str | None:
+    """The record that LINE (a files.append_log of the audit log) appends, else None."""
+    if AUDIT_LOG not in line or line.startswith("(dry-run)"):
+        return None
+    words = shlex.split(line)
+    return words[5] if words[:2] == ["sh", "-c"] and words[4:5] == [AUDIT_LOG] else None
 
 
 def _verb(line: str) -> str:

@@ -98,8 +98,11 @@ def test_image_check_script_runs_in_a_real_shell(tmp_path) -> None:  # type: ign
 def test_lock_is_exclusive_and_released_only_by_its_owner(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A second acquire fails with HELD and prints the holder; release needs the token."""
     path = str(tmp_path / "deploy.lock")
-    assert _sh(lock.acquire(path, '{"token":"t1"}').render()).returncode == 0
-    second = _sh(lock.acquire(path, '{"token":"t2"}').render())
+    assert (
+        _sh(lock.acquire(path, '{"token":"t1"}', str(tmp_path / "incoming")).render()).returncode
+        == 0
+    )
+    second = _sh(lock.acquire(path, '{"token":"t2"}', str(tmp_path / "incoming")).render())
     assert second.returncode == lock.HELD
     assert '"t1"' in second.stdout
     _sh(lock.release(path, "t2").render())
@@ -110,13 +113,13 @@ def test_lock_is_exclusive_and_released_only_by_its_owner(tmp_path) -> None:  # 
 
 
 def test_file_builders_in_a_real_shell(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """write is atomic and exact; append_line adds one line; cat/sha256 of a missing file print nothing."""
+    """write is atomic and exact; append_log adds one line; cat/sha256 of a missing file print nothing."""
     target = str(tmp_path / "f")
     assert _sh(files.write(target, "a 'b'\n$x").render()).returncode == 0
     assert (tmp_path / "f").read_text() == "a 'b'\n$x"
     log = str(tmp_path / "log")
-    _sh(files.append_line(log, '{"a": 1}').render())
-    _sh(files.append_line(log, '{"b": 2}').render())
+    _sh(files.append_log(log, '{"a": 1}').render())
+    _sh(files.append_log(log, '{"b": 2}').render())
     assert (tmp_path / "log").read_text() == '{"a": 1}\n{"b": 2}\n'
     assert _sh(files.cat(str(tmp_path / "none")).render()).stdout == ""
     assert _sh(files.sha256(str(tmp_path / "none")).render()).stdout == ""
@@ -126,3 +129,14 @@ def test_file_builders_in_a_real_shell(tmp_path) -> None:  # type: ignore[no-unt
     assert out == ["app_1.raw", "app_2.raw"]
     assert _sh(files.listing(str(tmp_path), "zzz_*.raw").render()).stdout == ""
     assert _sh(files.exists([target, str(tmp_path / "none")]).render()).stdout.split() == [target]
+
+
+def test_the_audit_log_rotates_past_its_limit(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Past MAX lines the older half moves to LOG.1: the log stays bounded, nothing is lost
+    but the generation before."""
+    log = tmp_path / "audit.jsonl"
+    for n in range(1, 12):
+        assert _sh(files.append_log(str(log), f"r{n}", max_lines=10).render()).returncode == 0
+    assert log.read_text().split() == ["r7", "r8", "r9", "r10", "r11"]
+    assert (tmp_path / "audit.jsonl.1").read_text().split() == [f"r{n}" for n in range(1, 7)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.jsonl", "audit.jsonl.1"]

@@ -16,13 +16,21 @@ def _sh(command: str) -> subprocess.CompletedProcess[str]:
 def test_acquire_on_a_host_never_set_up_exits_not_set_up(tmp_path: Path) -> None:
     """No state directory: `acquire` exits NOT_SET_UP instead of failing to write the lock."""
     path = str(tmp_path / "missing" / "deploy.lock")
-    assert _sh(lock.acquire(path, '{"token":"t1"}').render()).returncode == lock.NOT_SET_UP
+    assert (
+        _sh(lock.acquire(path, '{"token":"t1"}', str(tmp_path / "incoming")).render()).returncode
+        == lock.NOT_SET_UP
+    )
 
 
 def test_break_removes_only_the_lock_that_was_judged_stale(tmp_path: Path) -> None:
     """A lock taken by someone else since it was judged stale survives a break, unchanged."""
     path = tmp_path / "deploy.lock"
-    assert _sh(lock.acquire(str(path), '{"token":"newer"}').render()).returncode == 0
+    assert (
+        _sh(
+            lock.acquire(str(path), '{"token":"newer"}', str(tmp_path / "incoming")).render()
+        ).returncode
+        == 0
+    )
     assert _sh(lock.break_(str(path), "stale-token").render()).returncode == 0
     assert path.read_text() == '{"token":"newer"}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy.lock"]
@@ -35,3 +43,18 @@ def test_release_of_a_lock_already_gone_succeeds(tmp_path: Path) -> None:
     path = tmp_path / "deploy.lock"
     assert _sh(lock.release(str(path), "t1").render()).returncode == 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_taking_the_lock_empties_staging_and_a_held_lock_does_not(tmp_path: Path) -> None:
+    """What staging holds when the lock is taken is a dead deploy's leftover: it is deleted;
+    a deploy that finds the lock held touches nothing there."""
+    staging = tmp_path / "incoming"
+    staging.mkdir()
+    (staging / "app_2.raw").write_bytes(b"partial upload")
+    path = str(tmp_path / "deploy.lock")
+    assert _sh(lock.acquire(path, '{"token":"t1"}', str(staging)).render()).returncode == 0
+    assert list(staging.iterdir()) == []
+    (staging / "app_3.raw").write_bytes(b"being uploaded by t1")
+    held = _sh(lock.acquire(path, '{"token":"t2"}', str(staging)).render())
+    assert held.returncode == lock.HELD
+    assert [p.name for p in staging.iterdir()] == ["app_3.raw"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..command import Command, Op, builder, cmd, sh_args
+from ..command import Command, builder, cmd, sh_args
 
 
 @builder
@@ -35,10 +35,21 @@ def remove(*paths: str) -> Command:
     return cmd("rm", "-f", *paths, mutates=True)
 
 
+#: Past this many lines the audit log rotates: the older half moves to LOG.1 (one generation),
+#: so a deploy never reads more than this many records.
+LOG_MAX_LINES = 2000
+
+_APPEND_ROTATE = (
+    'printf "%s\\n" "$2" >> "$1" || exit 1; n=$(wc -l < "$1"); [ "$n" -le "$3" ] && exit 0; '
+    'keep=$(($3 / 2)); head -n "$((n - keep))" "$1" > "$1.1.tmp" && '
+    'tail -n "$keep" "$1" > "$1.tmp" && mv -f "$1.1.tmp" "$1.1" && mv -f "$1.tmp" "$1"'
+)
+
+
 @builder
-def append_line(path: str, line: str) -> Command:
-    """Append one line (a JSON record) to a log file."""
-    return cmd("printf", "%s\\n", line, Op(">>"), path, mutates=True)
+def append_log(path: str, line: str, max_lines: int = LOG_MAX_LINES) -> Command:
+    """Append one line (a JSON record) to a log that rotates past MAX_LINES lines."""
+    return sh_args(_APPEND_ROTATE, path, line, str(max_lines), mutates=True)
 
 
 @builder

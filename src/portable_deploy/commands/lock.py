@@ -12,15 +12,18 @@ NOT_SET_UP = 4
 _ACQUIRE = (
     f'[ -d "${{1%/*}}" ] || exit {NOT_SET_UP}; '
     'tmp="$1.$$"; printf "%s\\n" "$2" > "$tmp" || exit 1; '
-    'if ln "$tmp" "$1" 2>/dev/null; then rm -f "$tmp"; exit 0; fi; '
+    # Holding the lock, nobody else is uploading: what staging ($3) holds is left over from a
+    # deploy that died; it goes now, so a partial upload never stays on the disk.
+    'if ln "$tmp" "$1" 2>/dev/null; then rm -f "$tmp"; '
+    'for f in "$3"/*; do [ -e "$f" ] && rm -f "$f"; done; exit 0; fi; '
     f'rm -f "$tmp"; cat "$1" 2>/dev/null; exit {HELD}'
 )
 
 
 @builder
-def acquire(lock: str, record: str) -> Command:
-    """Take the lock, or print the holder's record and exit with ``HELD``."""
-    return sh_args(_ACQUIRE, lock, record, mutates=True)
+def acquire(lock: str, record: str, staging: str) -> Command:
+    """Take the lock and empty STAGING, or print the holder's record and exit with ``HELD``."""
+    return sh_args(_ACQUIRE, lock, record, staging, mutates=True)
 
 
 #: Remove the lock only if it holds token $2, without a check-then-act race: rename it away
