@@ -83,6 +83,8 @@ class Artifact:
     image: Path
     manifest_path: Path
     manifest: Manifest
+    #: What the user should know about the build (a private file made world-readable).
+    warnings: tuple[str, ...] = ()
 
 
 def build(
@@ -105,7 +107,7 @@ def build(
     image = dist / f"{name}_{version}.raw"
     with tempfile.TemporaryDirectory(prefix=f"portable-deploy-{name}-") as tmp:
         tree = Path(tmp) / "root"
-        assemble_tree(cfg, tree)
+        warnings = assemble_tree(cfg, tree)
         pack(tree, image, cfg.image.compression)
         files = tree_hashes(tree)
         units = attached_units(tree, name)
@@ -131,7 +133,7 @@ def build(
     # A signature of an earlier build of this version no longer matches: drop it.
     manifest_path.with_name(manifest_path.name + ".sig").unlink(missing_ok=True)
     _write_atomic(manifest_path, manifest.to_json().encode())
-    return Artifact(image=image, manifest_path=manifest_path, manifest=manifest)
+    return Artifact(image, manifest_path, manifest, tuple(warnings))
 
 
 def run_build_commands(cfg: Config, version: str, output: Output | None = None) -> None:
@@ -172,10 +174,15 @@ def run_build_commands(cfg: Config, version: str, output: Output | None = None) 
             )
 
 
-def assemble_tree(cfg: Config, dest: Path) -> None:
-    """Lay out the image root in ``dest``: skeleton, units, [image] files, portable essentials."""
+def assemble_tree(cfg: Config, dest: Path) -> list[str]:
+    """Lay out the image root in ``dest``: skeleton, units, [image] files, portable essentials.
+
+    Returns warnings: files private on this machine that every user of the host can read in
+    the image (images in /var/lib/portables are world-readable).
+    """
     dest.mkdir(parents=True, exist_ok=True)
     os.chmod(dest, _DIR_MODE)
+    private: list[Path] = []
 
     if cfg.image.tree is not None:
         if not cfg.image.tree.is_dir():
@@ -183,11 +190,18 @@ def assemble_tree(cfg: Config, dest: Path) -> None:
                 f"[image] tree: {cfg.image.tree} is not a directory",
                 "create it, or remove the key to build without a skeleton",
             )
-        _copy_tree(cfg.image.tree, dest)
+        _copy_tree(cfg.image.tree, dest, private)
 
     unit_dir = _mkdirs(dest, UNIT_DIR)
+    linked = sorted(p.name for p in unit_dir.iterdir() if p.is_symlink())
+    if linked:
+        # A symlink would be read on this machine (its target here), not in the image.
+        raise DeployError(
+            f"[image] tree: {UNIT_DIR}/{linked[0]} is a symlink; unit files must be files",
+            "put unit files in [image] units (they are copied into the image as files)",
+        )
     for unit in _unit_sources(cfg):
-        _copy_entry(unit, unit_dir / unit.name, follow=True)
+        _copy_entry(unit, unit_dir / unit.name, private, follow=True)
 
     for target, source in sorted(cfg.image.files.items()):
         key = f'[image] files."{target}"'
@@ -202,12 +216,19 @@ def assemble_tree(cfg: Config, dest: Path) -> None:
             raise DeployError(f"{key}: {rel} is a directory in the image tree")
         _mkdirs(dest, str(rel.parent))
         # An entry names a build output; a symlinked output still means its content.
-        _copy_entry(source, out, follow=True)
+        _copy_entry(source, out, private, follow=True)
 
     _add_portable_essentials(dest, cfg.app.name)
     for unit in _packed_units(dest):
         for mount_point in unit_mount_points(unit.read_text(errors="replace"), unit.name):
             _mkdirs(dest, mount_point)
+    if not private:
+        return []
+    shown = ", ".join(str(p) for p in private[:3]) + (", ..." if len(private) > 3 else "")
+    return [
+        f"{len(private)} file(s) readable only by their owner here are readable by every user "
+        f"of the host in the image ({shown}): keep secrets out of images"
+    ]
 
 
 def unit_mount_points(unit_text: str, unit_name: str | None = None) -> list[str]:
@@ -370,12 +391,12 @@ def _image_path(target: str, key: str) -> PurePosixPath:
     return rel
 
 
-def _copy_tree(src: Path, dest: Path) -> None:
+def _copy_tree(src: Path, dest: Path, private: list[Path]) -> None:
     for child in sorted(src.iterdir()):
-        _copy_entry(child, dest / child.name, follow=False)
+        _copy_entry(child, dest / child.name, private, follow=False)
 
 
-def _copy_entry(src: Path, dst: Path, *, follow: bool) -> None:
+def _copy_entry(src: Path, dst: Path, private: list[Path], *, follow: bool) -> None:
     """Copy ``src`` (a directory with all it holds) with normalised modes, no owners or times.
 
     ``follow`` resolves ``src`` itself if it is a symlink; symlinks below it are kept as symlinks.
@@ -389,12 +410,14 @@ def _copy_entry(src: Path, dst: Path, *, follow: bool) -> None:
     if is_dir:
         dst.mkdir(exist_ok=True)
         os.chmod(dst, _DIR_MODE)
-        _copy_tree(src, dst)
+        _copy_tree(src, dst, private)
     elif stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(src), dst)
     elif stat.S_ISREG(st.st_mode):
         shutil.copyfile(src, dst)
         os.chmod(dst, 0o755 if st.st_mode & 0o111 else 0o644)
+        if not st.st_mode & 0o044:  # readable by its owner only
+            private.append(src)
     else:
         raise DeployError(f"{src}: only files, directories and symlinks can go in an image")
 

@@ -125,7 +125,13 @@ def test_assembly_normalises_modes_whatever_the_umask(
     (demo_project.image.tree / "etc").chmod(0o700)
     os.umask(0o077)
     root = tmp_path / "root"
-    assemble_tree(demo_project, root)
+    warnings = assemble_tree(demo_project, root)
+    tree = demo_project.image.tree
+    assert warnings == [
+        "2 file(s) readable only by their owner here are readable by every user of the host "
+        f"in the image ({tree / 'etc/demo.conf'}, {tree / 'usr/share/demo/run.sh'}): "
+        "keep secrets out of images"
+    ]
     modes = {
         p.relative_to(root).as_posix(): p.lstat().st_mode & 0o7777
         for p in [root, *root.rglob("*")]
@@ -400,3 +406,14 @@ def test_unit_mount_points_refuse_what_the_build_cannot_create(value: str, messa
     """Instance specifiers, absolute and climbing paths are errors that name the unit."""
     with pytest.raises(DeployError, match=f"demo@.service: .*{message}"):
         unit_mount_points(f"[Service]\nStateDirectory={value}\n", "demo@.service")
+
+
+def test_a_symlinked_unit_in_the_tree_is_refused(demo_project: Config, tmp_path: Path) -> None:
+    """A unit file in [image] tree that is a symlink (here, absolute) would be read on the build
+    machine; it is refused with a hint instead."""
+    assert demo_project.image.tree is not None
+    unit_dir = demo_project.image.tree / "usr/lib/systemd/system"
+    unit_dir.mkdir(parents=True)
+    (unit_dir / "demo-extra.service").symlink_to("/etc/passwd")
+    with pytest.raises(DeployError, match=r"demo-extra.service is a symlink"):
+        assemble_tree(demo_project, tmp_path / "root")

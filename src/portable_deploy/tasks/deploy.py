@@ -18,8 +18,14 @@ def _built(cfg: Config, steps: ui.Steps) -> Signed:
     with steps.step("build"):
         artifact = release.build(cfg)
         steps.info(f"{artifact.image} ({artifact.manifest.image_size / 1e6:.1f} MB)")
+        _warn(artifact.warnings, steps)
     with steps.step("sign"):
         return release.sign_release(cfg, artifact)
+
+
+def _warn(warnings: tuple[str, ...], steps: ui.Steps) -> None:
+    for warning in warnings:
+        steps.warn(warning)
 
 
 @task
@@ -32,6 +38,7 @@ def build(c: Context) -> None:
         steps.info(f"image     {artifact.image} ({artifact.manifest.image_size / 1e6:.1f} MB)")
         steps.info(f"manifest  {artifact.manifest_path}")
         steps.info(f"sha256    {artifact.manifest.image_sha256}")
+        _warn(artifact.warnings, steps)
 
 
 @task
