@@ -117,3 +117,15 @@ def test_unreadable_record_is_skipped(tmp_path: Path) -> None:
     (box.state_dir / "sandbox-1").mkdir(parents=True)
     (box.state_dir / "sandbox-1/vm.json").write_text('{"name": "sandbox-1", "pid"')
     assert box.status() == []
+
+
+def test_a_world_readable_base_dir_is_closed(tmp_path: Path) -> None:
+    """A base directory left 0755 by an earlier version (its disk holds the VMs' private host
+    key) becomes 0700 when it is used."""
+    from portable_deploy.sandbox.base import _private
+
+    base = tmp_path / "base-x"
+    base.mkdir(mode=0o755)
+    base.chmod(0o755)
+    _private(base)
+    assert base.stat().st_mode & 0o777 == 0o700

@@ -129,6 +129,7 @@ def ensure_base(cache_dir: Path, progress: Progress = quiet) -> BaseImage:
     final = base_dir(cache_dir)
     base = read_base(final, key)
     if base is not None:
+        _private(final)
         return base
     _require_root("building the sandbox base image")
     require("mkfs.ext4", HINT_BUILD)
@@ -149,6 +150,12 @@ def ensure_base(cache_dir: Path, progress: Progress = quiet) -> BaseImage:
             hint=f"delete {final} and rerun",
         )
     return base
+
+
+def _private(directory: Path) -> None:
+    """Caches built by earlier versions were world-readable (0755): close them."""
+    if directory.stat().st_mode & 0o077:
+        directory.chmod(0o700)
 
 
 def read_base(base_dir: Path, key: str) -> BaseImage | None:
@@ -247,7 +254,8 @@ def _build_all(cache_dir: Path, final: Path, key: str, say: Progress) -> None:
         build = {"debootstrap": debootstrap_s, "provision": provision_s}
         build["disk"] = meta["disk_seconds"]
         _write_meta(tmp, key, meta, build)
-        tmp.chmod(0o755)  # mkdtemp makes it 0700; QEMU may run as a user later
+        # mkdtemp makes it 0700, and so it stays: the disk and the rootfs hold the private host
+        # key that every sandbox VM presents; only the user who runs the sandbox may read it.
         if final.exists():
             trash = final.with_name(f"{final.name}.old-{os.getpid()}")
             final.rename(trash)
