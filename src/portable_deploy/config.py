@@ -452,7 +452,8 @@ def _section(doc: _Doc, data: Mapping[str, object], name: str, cls: _ConfigClass
 
 def _read_toml(doc: _Doc, path: Path) -> dict[str, Any]:
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as file:
+            raw = file.read(CONFIG_MAX_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(
             f"{doc.file}: file not found",
@@ -464,6 +465,12 @@ def _read_toml(doc: _Doc, path: Path) -> dict[str, Any]:
             f"{doc.file}: cannot read the file: {reason}",
             hint=f"check that it is a readable file, or set {ENV_FILE} to another path",
         ) from None
+    if len(raw) > CONFIG_MAX_BYTES:
+        raise ConfigError(
+            f"{doc.file}: expected a TOML file of at most {CONFIG_MAX_BYTES // 1024} KiB, "
+            "found a larger one",
+            hint=f"point {ENV_FILE} (or ./deploy.toml) at your deploy.toml",
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -488,8 +495,22 @@ def _read_toml(doc: _Doc, path: Path) -> dict[str, Any]:
 # --- values with rules of their own ----------------------------------------------------------
 
 
-def _version_problem(version: str) -> tuple[str, str] | None:
-    """(what is wrong, hint) for a version that cannot be part of NAME_VERSION.raw, else None."""
+#: Characters a version may hold. Not "_" (portablectl splits NAME_VERSION at it), "/", "\\"
+#: (GNU sha256sum escapes its output for it), "%" (systemd expands specifiers in RootImage=),
+#: whitespace or anything a shell or a unit file would read specially.
+_VERSION_CHARS = re.compile(r"[A-Za-z0-9.+~-]+")
+#: Longest name and version: NAME_VERSION.manifest.json.sig must stay far below 255 bytes.
+NAME_MAX = 64
+VERSION_MAX = 128
+#: A deploy.toml is a few KB; reading is bounded so that DEPLOY_TOML=/dev/zero is an error.
+CONFIG_MAX_BYTES = 1 << 20
+
+
+def version_problem(version: str) -> tuple[str, str] | None:
+    """(what is wrong, hint) for a version that cannot be part of NAME_VERSION.raw, else None.
+
+    The one rule for versions: config, $DEPLOY_VERSION, git describe and the build all use it.
+    """
     if not version:
         return "is empty", 'set a version such as "1.4.2", or "git"'
     if "_" in version:
@@ -497,19 +518,19 @@ def _version_problem(version: str) -> tuple[str, str] | None:
             'contains "_"',
             'the image is NAME_VERSION.raw and portablectl splits at the first "_"; use "-" or "."',
         )
-    if "/" in version:
-        return 'contains "/"', 'the version is part of a file name; use "-" or "."'
-    if any(c.isspace() for c in version):
-        return "contains whitespace", 'the version is part of a file name; use "-" or "."'
-    if not all("\x21" <= c <= "\x7e" for c in version):
+    if len(version) > VERSION_MAX:
+        return f"is longer than {VERSION_MAX} characters", "use a shorter version"
+    if not _VERSION_CHARS.fullmatch(version):
+        bad = next(c for c in version if not _VERSION_CHARS.fullmatch(c))
         return (
-            "contains characters that are not printable ASCII",
-            "use letters, digits, '.', '-' and '+'",
+            f"contains {bad!r}",
+            "the version is part of file names and unit settings on the host; "
+            "use letters, digits, '.', '-', '+' and '~'",
         )
     return None
 
 
-_VERSION_EXPECTED = 'a version without "_", "/" or whitespace, in printable ASCII'
+_VERSION_EXPECTED = "a version of letters, digits, '.', '-', '+' and '~'"
 
 
 def _load_app(doc: _Doc, data: Mapping[str, object]) -> AppConfig:
@@ -521,16 +542,16 @@ def _load_app(doc: _Doc, data: Mapping[str, object]) -> AppConfig:
         )
     app = _section(doc, data, "app", AppConfig)
     name = app.required_string("name")
-    if not _APP_NAME.fullmatch(name):
+    if not _APP_NAME.fullmatch(name) or len(name) > NAME_MAX:
         raise app.fail(
             "name",
             'expected lowercase letters, digits and "-" (starting with a letter or digit), '
-            f"found {_found(name)}",
+            f"at most {NAME_MAX} characters, found {_found(name)}",
             hint='the image is NAME_VERSION.raw and portablectl splits at the first "_"; '
             'use e.g. "my-app"',
         )
     version = app.required_string("version")
-    problem = _version_problem(version)
+    problem = version_problem(version)
     if problem:
         raise app.fail(
             "version",
@@ -830,7 +851,7 @@ def resolve_version(cfg: Config, git: GitRunner | None = None) -> str:
     """
     override = os.environ.get(ENV_VERSION, "")
     if override and override != "git":
-        problem = _version_problem(override)
+        problem = version_problem(override)
         if problem:
             raise ConfigError(
                 f"environment variable {ENV_VERSION}: expected {_VERSION_EXPECTED}, "
@@ -865,7 +886,7 @@ def resolve_version(cfg: Config, git: GitRunner | None = None) -> str:
             hint=f"install git, or {fallback}",
         ) from None
     described = re.sub(r"[\s/_]", "-", output.strip())
-    problem = _version_problem(described)
+    problem = version_problem(described)
     if problem:
         raise ConfigError(
             f'{source} = "git": expected {_VERSION_EXPECTED} from git describe, '

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .config import Compression, Config
+from .config import Compression, Config, version_problem
 from .errors import DeployError
 from .localenv import tool_env
 from .manifest import Manifest
@@ -71,8 +71,6 @@ MKSQUASHFS_FLAGS = (
 
 _DIR_MODE = 0o755
 _TMP_MODE = 0o1777
-#: Same rule as config.py: the version is part of a file name and portablectl splits at "_".
-_VERSION = re.compile(r"[\x21-\x7e]+")
 _CHUNK = 1 << 20
 
 
@@ -92,10 +90,12 @@ def build(
 ) -> Artifact:
     """Build commands -> tree -> dist/NAME_VERSION.raw -> dist/NAME_VERSION.manifest.json."""
     name = cfg.app.name
-    if not _VERSION.fullmatch(version) or "_" in version or "/" in version:
+    problem = version_problem(version)
+    if problem:
         raise DeployError(
-            f"version {version!r} cannot be part of the image name {name}_VERSION.raw",
-            'use printable ASCII without "_", "/" or spaces, e.g. 1.4.2 or v1.4.2-3-gabc123',
+            f"version {version!r} cannot be part of the image name {name}_VERSION.raw: "
+            f"it {problem[0]}",
+            problem[1],
         )
     # Record the source state before build commands add outputs of their own.
     commit, dirty = git_state(cfg.root, exclude=cfg.image.dist)

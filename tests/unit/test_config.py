@@ -4,6 +4,7 @@ build-output checks and version resolution."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 import subprocess
@@ -119,7 +120,7 @@ BROKEN = [
         {},
         "[app] name",
         'expected lowercase letters, digits and "-" (starting with a letter or digit), '
-        'found "my_app" (string)',
+        'at most 64 characters, found "my_app" (string)',
         id="name-underscore",
     ),
     pytest.param(
@@ -147,14 +148,14 @@ BROKEN = [
         '[app]\nname = "scoreboard"\nversion = "1/2"\n' + HOST,
         {},
         "[app] version",
-        'found "1/2" (string) which contains "/"',
+        "found \"1/2\" (string) which contains '/'",
         id="version-slash",
     ),
     pytest.param(
         '[app]\nname = "scoreboard"\nversion = "1 2"\n' + HOST,
         {},
         "[app] version",
-        'found "1 2" (string) which contains whitespace',
+        "found \"1 2\" (string) which contains ' '",
         id="version-space",
     ),
     pytest.param(
@@ -168,7 +169,7 @@ BROKEN = [
         '[app]\nname = "scoreboard"\nversion = "1.0\u00e9"\n' + HOST,
         {},
         "[app] version",
-        "which contains characters that are not printable ASCII",
+        "which contains 'é'",
         id="version-non-ascii",
     ),
     pytest.param(
@@ -945,7 +946,7 @@ def test_git_missing_is_a_config_error(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("no_env_version")
 def test_git_output_that_is_no_version_is_rejected(tmp_path: Path) -> None:
     """A describe result with non-ASCII characters is rejected, not silently used."""
-    with pytest.raises(ConfigError, match="which contains characters that are not printable"):
+    with pytest.raises(ConfigError, match="which contains 'é'"):
         resolve_version(git_config(tmp_path), git=lambda argv: "v1.0-\u00e9\n")
 
 
@@ -1226,3 +1227,41 @@ def test_nested_array_in_message_is_abbreviated(tmp_path: Path) -> None:
     toml = '[app]\nname = "scoreboard"\nversion = ' + "[" * depth + "]" * depth + "\n" + HOST
     error = load_error(write(tmp_path, toml))
     assert "[app] version: expected a string, found [[[[[...]]]]] (array)" in error.message
+
+
+@pytest.mark.parametrize(
+    ("version", "problem"),
+    [
+        ("1.0\\2", "contains '\\\\'"),
+        ("1%n", "contains '%'"),
+        ("1;reboot", "contains ';'"),
+        ("9" * 129, "is longer than 128 characters"),
+    ],
+)
+def test_versions_outside_the_safe_characters_are_refused(
+    tmp_path: Path, version: str, problem: str
+) -> None:
+    """Only letters, digits, '.', '-', '+' and '~': "\\" breaks sha256sum's output, "%" is a
+    systemd specifier in RootImage=, and a long version makes file names too long."""
+    path = write(tmp_path, f'[app]\nname = "scoreboard"\nversion = {json.dumps(version)}\n' + HOST)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert error.value.message.endswith(f"which {problem}")
+
+
+def test_a_name_longer_than_64_characters_is_refused(tmp_path: Path) -> None:
+    """NAME_VERSION.manifest.json.sig must fit a file name: names are capped at 64 characters."""
+    path = write(tmp_path, f'[app]\nname = "{"a" * 65}"\nversion = "1"\n' + HOST)
+    with pytest.raises(ConfigError, match="at most 64 characters"):
+        load_config(path)
+
+
+def test_a_config_file_larger_than_a_mebibyte_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DEPLOY_TOML=/dev/zero (or any huge file) is refused after reading a bounded amount."""
+    with pytest.raises(ConfigError) as error:
+        load_config(Path("/dev/zero"))
+    assert error.value.message == (
+        "/dev/zero: expected a TOML file of at most 1024 KiB, found a larger one"
+    )
