@@ -166,16 +166,21 @@ def status_on(host: Remote, cfg: Config) -> tuple[HostState, dict[str, facts.Uni
 
 
 def _upload_checked(s: Session, signed: Signed, steps: ui.Steps, event: str) -> None:
-    """upload -> check (a damaged arrival or a refusal is audited as EVENT) -> install."""
+    """upload -> check -> install. A refusal (damaged arrival, signature, hash) is audited as
+    "refused", any other failure (a full disk, a dropped connection) as "failed", when the host
+    can still be reached; nothing was switched."""
     m = signed.manifest
     try:
         where = upload(s.host, s.layout, signed, steps)
         check_release(s.host, s.layout, m, s.cfg.sign.principal, where)
-    except Refused as refused:
+        install(s.host, s.layout, m, where)
+    except DeployError as error:
         if not s.host.dry_run:
-            record(s.host, s.layout, event, m.release, s.state.live, "refused", refused.message)
+            result = "refused" if isinstance(error, Refused) else "failed"
+            note = _audit(s, event, m.release, s.state.live, result, error.message)
+            if note:
+                raise DeployError(error.message + note, error.hint) from None
         raise
-    install(s.host, s.layout, m, where)
 
 
 def _plan(s: Session, target: Manifest, opts: Options, steps: ui.Steps) -> Plan:

@@ -178,3 +178,17 @@ def test_a_signed_manifest_of_another_release_is_refused(tmp_path: Path, live_v1
     )
     assert not any(line.startswith(("portablectl", "mv")) for line in live_v1.log)
     assert [r.result for r in live_v1.audited()] == ["refused"]
+
+
+def test_a_failed_upload_is_audited_as_failed(tmp_path: Path, live_v1: FakeHost) -> None:
+    """A full disk stops the deploy before the switch, and the audit log says so."""
+    live_v1.put_error = OSError("Failure")
+    _deploy(live_v1, tmp_path)
+    [record] = live_v1.audited()
+    assert (record.event, record.release, record.live, record.result) == (
+        "deploy",
+        "scoreboard_2",
+        "scoreboard_1",
+        "failed",
+    )
+    assert record.message.startswith("[fake] SSH connection failed while uploading")
