@@ -1,6 +1,7 @@
 """Facts: pure parsers that turn the output of a read-only remote command into typed values.
 
-Each parser is tested against output recorded on a real Debian 12 host.
+Each parser is tested against output recorded on a real Debian 12 host by running the command its
+builder renders (``tests/unit/recorded/``, recorded again by ``scripts/record-facts``).
 """
 
 from __future__ import annotations

@@ -9,9 +9,11 @@ connections queue while the app restarts. Only 127.0.0.1 is used.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -20,10 +22,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -61,10 +63,46 @@ def broken_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _build(tmp_path_factory.mktemp("build-broken"), broken=True)
 
 
+class Log:
+    """A process's stderr, read line by line by a thread, so a test can wait for a line."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._lines: list[str] = []
+        self._done = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self._changed:
+                self._lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._done = True
+            self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        """True once a line holds TEXT; False if the stream ends or TIMEOUT passes first."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._done or text in self.text, timeout)
+            return text in self.text
+
+    @property
+    def text(self) -> str:
+        return "".join(self._lines)
+
+    def close(self) -> str:
+        """Wait for the end of the stream (the process exited) and return all of it."""
+        self._thread.join(20)
+        return self.text
+
+
 @dataclass
 class App:
     proc: subprocess.Popen[str]
     port: int
+    log: Log
 
     def request(
         self, method: str, path: str, body: bytes | str | None = None, timeout: float = 10
@@ -80,10 +118,62 @@ class App:
     def post_score(self, player: str, points: int) -> tuple[int, str]:
         return self.request("POST", "/api/scores", json.dumps({"player": player, "points": points}))
 
+    def wait(self, timeout: float = 20) -> tuple[int, str]:
+        """Wait for the process to exit; its exit code and stderr."""
+        code = self.proc.wait(timeout)
+        return code, self.log.close()
+
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
         self.proc.send_signal(sig)
-        _, err = self.proc.communicate(timeout=20)
-        return self.proc.returncode, err
+        return self.wait()
+
+    def socket_inodes(self) -> set[int]:
+        """Inodes of the sockets among the process's open files."""
+        inodes = set()
+        with contextlib.suppress(FileNotFoundError):
+            for fd in os.listdir(f"/proc/{self.proc.pid}/fd"):
+                with contextlib.suppress(FileNotFoundError):
+                    target = os.readlink(f"/proc/{self.proc.pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        inodes.add(int(target[len("socket:[") : -1]))
+        return inodes
+
+
+@dataclass(frozen=True)
+class TcpSocket:
+    """One line of /proc/net/tcp (IPv4): what `ss -tan` shows, read without ss."""
+
+    local_port: int
+    remote_port: int
+    state: str  # "0A" LISTEN, "01" ESTABLISHED
+    rx_queue: int  # for a LISTEN socket: the connections waiting in its accept queue
+    inode: int  # 0 for a connection no process has accepted yet
+
+
+def tcp_sockets() -> list[TcpSocket]:
+    sockets = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        queues = fields[4].split(":")
+        sockets.append(
+            TcpSocket(
+                local_port=int(fields[1].split(":")[1], 16),
+                remote_port=int(fields[2].split(":")[1], 16),
+                state=fields[3],
+                rx_queue=int(queues[1], 16),
+                inode=int(fields[9]),
+            )
+        )
+    return sockets
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    """Poll CONDITION (a cheap read of /proc) until it holds; fail naming WHAT after TIMEOUT."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
 
 
 @dataclass
@@ -93,6 +183,7 @@ class Harness:
     binary: Path
     db: Path
     sock: socket.socket
+    apps: list[App] = field(default_factory=list)
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
 
     @property
@@ -100,11 +191,33 @@ class Harness:
         port: int = self.sock.getsockname()[1]
         return port
 
+    def accept_queue(self) -> int:
+        """Connections waiting on the test's listening socket for a process to accept them."""
+        inode = os.fstat(self.sock.fileno()).st_ino
+        return next(s.rx_queue for s in tcp_sockets() if s.state == "0A" and s.inode == inode)
+
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "SCOREBOARD_"))}
         env["SCOREBOARD_DB"] = str(self.db)
         env.update(extra)
         return env
+
+    def launch(
+        self, argv: list[str], env: dict[str, str], port: int, pass_fds: tuple[int, ...] = ()
+    ) -> App:
+        proc = subprocess.Popen(
+            argv,
+            pass_fds=pass_fds,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stderr is not None
+        app = App(proc, port, Log(proc.stderr))
+        self.apps.append(app)
+        return app
 
     def spawn(
         self,
@@ -113,7 +226,7 @@ class Harness:
         names: str = "http",
         listen_pid: str = "self",
         **env: str,
-    ) -> subprocess.Popen[str]:
+    ) -> App:
         """Start the app with the socket as fd 3 and LISTEN_PID set to its own pid.
 
         A small Python launcher moves the socket to fd 3, sets LISTEN_PID to its own pid
@@ -127,33 +240,22 @@ class Harness:
             f"os.environ['LISTEN_PID'] = str({pid})\n"
             "os.execv(sys.argv[1], sys.argv[1:])\n"
         )
-        proc = subprocess.Popen(
+        return self.launch(
             [sys.executable, "-c", launcher, str(binary or self.binary)],
+            self.env(LISTEN_FDS="1", LISTEN_FDNAMES=names, **env),
+            self.port,
             pass_fds=(fd,),
-            env=self.env(LISTEN_FDS="1", LISTEN_FDNAMES=names, **env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
         )
-        self.procs.append(proc)
-        return proc
 
     def start(self, **kwargs: Any) -> App:
-        """Spawn the app and wait until /version answers."""
-        app = App(self.spawn(**kwargs), self.port)
-        deadline = time.monotonic() + 15
-        while True:
-            if app.proc.poll() is not None:
-                _, err = app.proc.communicate()
-                pytest.fail(f"app exited with {app.proc.returncode} during start:\n{err}")
-            try:
-                if app.request("GET", "/version", timeout=2)[0] == 200:
-                    return app
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("app did not answer /version within 15 s")
-            time.sleep(0.05)
+        """Spawn the app and wait until it logs that it serves, then check /version answers."""
+        app = self.spawn(**kwargs)
+        if not app.log.wait_for(" starting: serving ", timeout=30):
+            app.proc.kill()
+            pytest.fail(f"app did not log that it serves within 30 s:\n{app.wait()[1]}")
+        status, body = app.request("GET", "/version", timeout=30)
+        assert status == 200, body
+        return app
 
     def run_plain(
         self, env: dict[str, str], timeout: float = 15
@@ -167,10 +269,12 @@ class Harness:
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def kill_all(self) -> None:
-        for proc in self.procs:
+        for proc in [*self.procs, *(app.proc for app in self.apps)]:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=10)
+            proc.wait(timeout=10)
+        for app in self.apps:
+            app.log.close()
 
 
 @pytest.fixture
@@ -305,20 +409,22 @@ def test_data_persists_across_restart(harness: Harness) -> None:
 def test_signal_finishes_inflight_request_then_exits_0(harness: Harness, sig: int) -> None:
     """On SIGTERM/SIGINT an in-flight request still completes, then the process exits 0."""
     app = harness.start(SCOREBOARD_DEBUG="1")
-    result: dict[str, object] = {}
+    conn = http.client.HTTPConnection(HOST, app.port, timeout=30)
+    conn.request("GET", "/debug/sleep?ms=2000")
+    assert conn.sock is not None
+    client_port = conn.sock.getsockname()[1]
 
-    def slow() -> None:
-        try:
-            result["resp"] = app.request("GET", "/debug/sleep?ms=1500")
-        except Exception as e:  # reported by the assertion below
-            result["error"] = e
+    def accepted() -> bool:
+        """The app holds the server end of our connection: it accepted the request."""
+        mine = app.socket_inodes()
+        return any(s.remote_port == client_port and s.inode in mine for s in tcp_sockets())
 
-    t = threading.Thread(target=slow)
-    t.start()
-    time.sleep(0.5)  # the request is now being handled
+    wait_until(accepted, "the app to accept the request")
+    readable, _, _ = select.select([conn.sock], [], [], 0)
+    assert not readable, "the request was answered before the signal: nothing was in flight"
     code, err = app.stop(sig)
-    t.join(10)
-    assert result.get("resp") == (200, "slept 1500ms\n"), result
+    resp = conn.getresponse()
+    assert (resp.status, resp.read().decode()) == (200, "slept 2000ms\n")
     assert code == 0, err
     assert "stopped cleanly" in err
 
@@ -327,15 +433,12 @@ def test_connection_made_during_restart_is_served_by_next_process(harness: Harne
     """A connection arriving while the app is stopped waits on the passed socket and is served after restart."""
     first = harness.start()
     assert first.stop()[0] == 0
-    result: dict[str, object] = {}
-    t = threading.Thread(
-        target=lambda: result.update(resp=first.request("GET", "/healthz", timeout=20))
-    )
-    t.start()
-    time.sleep(0.3)  # nobody accepts now: the connection sits in the socket's backlog
+    conn = http.client.HTTPConnection(HOST, harness.port, timeout=30)
+    conn.request("GET", "/healthz")
+    wait_until(lambda: harness.accept_queue() == 1, "the connection to queue on the socket")
     harness.start()
-    t.join(20)
-    assert result.get("resp") == (200, "ok\n")
+    resp = conn.getresponse()
+    assert (resp.status, resp.read().decode()) == (200, "ok\n")
 
 
 def test_debug_route_absent_by_default(app: App) -> None:
@@ -373,17 +476,15 @@ def test_no_passed_socket_exits_nonzero(harness: Harness) -> None:
 
 def test_listen_pid_of_other_process_is_ignored(harness: Harness) -> None:
     """Sockets whose LISTEN_PID is another process's pid are ignored, so the app exits non-zero."""
-    proc = harness.spawn(listen_pid="1")
-    _, err = proc.communicate(timeout=15)
-    assert proc.returncode != 0
+    code, err = harness.spawn(listen_pid="1").wait()
+    assert code != 0
     assert "LISTEN_PID=1 is not our pid" in err
 
 
 def test_socket_with_other_name_is_refused(harness: Harness) -> None:
     """A passed socket not named http/https is not served: the app exits non-zero naming what it got."""
-    proc = harness.spawn(names="metrics")
-    _, err = proc.communicate(timeout=15)
-    assert proc.returncode != 0
+    code, err = harness.spawn(names="metrics").wait()
+    assert code != 0
     assert 'no passed socket named "http"' in err
     assert "3=metrics" in err
 
@@ -391,24 +492,20 @@ def test_socket_with_other_name_is_refused(harness: Harness) -> None:
 def test_scoreboard_listen_binds_itself(harness: Harness) -> None:
     """With SCOREBOARD_LISTEN=127.0.0.1:PORT and no passed socket the app binds that address itself."""
     port = free_port()
-    proc = subprocess.Popen(
-        [str(harness.binary)],
-        env=harness.env(SCOREBOARD_LISTEN=f"{HOST}:{port}"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    app = harness.launch(
+        [str(harness.binary)], harness.env(SCOREBOARD_LISTEN=f"{HOST}:{port}"), port
     )
-    harness.procs.append(proc)
-    app = App(proc, port)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            assert app.request("GET", "/healthz", timeout=2) == (200, "ok\n")
-            break
-        except ConnectionRefusedError:
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "app did not bind SCOREBOARD_LISTEN within 15 s"
-            time.sleep(0.05)
+
+    def listening() -> bool:
+        """A socket of the app's own listens on PORT."""
+        assert app.proc.poll() is None, app.wait()[1]
+        mine = app.socket_inodes()
+        return any(
+            s.state == "0A" and s.local_port == port and s.inode in mine for s in tcp_sockets()
+        )
+
+    wait_until(listening, f"the app to listen on {HOST}:{port}")
+    assert app.request("GET", "/healthz") == (200, "ok\n")
     assert app.stop()[0] == 0
 
 

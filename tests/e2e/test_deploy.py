@@ -1,14 +1,19 @@
 """deploy / rollback of the scoreboard reference app on the real sandbox VM, through `invoke`.
 
-The tests run in order against one VM and one copy of the reference app; each states one
-behaviour of a deploy and checks it on the host.
+The tests share one VM and one copy of the reference app; each states one behaviour of a deploy
+and checks it on the host. Each test first brings the VM to the state it needs
+(``Project.bring_to``: "e2e1 live", "e2e2 live after e2e1" ...), deploying or rolling back only
+when the VM is elsewhere, so any test runs alone or in any order. In file order each test leaves
+what the next one needs, and the setup costs one SSH round trip.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -20,12 +25,23 @@ from pathlib import Path
 
 import pytest
 
+from portable_deploy import facts
+from portable_deploy.commands.layout import ALLOWED_SIGNERS, STATE_ROOT, Layout
+from portable_deploy.commands.state import SECTION, host_state
 from portable_deploy.sandbox import VM
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = "/var/lib/portable-deploy/scoreboard"
+LAYOUT = Layout("scoreboard")
+
+
+@dataclass(frozen=True)
+class HostState:
+    live: str | None  # a version ("e2e2"), not a release name
+    previous: str | None
+    set_up: bool
 
 
 @dataclass
@@ -56,6 +72,65 @@ class Project:
     def deploy(self, version: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         result = self.invoke("deploy", *args, version=version, **env)
         return result
+
+    def built(self, version: str) -> bool:
+        dist = self.root / "dist"
+        return all(
+            (dist / f"scoreboard_{version}{ext}").exists()
+            for ext in (".raw", ".manifest.json", ".manifest.json.sig")
+        )
+
+    def deploy_built(self, version: str) -> subprocess.CompletedProcess[str]:
+        """Deploy VERSION, building it only if this project has not built it yet."""
+        return self.deploy(version, *(["--no-build"] if self.built(version) else []))
+
+    def state(self) -> HostState:
+        """The live release and rollback target, read and parsed as the tool itself does."""
+        out = self.ssh(host_state(LAYOUT, ALLOWED_SIGNERS, STATE_ROOT).render(reveal=True))
+        sections = facts.state_sections(out, SECTION)
+        info = facts.host_info(sections.get("info", ""))
+        live = facts.live_release(sections.get("attached", ""), LAYOUT.app)
+        previous = facts.previous_release(facts.audit_log(sections.get("audit", "")), live)
+
+        def version(release: str | None) -> str | None:
+            return release.removeprefix("scoreboard_") if release else None
+
+        return HostState(version(live), version(previous), info.set_up and info.trusted)
+
+    def bring_to(self, live: str, previous: str | None = None) -> None:
+        """Make LIVE the live release (after PREVIOUS, the rollback target), if it is not.
+
+        A release still on the host is made live with `rollback --to` (no build, no upload);
+        any other is deployed.
+        """
+        state = self.state()
+        if state.live == live and previous in (None, state.previous):
+            return
+        if previous is not None:
+            self.bring_to(previous)
+        on_host = self.ssh(
+            f"test -f {LAYOUT.image('scoreboard_' + live)} && "
+            f"test -f {LAYOUT.manifest('scoreboard_' + live)} && echo yes || true"
+        )
+        if on_host.strip() == "yes":
+            _ok(self.invoke("rollback", "--to", live))
+        else:
+            _ok(self.deploy_built(live))
+
+    def bring_to_any(self, other_than: str = "", with_previous: bool = False) -> HostState:
+        """Make sure some release other than OTHER_THAN is live (with a rollback target)."""
+        state = self.state()
+        if state.live in (None, other_than) or (with_previous and state.previous is None):
+            if other_than == "e2e2":
+                self.bring_to("e2e1", previous="e2e2")
+            else:
+                self.bring_to("e2e2", previous="e2e1" if with_previous else None)
+            state = self.state()
+        return state
+
+    def reset(self) -> None:
+        """Take the app and portable-deploy's own state off the host: a never-deployed VM."""
+        self.ssh(_RESET)
 
     def ssh(self, script: str) -> str:
         result = subprocess.run(
@@ -120,9 +195,9 @@ def project(sandbox_vm: VM, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     p = Project(root, sandbox_vm, env)
     # A fresh VM for this module: no app, no trust root yet (host.setup runs on first use);
     # and the same afterwards, so other tests get port 80 back.
-    p.ssh(_RESET)
+    p.reset()
     yield p
-    p.ssh(_RESET)
+    p.reset()
 
 
 _RESET = (
@@ -140,7 +215,9 @@ def _ok(result: subprocess.CompletedProcess[str]) -> None:
 
 def test_first_deploy_serves_v1(project: Project) -> None:
     """The first deploy sets the host up, attaches v1 and ends with /version answering v1."""
-    result = project.deploy("e2e1")
+    if project.state() != HostState(None, None, False):
+        project.reset()
+    result = project.deploy_built("e2e1")
     _ok(result)
     assert "scoreboard_e2e1 is live on sandbox" in result.stdout
     assert project.get("/version") == (200, "e2e1\n")
@@ -150,6 +227,8 @@ def test_first_deploy_serves_v1(project: Project) -> None:
 
 def test_host_setup_is_idempotent(project: Project) -> None:
     """host.setup on a host that is set up reports that nothing changed."""
+    if not project.state().set_up:
+        _ok(project.invoke("host.setup"))
     result = project.invoke("host.setup")
     _ok(result)
     assert "sandbox: already set up" in result.stdout
@@ -171,22 +250,28 @@ def test_host_without_portablectl_is_named_with_the_package(project: Project) ->
 
 def test_app_only_deploy_keeps_socket_and_litestream(project: Project) -> None:
     """v2 restarts only the app: the socket's ActiveEnterTimestamp and Litestream's PID stay."""
+    project.bring_to("e2e1")
+    project.add_points("alice", 1)
+    scores = project.scores()
     socket_since = project.unit("scoreboard-http.socket", "ActiveEnterTimestampMonotonic")
     litestream_pid = project.unit("scoreboard-litestream.service", "MainPID")
     app_pid = project.unit("scoreboard.service", "MainPID")
-    result = project.deploy("e2e2")
+    result = project.deploy_built("e2e2")
     _ok(result)
     assert "restart scoreboard.service: app service: image changed" in result.stdout
     assert project.get("/version") == (200, "e2e2\n")
     assert project.unit("scoreboard-http.socket", "ActiveEnterTimestampMonotonic") == socket_since
     assert project.unit("scoreboard-litestream.service", "MainPID") == litestream_pid
     assert project.unit("scoreboard.service", "MainPID") != app_pid
-    assert project.scores() == {"alice": 5}
-    project.add_points("alice", 1)
+    assert project.scores() == scores
 
 
 def test_redeploying_the_live_release_changes_nothing(project: Project) -> None:
     """The same release again is not uploaded again and restarts nothing."""
+    project.bring_to("e2e2")
+    if not project.built("e2e2"):
+        _ok(project.invoke("build", version="e2e2"))
+        _ok(project.invoke("sign", version="e2e2"))
     app_pid = project.unit("scoreboard.service", "MainPID")
     result = project.invoke("deploy", "--no-build", version="e2e2")
     _ok(result)
@@ -197,21 +282,26 @@ def test_redeploying_the_live_release_changes_nothing(project: Project) -> None:
 
 def test_rollback_returns_to_v1(project: Project) -> None:
     """rollback picks the previous release in history, verifies it, and keeps the data."""
+    project.bring_to("e2e2", previous="e2e1")
+    project.add_points("alice", 1)
+    scores = project.scores()
     result = project.invoke("rollback")
     _ok(result)
     assert "scoreboard_e2e1 is live on sandbox" in result.stdout
     assert project.get("/version") == (200, "e2e1\n")
-    assert project.scores() == {"alice": 6}
+    assert project.scores() == scores
 
 
 def test_rollback_to_a_named_release(project: Project) -> None:
     """rollback --to VERSION goes to that release."""
+    project.bring_to("e2e1", previous="e2e2")
     _ok(project.invoke("rollback", "--to", "e2e2"))
     assert project.get("/version") == (200, "e2e2\n")
 
 
 def test_verify_of_a_port_nothing_listens_on_fails_cleanly(project: Project) -> None:
     """A refused health-check connection is a failed check with one line, not a crash."""
+    project.bring_to_any()
     toml = project.root / "deploy-port81.toml"
     text = (project.root / "deploy.toml").read_text()
     toml.write_text(text.replace("port = 80", "port = 81").replace("timeout = 60", "timeout = 3"))
@@ -223,6 +313,7 @@ def test_verify_of_a_port_nothing_listens_on_fails_cleanly(project: Project) -> 
 
 def test_releases_lists_live_and_rollback_target(project: Project) -> None:
     """releases shows each kept release, the live one and the one rollback would pick."""
+    project.bring_to("e2e2", previous="e2e1")
     result = project.invoke("releases")
     _ok(result)
     lines = {
@@ -236,13 +327,16 @@ def test_releases_lists_live_and_rollback_target(project: Project) -> None:
 
 def test_failed_health_check_is_rolled_back(project: Project) -> None:
     """A release whose /healthz fails is rolled back by itself; the command exits 1 with one message."""
+    project.bring_to("e2e2")
+    project.add_points("alice", 1)
+    scores = project.scores()
     result = project.deploy("e2e3", SCOREBOARD_BROKEN="1")
     assert result.returncode == 1
     assert "scoreboard_e2e3 failed verification" in result.stderr
     assert "rolled back, scoreboard_e2e2 is live" in result.stderr
     assert "Traceback" not in result.stderr
     assert project.get("/version") == (200, "e2e2\n")
-    assert project.scores() == {"alice": 6}
+    assert project.scores() == scores
     last = json.loads(project.ssh(f"tail -n1 {STATE}/audit.jsonl"))
     assert (last["release"], last["result"], last["live"]) == (
         "scoreboard_e2e3",
@@ -253,6 +347,7 @@ def test_failed_health_check_is_rolled_back(project: Project) -> None:
 
 def test_tampered_image_is_refused_before_portablectl(project: Project) -> None:
     """An image changed after signing is refused on the host; nothing is attached."""
+    live = project.bring_to_any().live
     _ok(project.invoke("build", version="e2e4"))
     _ok(project.invoke("sign", version="e2e4"))
     image = project.root / "dist/scoreboard_e2e4.raw"
@@ -265,13 +360,14 @@ def test_tampered_image_is_refused_before_portablectl(project: Project) -> None:
     assert "does not match the signed manifest" in result.stderr
     assert "$ portablectl" not in result.stdout
     assert project.snapshot() == before
-    assert project.get("/version") == (200, "e2e2\n")
+    assert project.get("/version") == (200, f"{live}\n")
     last = json.loads(project.ssh(f"tail -n1 {STATE}/audit.jsonl"))
     assert (last["release"], last["result"]) == ("scoreboard_e2e4", "refused")
 
 
 def test_foreign_signature_is_refused_before_portablectl(project: Project) -> None:
     """A release signed by a key the host does not trust is refused; nothing changes."""
+    project.bring_to_any()
     other = project.root / ".deploy/other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     toml = project.root / "deploy-other.toml"
@@ -292,6 +388,7 @@ def test_foreign_signature_is_refused_before_portablectl(project: Project) -> No
 
 def test_concurrent_deploy_is_refused_with_the_holder(project: Project) -> None:
     """While one deploy holds the lock, a second command fails at once naming the holder."""
+    project.bring_to_any(other_than="e2e6", with_previous=True)
     first = subprocess.Popen(
         [sys.executable, "-m", "invoke", "deploy"],
         cwd=project.root,
@@ -310,9 +407,10 @@ def test_concurrent_deploy_is_refused_with_the_holder(project: Project) -> None:
             time.sleep(0.2)
         second = project.invoke("rollback")
         assert second.returncode == 1
-        assert "deploy lock held by" in second.stderr
-        assert f"{os.environ.get('USER') or 'root'}@" in second.stderr or "@" in second.stderr
-        assert "scoreboard_e2e6" in second.stderr
+        # The holder is the first deploy: this user, this machine, the invoke process itself.
+        holder = f"deploy lock held by {getpass.getuser()}@{socket.gethostname()} (pid {first.pid})"
+        assert holder in second.stderr, second.stderr
+        assert "running `deploy` for scoreboard_e2e6" in second.stderr
     finally:
         out, err = first.communicate(timeout=600)
     assert first.returncode == 0, out[-2000:] + err[-2000:]
@@ -321,6 +419,7 @@ def test_concurrent_deploy_is_refused_with_the_holder(project: Project) -> None:
 
 def test_stale_lock_is_broken_only_with_the_flag(project: Project) -> None:
     """A lock older than lock_ttl blocks deploys until --break-lock removes it."""
+    project.bring_to_any(with_previous=True)
     stale = json.dumps(
         {
             "token": "old",
@@ -341,6 +440,7 @@ def test_stale_lock_is_broken_only_with_the_flag(project: Project) -> None:
 
 def test_dry_run_changes_nothing(project: Project) -> None:
     """--dry-run shows the remote commands and the units that would restart, and changes nothing."""
+    project.bring_to_any(other_than="e2e7")
     before = project.snapshot()
     audit = project.ssh(f"cat {STATE}/audit.jsonl")
     result = project.deploy("e2e7", "--dry-run")
@@ -356,6 +456,7 @@ def test_dry_run_changes_nothing(project: Project) -> None:
 
 def test_deleted_database_is_restored_from_the_replica(project: Project) -> None:
     """With the database deleted on the host, the next deploy's restore unit brings it back."""
+    project.bring_to_any(other_than="e2e8")
     project.add_points("bob", 7)
     expected = project.scores()
     # Litestream syncs every second; give it a few to ship the last write.
@@ -370,6 +471,7 @@ def test_deleted_database_is_restored_from_the_replica(project: Project) -> None
 
 def test_logs_and_status(project: Project) -> None:
     """logs shows the app's journal lines; status shows the live release and active units."""
+    project.bring_to("e2e8", previous="e2e2")
     logs = project.invoke("logs", "--lines", "200")
     _ok(logs)
     assert "version e2e8 starting" in logs.stdout
@@ -382,16 +484,30 @@ def test_logs_and_status(project: Project) -> None:
     assert "active/running" in status.stdout
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="history.prune protects every image portablectl lists as running, and systemd 252 "
+    "lists every image of the app as running (see tests/unit/recorded/portablectl_list.txt: a "
+    "rolled-back rec3 too), so nothing is ever pruned; remove this mark with the fix",
+)
 def test_old_releases_are_pruned(project: Project) -> None:
-    """No more than keep_releases images stay; the live one and the rollback target are kept."""
-    images = project.ssh("ls /var/lib/portables").split()
-    ours = [i for i in images if i.startswith("scoreboard_")]
-    assert len(ours) <= 5
-    assert "scoreboard_e2e8.raw" in ours and "scoreboard_e2e6.raw" in ours
+    """A deploy leaves keep_releases images: the oldest go, the live one and the rollback target stay."""
+    state = project.bring_to_any(with_previous=True)
+    live = f"scoreboard_{state.live}"
+    # Five releases older than any in the audit log, copied on the host (no build, no upload).
+    # Copies, not hard links: portablectl lists a hard link of a running image as running too.
+    old = [f"scoreboard_e2e0old{i}" for i in range(5)]
+    project.ssh(" && ".join(f"cp {LAYOUT.image(live)} {LAYOUT.image(r)}" for r in old))
+    _ok(project.deploy_built(state.live or ""))
+    ours = [i for i in project.ssh("ls /var/lib/portables").split() if i.startswith("scoreboard_")]
+    assert len(ours) == 5, ours
+    assert f"{live}.raw" in ours and f"scoreboard_{state.previous}.raw" in ours
+    assert any(f"{r}.raw" not in ours for r in old)
 
 
 def test_step_by_step_tasks_make_a_release_live(project: Project) -> None:
     """build, sign, upload, reattach and verify run one by one do what deploy does."""
+    project.bring_to_any(other_than="e2e9")
     for task in ("build", "sign", "upload", "reattach", "verify"):
         result = project.invoke(task, version="e2e9")
         _ok(result)
