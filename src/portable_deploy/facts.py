@@ -10,27 +10,20 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-ATTACHED_STATES = frozenset({"attached", "attached-runtime", "running", "running-runtime"})
 
+def images_in_use(output: str, portables_dir: str) -> set[str]:
+    """The releases (``NAME_VERSION``) whose images back a loop device: a unit runs from them.
 
-@dataclass(frozen=True)
-class PortableImage:
-    name: str
-    state: str
-
-    @property
-    def attached(self) -> bool:
-        return self.state in ATTACHED_STATES
-
-
-def portable_images(output: str) -> list[PortableImage]:
-    """``portablectl list --no-legend``: NAME TYPE RO CRTIME MTIME USAGE STATE (times hold spaces)."""
-    images = []
+    ``output`` is the content of /sys/block/loop*/loop/backing_file, one path a line; a path
+    whose file was deleted ends in " (deleted)".
+    """
+    names = set()
     for line in output.splitlines():
-        fields = line.split()
-        if len(fields) >= 3 and not line.startswith("No images"):
-            images.append(PortableImage(name=fields[0], state=fields[-1]))
-    return images
+        path = line.strip().removesuffix(" (deleted)")
+        directory, _, file = path.rpartition("/")
+        if directory == portables_dir and file.endswith(".raw"):
+            names.add(file.removesuffix(".raw"))
+    return names
 
 
 def live_release(output: str, app: str) -> str | None:

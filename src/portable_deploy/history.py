@@ -45,8 +45,7 @@ def prune(
     """Delete the oldest releases beyond ``keep``; never the live one or the rollback target."""
     releases = kept_releases(host, layout)
     # An old image that a sidecar still runs from (it was not restarted) stays too.
-    images = facts.portable_images(host.run(portablectl.list_images()).stdout)
-    running = {i.name for i in images if i.state.startswith("running")}
+    running = facts.images_in_use(host.run(portablectl.images_in_use()).stdout, PORTABLES_DIR)
     doomed = prunable(releases, keep, protect | running, audit)
     for r in doomed:
         host.run(files.remove(layout.image(r), layout.manifest(r), layout.signature(r)))

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
+import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -52,8 +55,12 @@ def pid_alive(pid: int) -> bool:
 
 def teardown_sandbox(sandbox: Sandbox) -> None:
     """Stop every VM of SANDBOX and fail loudly if one of its QEMU processes survives."""
-    pids = [vm.pid for vm in sandbox.status()]
+    pids = sorted({vm.pid for vm in sandbox.status()} | set(_BOOTED))
     sandbox.down()
+    # A VM whose record is gone (its state dir deleted under it) is still ours: stop it by pid.
+    for pid in pids:
+        if pid_alive(pid) and b"qemu-system" in _cmdline(pid):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
     while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -61,28 +68,53 @@ def teardown_sandbox(sandbox: Sandbox) -> None:
     assert not survivors, f"QEMU processes still running after down(): {survivors}"
 
 
+#: QEMU pids the session booted: stopped at the end even if their vm.json records are gone.
+_BOOTED: list[int] = []
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _up(sandbox: Sandbox, count: int) -> list[VM]:
+    vms = sandbox.up(count, timeout=BOOT_TIMEOUT)
+    _BOOTED.extend(vm.pid for vm in vms)
+    return vms
+
+
 @pytest.fixture(scope="session")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    """The session's Sandbox: VMs under a temp state dir, the default (shared) base cache."""
+def sandbox() -> Iterator[Sandbox]:
+    """The session's Sandbox: VMs under a temp state dir, the default (shared) base cache.
+
+    The state dir is not under pytest's basetemp: pytest deletes old basetemps while other
+    pytest runs start, which would pull the VM records from under a long e2e session.
+    """
     if os.geteuid() != 0 and not any(Sandbox().cache_dir.glob("base-*/base.json")):
         pytest.skip("the sandbox base image is not built and building it needs root")
-    box = Sandbox(state_dir=tmp_path_factory.mktemp("sandbox-state"))
+    state = Path(tempfile.mkdtemp(prefix="portable-deploy-e2e-"))
+    box = Sandbox(state_dir=state)
     # atexit covers a run killed between tests; the finalizer is the normal path (and runs on ^C).
     atexit.register(box.down)
     try:
         yield box
     finally:
-        teardown_sandbox(box)
-        atexit.unregister(box.down)
+        try:
+            teardown_sandbox(box)
+        finally:
+            atexit.unregister(box.down)
+            shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def sandbox_vm(sandbox: Sandbox) -> VM:
     """sandbox-1, up and answering SSH."""
-    return sandbox.up(1, timeout=BOOT_TIMEOUT)[0]
+    return _up(sandbox, 1)[0]
 
 
 @pytest.fixture(scope="session")
 def sandbox_fleet(sandbox: Sandbox, sandbox_vm: VM) -> list[VM]:
     """sandbox-1..3; sandbox-1 is the already running sandbox_vm."""
-    return sandbox.up(3, timeout=BOOT_TIMEOUT)
+    return _up(sandbox, 3)

@@ -236,6 +236,7 @@ def _verb(line: str) -> str:
         ('for p in "$@"', "exists"),
         ("systemctl show", "systemctl show"),
         ("system.attached", "attached-images"),
+        ("loop/backing_file", "images-in-use"),
     ):
         if needle in line:
             return ("(dry-run) " if line.startswith("(dry-run)") else "") + name

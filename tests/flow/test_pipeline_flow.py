@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from portable_deploy import pipeline, ui
+from portable_deploy.commands import portablectl
 from portable_deploy.config import DeployConfig
 from portable_deploy.errors import DeployError
 from portable_deploy.host import Result
@@ -53,7 +54,7 @@ def test_deploy_of_an_app_change_runs_the_commands_in_order(
         "GET :80/version",
         live_v1.log[-4],  # the audit line (timestamped)
         "listing",
-        "portablectl list --no-legend --no-pager",
+        "images-in-use",
         "lock.release",
     ]
     assert live_v1.audit_lines() == [live_v1.log[-4]]
@@ -226,14 +227,9 @@ def test_prune_after_deploy_spares_live_target_and_running_images(
             [("deploy", "1"), ("deploy", "8"), ("deploy", "9"), ("rollback", "1")]
         )
     )
-    live_v1.on(
-        r"^portablectl list",
-        Result(
-            "scoreboard_2 raw no Thu 2026-11-26 07:07:06 UTC Thu 2026-11-26 07:07:15 UTC 15M running\n"
-            "scoreboard_8 raw no Thu 2026-11-26 07:06:04 UTC Thu 2026-11-26 07:06:11 UTC 15M running\n",
-            "",
-            0,
-        ),
+    live_v1.fail(
+        portablectl.images_in_use,
+        Result("/var/lib/portables/scoreboard_2.raw\n/var/lib/portables/scoreboard_8.raw\n", "", 0),
     )
     cfg = dataclasses.replace(config(tmp_path), deploy=DeployConfig(keep_releases=2))
     pipeline.deploy_to(live_v1, cfg, signed(V2), Options(), ui.Steps())

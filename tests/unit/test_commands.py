@@ -34,8 +34,10 @@ def test_first_attach_enables_and_starts() -> None:
 def test_detach_and_list() -> None:
     """detach and list render as expected; list is read-only."""
     assert portablectl.detach("x.raw", now=True).render() == "portablectl detach --now x.raw"
-    assert portablectl.list_images().render() == "portablectl list --no-legend --no-pager"
-    assert not portablectl.list_images().mutates
+    assert portablectl.images_in_use().render() == (
+        "sh -c 'cat /sys/block/loop*/loop/backing_file 2>/dev/null; true'"
+    )
+    assert not portablectl.images_in_use().mutates
     assert portablectl.is_attached("x").render() == "portablectl is-attached x"
     assert portablectl.inspect("x").render() == "portablectl inspect --no-pager x"
 

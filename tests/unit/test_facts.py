@@ -17,12 +17,14 @@ from pathlib import Path
 from portable_deploy import facts, history
 from portable_deploy.command import Command
 from portable_deploy.commands import files, lock, portablectl, systemctl, trust
-from portable_deploy.commands.layout import ALLOWED_SIGNERS, PORTABLES_DIR, STATE_ROOT, Layout
+from portable_deploy.commands.layout import PORTABLES_DIR, STATE_ROOT, Layout
 from portable_deploy.commands.state import SECTION, host_state
 from portable_deploy.host import Result
 from portable_deploy.manifest import Manifest
 
 RECORDED = Path(__file__).parent / "recorded"
+#: The releases whose images backed a loop device when images_in_use.txt was recorded.
+RECORDED_IN_USE = {"scoreboard_rec1", "scoreboard_rec2"}
 LAYOUT = Layout("scoreboard")
 APP_UNITS = ("scoreboard-http.socket", "scoreboard.service", "scoreboard-litestream.service")
 #: The lock's holder as scripts/record-facts wrote it (the shape locking.deploy_lock writes).
@@ -34,6 +36,8 @@ HOLDER = facts.LockRecord(
     at=1790000000.25,
     release="scoreboard_rec4",
     command="deploy",
+    machine="9e8d7c6b5a4f40e1b2c3d4e5f6a7b8c9",
+    boot="5f1c9b0de0c54ab0a1e2f3c4d5e6f708",
 )
 #: The record the second (refused) deploy tried to take the lock with.
 CONTENDER = '{"token": "contender"}'
@@ -45,19 +49,21 @@ def recorded(name: str) -> str:
 
 #: Each recording and the builder that renders its command; a changed builder must be re-recorded.
 BUILDERS: dict[str, Command] = {
-    "host_state_fresh": host_state(LAYOUT, ALLOWED_SIGNERS, STATE_ROOT),
-    "portablectl_list_none": portablectl.list_images(),
-    "host_info": trust.host_info(),
-    "host_state": host_state(LAYOUT, ALLOWED_SIGNERS, STATE_ROOT),
+    "host_state_fresh": host_state(LAYOUT, LAYOUT.allowed_signers, STATE_ROOT),
+    "images_in_use_none": portablectl.images_in_use(),
+    "host_info": trust.host_info(LAYOUT.allowed_signers),
+    "host_state": host_state(LAYOUT, LAYOUT.allowed_signers, STATE_ROOT),
     "systemctl_show_active": systemctl.show(APP_UNITS),
     "systemctl_show_failed": systemctl.show(["pd-record-failed.service"]),
     "systemctl_show_unknown": systemctl.show(["pd-record-no-such-unit.service"]),
     "sha256sum_present": files.sha256(LAYOUT.image("scoreboard_rec2")),
     "sha256sum_absent": files.sha256(LAYOUT.image("scoreboard_absent")),
     "release_listing": files.listing(PORTABLES_DIR, "scoreboard_*.raw"),
-    "portablectl_list": portablectl.list_images(),
-    "lock_free": lock.acquire(LAYOUT.lock, json.dumps(HOLDER.__dict__, sort_keys=True)),
-    "lock_held": lock.acquire(LAYOUT.lock, CONTENDER),
+    "images_in_use": portablectl.images_in_use(),
+    "lock_free": lock.acquire(
+        LAYOUT.lock, json.dumps(HOLDER.__dict__, sort_keys=True), LAYOUT.incoming_dir
+    ),
+    "lock_held": lock.acquire(LAYOUT.lock, CONTENDER, LAYOUT.incoming_dir),
 }
 
 
@@ -299,24 +305,15 @@ def test_release_listing_names_the_kept_releases() -> None:
     ]
 
 
-def test_portable_images_keeps_name_and_state_despite_spaced_times() -> None:
-    """Name is the first column and state the last, although the times hold spaces.
-
-    Every image is "running": rec1 for Litestream (not restarted by the app-only rec2), rec2 for
-    the app, rec3 for a unit it started before its rollback.
-    """
-    images = facts.portable_images(recorded("portablectl_list"))
-    assert images == [
-        facts.PortableImage("scoreboard_rec1", "running"),
-        facts.PortableImage("scoreboard_rec2", "running"),
-        facts.PortableImage("scoreboard_rec3", "running"),
-    ]
-    assert all(i.attached for i in images)
+def test_images_in_use_are_the_loop_devices_backing_files() -> None:
+    """With rec2 live after an app-only change from rec1, rec2 (app) and rec1 (Litestream, not
+    restarted) back loop devices; the failed rec3 does not, so pruning may delete it."""
+    assert facts.images_in_use(recorded("images_in_use"), PORTABLES_DIR) == RECORDED_IN_USE
 
 
-def test_no_images() -> None:
-    """portablectl list on a host without images prints nothing that reads as an image."""
-    assert facts.portable_images(recorded("portablectl_list_none")) == []
+def test_no_images_in_use() -> None:
+    """A host where nothing runs from an image has no backing files of ours."""
+    assert facts.images_in_use(recorded("images_in_use_none"), PORTABLES_DIR) == set()
 
 
 # -- edge cases a real host does not produce easily (hand-written) ------------------------------
@@ -328,9 +325,13 @@ def test_hand_written_live_release_majority_wins_when_units_disagree() -> None:
     assert facts.live_release(text, "scoreboard") == "scoreboard_2"
 
 
-def test_hand_written_portablectl_no_images_line() -> None:
-    """portablectl's 'No images.' line (hand-written; printed without --no-legend) is not an image."""
-    assert facts.portable_images("No images.\n") == []
+def test_hand_written_images_in_use_of_a_deleted_or_foreign_image() -> None:
+    """A deleted image still in use (" (deleted)", hand-written) counts; other files do not."""
+    output = (
+        "/var/lib/portables/app_1.raw (deleted)\n/var/lib/machines/vm.raw\n"
+        "/var/lib/portables/sub/app_2.raw\n/var/lib/portables/app_3.img\n"
+    )
+    assert facts.images_in_use(output, "/var/lib/portables") == {"app_1"}
 
 
 def test_hand_written_host_without_portablectl() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..command import Command, builder, cmd
+from ..command import Command, builder, cmd, sh
 
 
 def _flags(now: bool, enable: bool) -> list[str]:
@@ -27,8 +27,13 @@ def detach(image: str, *, now: bool = False, enable: bool = False) -> Command:
 
 
 @builder
-def list_images() -> Command:
-    return cmd("portablectl", "list", "--no-legend", "--no-pager")
+def images_in_use() -> Command:
+    """The backing files of the host's loop devices: the images units run from right now.
+
+    Not ``portablectl list``: on systemd 252 it shows every image of a running app as
+    "running", whichever one its units run from (seen on the sandbox).
+    """
+    return sh("cat /sys/block/loop*/loop/backing_file 2>/dev/null; true")
 
 
 @builder
