@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from invoke.exceptions import CommandTimedOut
 
+from . import interrupts
 from .command import Command
 from .errors import DeployError
 
@@ -174,7 +175,7 @@ class Host:
         self._drop()
         detail = " ".join(str(error).split()) or type(error).__name__
         hint = "check the network and retry; `invoke status` shows what runs on the host"
-        if doing.startswith("uploading") and detail == "Failure":
+        if doing.startswith("uploading") and detail.endswith("Failure"):
             # SFTP's generic status: on an upload, nearly always a full disk.
             hint = "is the host's disk full? check `df -h /var/lib/portables` there, then retry"
         return TransportError(f"[{self.name}] SSH connection failed while {doing}: {detail}", hint)
@@ -214,6 +215,7 @@ class Host:
             ) from None
         except _transport_exceptions() as e:
             raise self._lost(f"running `{command.render()}`", e) from None
+        interrupts.raise_pending()
         if check and not result.ok:
             raise RemoteCommandError(self.name, command, result)
         return result
@@ -250,7 +252,10 @@ class Host:
         """
         if self.echo is not None:
             self.echo(self.name, f"GET http://127.0.0.1:{port}{path}  (through SSH)", False)
-        return self._http_get(port, path, timeout)
+        try:
+            return self._http_get(port, path, timeout)
+        except _transport_exceptions() as e:
+            raise self._lost(f"GET {path} through SSH", e) from None
 
     # -- transport: what a test double replaces; everything above stays the real logic --------
     def _execute(self, command: Command, timeout: float | None) -> Result:
@@ -272,6 +277,8 @@ class Host:
                 "direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0), timeout=timeout
             )
         except (paramiko.ChannelException, paramiko.SSHException, OSError) as e:
+            if not transport.is_active():  # not a refused port: the connection itself is gone
+                raise
             return 0, f"cannot connect to 127.0.0.1:{port} on the host ({e})"
         channel.settimeout(timeout)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)

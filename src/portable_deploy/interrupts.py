@@ -10,22 +10,45 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+#: Interrupts raised and not yet handled: Invoke catches a KeyboardInterrupt raised while a
+#: remote command runs, forwards it to the command and carries on; ``raise_pending`` raises it
+#: again once the command returns.
+_pending: list[str] = []
+
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    name = signal.Signals(signum).name
+    _pending.append(name)
+    raise KeyboardInterrupt(name)
+
+
+def raise_pending() -> None:
+    """Raise an interrupt that arrived under a remote command and was swallowed there."""
+    if _pending:
+        name = _pending[0]
+        _pending.clear()
+        raise KeyboardInterrupt(name)
+
+
+def handled() -> None:
+    """The interrupt in flight is being dealt with (a rollback runs): forget it."""
+    _pending.clear()
 
 
 @contextmanager
 def terminate_is_interrupt() -> Iterator[None]:
-    """For the duration, SIGTERM raises KeyboardInterrupt, so `finally` blocks (the lock) run."""
+    """For the duration, SIGTERM (like SIGINT) raises KeyboardInterrupt, so `finally` blocks (the
+    lock) run; an interrupt that Invoke swallows is raised again after the command."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _pending.clear()
 
 
 @contextmanager

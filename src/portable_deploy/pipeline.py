@@ -211,6 +211,7 @@ def switch(s: Session, target: Manifest, opts: Options, steps: ui.Steps, event: 
     except TransportError as lost:
         _revert(s, target, ConnectionLost(lost.message), steps, event)
     except KeyboardInterrupt as signal:
+        interrupts.handled()
         _revert(s, target, Interrupted(f"interrupted ({signal or 'SIGINT'})"), steps, event)
     if not s.host.dry_run:
         record(s.host, s.layout, event, target.release, target.release, "ok")

@@ -7,6 +7,7 @@ tests) and typed values; it runs ``Command`` builders and never takes the lock o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -18,7 +19,7 @@ from .commands import files, portablectl, systemctl, trust
 from .commands.layout import Layout
 from .config import Config
 from .errors import DeployError
-from .host import Remote, RemoteCommandError, RemoteTimeout
+from .host import Remote, RemoteCommandError, RemoteTimeout, TransportError
 from .manifest import Manifest
 from .plan import Action, Plan, unit_infos
 from .release import Signed, Where
@@ -84,8 +85,16 @@ def upload(host: Remote, layout: Layout, signed: Signed, steps: ui.Steps) -> Whe
         steps.info(f"{m.image_name} already on {host.name} (same sha256): not sent again")
         return Where.STAGED_MANIFEST
     target = layout.incoming_image(m.release)
-    with ui.transfer(f"{m.image_name} -> {host.name}", m.image_size) as progress:
-        host.put(signed.artifact.image, target, progress)
+    staged = f"{layout.incoming_dir}/{m.manifest_name}"
+    try:
+        with ui.transfer(f"{m.image_name} -> {host.name}", m.image_size) as progress:
+            host.put(signed.artifact.image, target, progress)
+    except TransportError:
+        # A full disk: delete the partial image now, so that the host has room again (for the
+        # audit line, first of all). If the connection is gone, the next lock empties staging.
+        with contextlib.suppress(DeployError):
+            host.run(files.remove(staged, staged + ".sig", target))
+        raise
     if host.dry_run:
         return Where.STAGED
     # Transfer integrity: what arrived is what was sent. Whether that matches the signed
@@ -93,7 +102,6 @@ def upload(host: Remote, layout: Layout, signed: Signed, steps: ui.Steps) -> Whe
     local = image.file_sha256(signed.artifact.image)[0]
     sent = facts.sha256sum(host.run(files.sha256(target)).stdout)
     if sent != local:
-        staged = f"{layout.incoming_dir}/{m.manifest_name}"
         host.run(files.remove(staged, staged + ".sig", target))
         raise Refused(
             f"[{host.name}] upload of {m.image_name} arrived damaged (sha256 {sent})",

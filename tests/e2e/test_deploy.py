@@ -13,20 +13,21 @@ import getpass
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from portable_deploy import facts
-from portable_deploy.commands.layout import ALLOWED_SIGNERS, STATE_ROOT, Layout
+from portable_deploy.commands.layout import STATE_ROOT, Layout
 from portable_deploy.commands.state import SECTION, host_state
 from portable_deploy.sandbox import VM
 
@@ -86,7 +87,7 @@ class Project:
 
     def state(self) -> HostState:
         """The live release and rollback target, read and parsed as the tool itself does."""
-        out = self.ssh(host_state(LAYOUT, ALLOWED_SIGNERS, STATE_ROOT).render(reveal=True))
+        out = self.ssh(host_state(LAYOUT, LAYOUT.allowed_signers, STATE_ROOT).render(reveal=True))
         sections = facts.state_sections(out, SECTION)
         info = facts.host_info(sections.get("info", ""))
         live = facts.live_release(sections.get("attached", ""), LAYOUT.app)
@@ -484,18 +485,11 @@ def test_logs_and_status(project: Project) -> None:
     assert "active/running" in status.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="history.prune protects every image portablectl lists as running, and systemd 252 "
-    "lists every image of the app as running (see tests/unit/recorded/portablectl_list.txt: a "
-    "rolled-back rec3 too), so nothing is ever pruned; remove this mark with the fix",
-)
 def test_old_releases_are_pruned(project: Project) -> None:
     """A deploy leaves keep_releases images: the oldest go, the live one and the rollback target stay."""
     state = project.bring_to_any(with_previous=True)
     live = f"scoreboard_{state.live}"
     # Five releases older than any in the audit log, copied on the host (no build, no upload).
-    # Copies, not hard links: portablectl lists a hard link of a running image as running too.
     old = [f"scoreboard_e2e0old{i}" for i in range(5)]
     project.ssh(" && ".join(f"cp {LAYOUT.image(live)} {LAYOUT.image(r)}" for r in old))
     _ok(project.deploy_built(state.live or ""))
@@ -518,3 +512,142 @@ def test_step_by_step_tasks_make_a_release_live(project: Project) -> None:
         "scoreboard_e2e9",
         "unverified",
     )
+
+
+# -- failure paths: each ends rolled back (or explained in one line), audited, lock released ----
+
+
+def _last_audit(project: Project) -> dict[str, str]:
+    return dict(json.loads(project.ssh(f"tail -n1 {STATE}/audit.jsonl")))
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    [line] = [x for x in result.stderr.splitlines() if x.strip()]
+    return line
+
+
+def _variant(project: Project, name: str, edit: dict[str, tuple[str, str]]) -> Path:
+    """A copy of the project's deploy.toml (and of files, edited: path -> (old, new)) in a
+    sibling directory; deploy with toml=THE_RESULT."""
+    root = project.root.parent / f"{project.root.name}-{name}"
+    if not root.exists():
+        shutil.copytree(project.root, root, ignore=shutil.ignore_patterns("dist", "build"))
+        for path, (old, new) in edit.items():
+            text = (root / path).read_text()
+            assert old in text
+            (root / path).write_text(text.replace(old, new))
+    return root / "deploy.toml"
+
+
+def test_a_socket_that_cannot_start_is_rolled_back(project: Project) -> None:
+    """The reattach command itself fails (the new socket's port is taken, here by sshd): the
+    previous release comes back, its socket listens on 80 again, and the audit says rolled-back."""
+    state = project.bring_to_any(other_than="e2esock")
+    toml = _variant(
+        project,
+        "port-taken",
+        {"units/scoreboard-http.socket": ("ListenStream=80", "ListenStream=22")},
+    )
+    result = project.invoke("deploy", "--restart-sockets", version="e2esock", toml=toml)
+    line = _one_line_error(result)
+    assert "scoreboard_e2esock failed to start" in line
+    assert f"rolled back, scoreboard_{state.live} is live" in line
+    assert project.state().live == state.live
+    assert project.unit("scoreboard-http.socket", "Listen") == "[::]:80 (Stream)"
+    assert project.get("/healthz") == (200, "ok")
+    audit = _last_audit(project)
+    assert (audit["release"], audit["live"], audit["result"]) == (
+        "scoreboard_e2esock",
+        f"scoreboard_{state.live}",
+        "rolled-back",
+    )
+
+
+def test_a_full_disk_fails_the_upload_in_one_line_and_cleans_up(project: Project) -> None:
+    """SFTP fails on a full disk: one line naming the disk, nothing switched, the partial image
+    deleted, the failure audited, the lock released; with room again, the same deploy works."""
+    state = project.bring_to_any(other_than="e2efull")
+    fill = "/var/tmp/portable-deploy-e2e-fill"
+    project.ssh(f"fallocate -l $(( $(stat -f -c '%f * %S' /) - 4 * 1024 * 1024 )) {fill}")
+    try:
+        line = _one_line_error(project.deploy("e2efull"))
+        assert "SSH connection failed while uploading" in line and "disk full" in line
+        assert project.state().live == state.live
+        assert project.ssh(f"ls -A {STATE}/incoming; ls -A {STATE}").split() == [
+            "audit.jsonl",
+            "incoming",
+            "releases",
+        ]
+        audit = _last_audit(project)
+        assert (audit["release"], audit["result"]) == ("scoreboard_e2efull", "failed")
+    finally:
+        project.ssh(f"rm -f {fill}")
+    _ok(project.deploy_built("e2efull"))
+    assert project.state().live == "e2efull"
+
+
+def _deploy_and_then(
+    project: Project, version: str, act: Callable[[subprocess.Popen[str]], None]
+) -> subprocess.CompletedProcess[str]:
+    """Deploy VERSION with a long settle; once verify has begun (the switch is made), ACT."""
+    toml = _variant(
+        project, "slow-settle", {"deploy.toml": ("timeout = 60", "timeout = 60\nsettle = 20")}
+    )
+    args = ["deploy", *(["--no-build"] if project.built(version) else [])]
+    env = dict(project.env, DEPLOY_VERSION=version, DEPLOY_TOML=str(toml), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(f"▸ verify scoreboard_{version}"):
+            act(proc)
+            break
+    out, err = proc.communicate(timeout=600)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(seen) + out, err)
+
+
+def test_a_dropped_connection_after_the_switch_is_rolled_back(project: Project) -> None:
+    """The deploy's SSH session is killed on the host during verify: the tool connects again,
+    puts the previous release back, audits it, and releases the lock."""
+    state = project.bring_to_any(other_than="e2edrop")
+
+    def drop(proc: subprocess.Popen[str]) -> None:
+        # Every root session's sshd (this one's too): the listener itself stays.
+        subprocess.run(
+            project.vm.ssh_argv(["pkill -f 'sshd: root@'"], batch=True),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+    line = _one_line_error(_deploy_and_then(project, "e2edrop", drop))
+    assert "scoreboard_e2edrop lost its connection" in line
+    assert f"rolled back, scoreboard_{state.live} is live" in line
+    assert project.state().live == state.live
+    assert _last_audit(project)["result"] == "rolled-back"
+    assert project.ssh(f"test -e {LAYOUT.lock} && echo held || echo free").strip() == "free"
+
+
+def test_sigterm_after_the_switch_rolls_back_and_releases_the_lock(project: Project) -> None:
+    """A cancelled CI job (SIGTERM) during verify: the previous release is put back, the audit
+    says why, the lock is released, and the error is one line."""
+    state = project.bring_to_any(other_than="e2eterm")
+    line = _one_line_error(
+        _deploy_and_then(project, "e2eterm", lambda proc: proc.send_signal(signal.SIGTERM))
+    )
+    assert "scoreboard_e2eterm was interrupted: interrupted (SIGTERM)" in line
+    assert f"rolled back, scoreboard_{state.live} is live" in line
+    assert project.state().live == state.live
+    audit = _last_audit(project)
+    assert (audit["release"], audit["result"]) == ("scoreboard_e2eterm", "rolled-back")
+    assert project.ssh(f"test -e {LAYOUT.lock} && echo held || echo free").strip() == "free"

@@ -133,7 +133,7 @@ class FakeHost(Host):
     failures: list[tuple[str, Result | BaseException, list[int] | None, str]] = field(
         default_factory=list
     )
-    #: Raised by the next upload (SFTP) when set.
+    #: Raised by the next image upload (SFTP) when set: a full disk hits the big file.
     put_error: BaseException | None = None
 
     def __post_init__(self) -> None:
@@ -193,7 +193,7 @@ class FakeHost(Host):
 
     def _put(self, local: Path, remote: str, progress: Callable[[int, int], None] | None) -> None:
         self.log.append(f"put {remote}")
-        if self.put_error is not None:
+        if self.put_error is not None and remote.endswith(".raw"):
             error, self.put_error = self.put_error, None
             raise error
 

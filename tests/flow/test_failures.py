@@ -142,6 +142,10 @@ def test_a_full_disk_upload_is_one_line_with_a_hint(tmp_path: Path, live_v1: Fak
     assert error.message.startswith("[fake] SSH connection failed while uploading")
     assert error.hint is not None and "disk full" in error.hint
     assert not any(line.startswith("portablectl") for line in live_v1.log)
+    incoming = "/var/lib/portable-deploy/scoreboard/incoming/scoreboard_2"
+    # The partial image goes at once, before the audit line, which then has room again.
+    removal = f"rm -f {incoming}.manifest.json {incoming}.manifest.json.sig {incoming}.raw"
+    assert live_v1.log.index(removal) < live_v1.log.index(live_v1.audit_lines()[0])
     assert live_v1.verbs()[-1] == "lock.release"
 
 

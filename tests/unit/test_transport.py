@@ -3,6 +3,7 @@ version check is exact, and interrupts wait for a critical section."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -14,7 +15,7 @@ from fabric import Connection
 
 from portable_deploy import interrupts
 from portable_deploy.errors import DeployError
-from portable_deploy.host import Host, Target, check_host_keys
+from portable_deploy.host import Host, Target, TransportError, check_host_keys
 from portable_deploy.steps import version_matches
 
 
@@ -82,3 +83,30 @@ def test_sigterm_is_an_interrupt_while_a_task_runs() -> None:
     with pytest.raises(KeyboardInterrupt, match="SIGTERM"), interrupts.terminate_is_interrupt():
         os.kill(os.getpid(), signal.SIGTERM)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_an_interrupt_swallowed_under_a_remote_command_is_raised_after_it() -> None:
+    """Invoke catches Ctrl-C/SIGTERM under a command and carries on: raise_pending raises it."""
+    with interrupts.terminate_is_interrupt():
+        with contextlib.suppress(KeyboardInterrupt):  # what Invoke's runner does with it
+            os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            interrupts.raise_pending()
+        interrupts.raise_pending()  # raised once, not again
+
+
+def test_a_dead_connection_under_a_health_check_is_a_transport_error() -> None:
+    """GET through SSH on a connection that has died is a lost connection, not a refused port."""
+
+    class DeadTransport:
+        def is_active(self) -> bool:
+            return False
+
+        def open_channel(self, *args: object, **kwargs: object) -> None:
+            raise paramiko.SSHException("SSH session not active")
+
+    host = Host(Target("prod", "203.0.113.9"))
+    host._conn = type("Conn", (), {"transport": DeadTransport(), "close": lambda self: None})()
+    with pytest.raises(TransportError, match=r"^\[prod\] SSH connection failed while GET /healthz"):
+        host.http_get(80, "/healthz")
+    assert host._conn is None  # dropped: the next operation connects again
