@@ -117,7 +117,8 @@ def _stale(holder: facts.LockRecord, ttl: int) -> bool:
         return False
     if holder.pid > 0:
         try:
-            os.kill(holder.pid, 0)
+            # No mutants here: signal 0 mutated to 1 would send SIGHUP to a real process.
+            os.kill(holder.pid, 0)  # pragma: no mutate
         except ProcessLookupError:
             return True
         except PermissionError:

@@ -261,6 +261,27 @@ def active_units(line: str) -> Result:
     return Result("\n".join(blocks), "", 0)
 
 
+class FakeClock:
+    """``time`` for the verify polling: ``sleep`` advances ``monotonic`` instead of waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """Verify polls as often as with the real clock, without the wall-clock wait (mutation runs)."""
+    clock = FakeClock()
+    monkeypatch.setattr("portable_deploy.steps.time", clock)
+    return clock
+
+
 @pytest.fixture
 def live_v1() -> FakeHost:
     """A host where scoreboard_1 is live and scoreboard_2 is not there yet."""

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import getpass
+import re
+import socket
+
+from portable_deploy.commands.layout import Layout
 from portable_deploy.facts import AuditRecord, previous_release
-from portable_deploy.history import prunable
+from portable_deploy.history import ReleaseRow, prunable, record, release_rows
+
+from ..flow.conftest import FakeHost
 
 
 def rec(event: str, release: str, live: str | None, result: str = "ok") -> AuditRecord:
@@ -87,3 +95,35 @@ def test_prune_deletes_a_release_never_live_before_one_that_was() -> None:
 def test_prune_deletes_nothing_within_keep() -> None:
     """As many releases as keep_releases: none is deleted."""
     assert prunable(apps("1", "2"), 2, set(), deploys("1", "2")) == []
+
+
+# --- the audit record and the releases table --------------------------------------------------
+
+
+def test_record_appends_one_json_line_stamped_in_utc() -> None:
+    """One audit line: the event, who and where from, no message unless given, time in UTC."""
+    host = FakeHost()
+    record(host, Layout("scoreboard"), "deploy", "app_2", "app_2", "ok")
+    [line] = host.audited()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", line.at), line.at
+    assert dataclasses.replace(line, at="") == AuditRecord(
+        "", "deploy", "app_2", "app_2", "ok", getpass.getuser(), socket.gethostname(), ""
+    )
+
+
+def test_release_rows_show_the_last_deploy_that_left_each_release_live() -> None:
+    """Newest first, by the last ok or rolled-back record leaving it live; none: empty columns."""
+    audit = [
+        AuditRecord("2024-01-01T10:00:00+00:00", "deploy", "app_1", "app_1", "ok", "al", "lap"),
+        AuditRecord("2024-01-01T11:00:00+00:00", "deploy", "app_2", "app_2", "ok", "bo", "ci"),
+        AuditRecord(
+            "2024-01-01T12:00:00+00:00", "deploy", "app_3", "app_2", "rolled-back", "cy", "d"
+        ),
+        AuditRecord("2024-01-01T13:00:00+00:00", "deploy", "app_4", "app_2", "refused", "di", "e"),
+    ]
+    rows = release_rows(apps("1", "2", "9"), "app_2", "app_1", audit)
+    assert rows == [
+        ReleaseRow("app_2", True, False, "2024-01-01T12:00:00+00:00", "cy@d", "rolled-back"),
+        ReleaseRow("app_1", False, True, "2024-01-01T10:00:00+00:00", "al@lap", "ok"),
+        ReleaseRow("app_9", False, False, "", "", ""),
+    ]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from portable_deploy.facts import LockRecord
-from portable_deploy.locking import _stale, boot_id, machine_id
+from portable_deploy.locking import _held_message, _stale, boot_id, machine_id
 
 TTL = 900
 
@@ -80,3 +82,41 @@ def test_a_lock_of_this_machine_and_boot_is_judged_by_pid(gone_pid: int) -> None
     alive = _machine_holder(machine=machine_id(), boot=boot_id(), pid=os.getpid())
     gone = _machine_holder(machine=machine_id(), boot=boot_id(), pid=gone_pid)
     assert (_stale(alive, TTL), _stale(gone, TTL)) == (False, True)
+
+
+def test_a_lock_exactly_ttl_old_is_not_yet_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stale means older than lock_ttl: a lock exactly lock_ttl seconds old still holds."""
+    monkeypatch.setattr("portable_deploy.locking.time.time", lambda: 10_000.0)
+    young = LockRecord("t", "alice", "elsewhere", 7, 10_000.0 - TTL, "app_2", "deploy")
+    assert _stale(young, TTL) is False
+    assert _stale(dataclasses.replace(young, at=young.at - 0.5), TTL) is True
+
+
+def test_a_local_owner_that_may_not_be_signalled_is_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A young local lock whose pid exists but refuses our signal (EPERM): its owner lives."""
+
+    def refuse(pid: int, signal: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("portable_deploy.locking.os.kill", refuse)
+    assert _stale(holder(age=5, origin=socket.gethostname(), pid=4242), TTL) is False
+
+
+@pytest.fixture
+def tokyo_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The local time zone is UTC+9 for the test (a POSIX TZ: no tzdata needed)."""
+    monkeypatch.setenv("TZ", "JST-9")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("tokyo_time")
+def test_the_held_message_names_the_holder_and_the_time_in_utc() -> None:
+    """Who holds the lock, since when (UTC whatever the local zone), doing what, and the hint."""
+    record = LockRecord("t", "alice", "laptop", 42, 86_400.0, "app_2", "deploy")
+    assert _held_message("web", record, TTL, break_lock=False) == (
+        "[web] deploy lock held by alice@laptop (pid 42) since 1970-01-02 00:00:00 UTC, running "
+        "`deploy` for app_2 (hint: wait for it; if its owner is gone, retry with --break-lock)"
+    )
