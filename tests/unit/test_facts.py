@@ -121,7 +121,7 @@ def test_audit_section_parses_every_record() -> None:
     records = facts.audit_log(sections("host_state")["audit"])
     assert records == [
         facts.AuditRecord(
-            "2026-11-26T23:55:46+00:00",
+            "2026-11-27T00:09:27+00:00",
             "deploy",
             "scoreboard_rec1",
             "scoreboard_rec1",
@@ -130,7 +130,7 @@ def test_audit_section_parses_every_record() -> None:
             "vm",
         ),
         facts.AuditRecord(
-            "2026-11-26T23:56:15+00:00",
+            "2026-11-27T00:09:54+00:00",
             "deploy",
             "scoreboard_rec2",
             "scoreboard_rec2",
@@ -139,7 +139,7 @@ def test_audit_section_parses_every_record() -> None:
             "vm",
         ),
         facts.AuditRecord(
-            "2026-11-26T23:57:56+00:00",
+            "2026-11-27T00:11:30+00:00",
             "deploy",
             "scoreboard_rec3",
             "scoreboard_rec2",
@@ -187,8 +187,8 @@ def test_unit_states_of_the_running_app() -> None:
             result="success",
             n_restarts=0,  # a socket has no NRestarts or MainPID: they default to 0
             main_pid=0,
-            active_enter_monotonic=55177960,
-            active_enter="Thu 2026-11-26 23:55:34 UTC",
+            active_enter_monotonic=59110407,
+            active_enter="Fri 2026-11-27 00:09:17 UTC",
         ),
         "scoreboard.service": facts.UnitState(
             id="scoreboard.service",
@@ -197,9 +197,9 @@ def test_unit_states_of_the_running_app() -> None:
             sub_state="running",
             result="success",
             n_restarts=0,
-            main_pid=702,
-            active_enter_monotonic=192319928,
-            active_enter="Thu 2026-11-26 23:57:52 UTC",
+            main_pid=717,
+            active_enter_monotonic=188395230,
+            active_enter="Fri 2026-11-27 00:11:26 UTC",
         ),
         "scoreboard-litestream.service": facts.UnitState(
             id="scoreboard-litestream.service",
@@ -208,9 +208,9 @@ def test_unit_states_of_the_running_app() -> None:
             sub_state="running",
             result="success",
             n_restarts=0,
-            main_pid=469,
-            active_enter_monotonic=60571251,
-            active_enter="Thu 2026-11-26 23:55:40 UTC",
+            main_pid=471,
+            active_enter_monotonic=64024668,
+            active_enter="Fri 2026-11-27 00:09:22 UTC",
         ),
     }
 
@@ -226,8 +226,8 @@ def test_unit_state_of_a_failed_unit() -> None:
         result="exit-code",
         n_restarts=0,
         main_pid=0,
-        active_enter_monotonic=198496551,
-        active_enter="Thu 2026-11-26 23:57:58 UTC",
+        active_enter_monotonic=193765660,
+        active_enter="Fri 2026-11-27 00:11:32 UTC",
     )
     assert not state.active
 
