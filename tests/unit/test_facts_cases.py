@@ -130,3 +130,12 @@ def test_a_garbled_lock_is_held_by_an_unknown_owner() -> None:
     assert facts.lock_record("garbage\n") == LockRecord(
         token="garbage", user="?", origin="?", pid=0, at=0.0, release="?", command="?"
     )
+
+
+def test_a_lock_record_of_an_older_version_has_no_machine_or_boot() -> None:
+    """A lock written before machine and boot ids were recorded parses with both empty."""
+    record = facts.lock_record(
+        '{"at": 1.5, "command": "deploy", "origin": "ci", "pid": 7, "release": "a_1", '
+        '"token": "t", "user": "u"}\n'
+    )
+    assert record == LockRecord("t", "u", "ci", 7, 1.5, "a_1", "deploy", machine="", boot="")

@@ -8,11 +8,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from portable_deploy.facts import LockRecord
-from portable_deploy.locking import _held_message, _stale, boot_id, machine_id
+from portable_deploy.locking import _held_message, _read_id, _stale, boot_id, machine_id
 
 TTL = 900
 
@@ -120,3 +121,15 @@ def test_the_held_message_names_the_holder_and_the_time_in_utc() -> None:
         "[web] deploy lock held by alice@laptop (pid 42) since 1970-01-02 00:00:00 UTC, running "
         "`deploy` for app_2 (hint: wait for it; if its owner is gone, retry with --break-lock)"
     )
+
+
+def test_this_machine_and_boot_are_read_from_the_system() -> None:
+    """machine_id() is /etc/machine-id, boot_id() this boot's id, both without the newline."""
+    assert boot_id() == Path("/proc/sys/kernel/random/boot_id").read_text().strip() != ""
+    if Path("/etc/machine-id").exists():
+        assert machine_id() == Path("/etc/machine-id").read_text().strip()
+
+
+def test_an_unreadable_id_is_empty(tmp_path: Path) -> None:
+    """A machine without /etc/machine-id has the id "" (and then the host name decides)."""
+    assert _read_id(str(tmp_path / "machine-id")) == ""
