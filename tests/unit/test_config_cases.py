@@ -361,6 +361,13 @@ EXACT = [
         id="dest-absolute",
     ),
     pytest.param(
+        APP + HOST + '[image.files]\n"/X/a" = "x"\n',
+        {},
+        '[image] files."/X/a": expected a path relative to the image root, found "/X/a" (string)',
+        'drop the leading "/": write "X/a"',
+        id="dest-absolute-only-slashes-dropped",
+    ),
+    pytest.param(
         APP + HOST + '[image.files]\n"usr/../x.conf" = "x"\n',
         {},
         '[image] files."usr/../x.conf": expected a path inside the image, found "usr/../x.conf" (string) with ".."',
@@ -1556,6 +1563,19 @@ def test_run_git_raises_with_stderr_on_failure() -> None:
     with pytest.raises(subprocess.CalledProcessError) as info:
         _run_git(["sh", "-c", "echo err >&2; exit 3"])
     assert (info.value.returncode, info.value.stderr) == (3, "err\n")
+
+
+def test_run_git_is_bounded_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default runner gives git 60 seconds, so a hung git cannot hang the build."""
+    seen: dict[str, object] = {}
+
+    def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        seen.update(kwargs)
+        return subprocess.CompletedProcess(argv, 0, "v1\n", "")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    assert _run_git(["git"]) == "v1\n"
+    assert seen["timeout"] == 60
 
 
 def test_config_root_is_the_directory_of_the_file(tmp_path: Path) -> None:
