@@ -556,7 +556,7 @@ def test_a_socket_that_cannot_start_is_rolled_back(project: Project) -> None:
     assert f"rolled back, scoreboard_{state.live} is live" in line
     assert project.state().live == state.live
     assert project.unit("scoreboard-http.socket", "Listen") == "[::]:80 (Stream)"
-    assert project.get("/healthz") == (200, "ok")
+    assert project.get("/healthz") == (200, "ok\n")
     audit = _last_audit(project)
     assert (audit["release"], audit["live"], audit["result"]) == (
         "scoreboard_e2esock",
