@@ -175,8 +175,10 @@ class Host:
         self._drop()
         detail = " ".join(str(error).split()) or type(error).__name__
         hint = "check the network and retry; `invoke status` shows what runs on the host"
-        if doing.startswith("uploading") and detail.endswith("Failure"):
-            # SFTP's generic status: on an upload, nearly always a full disk.
+        if doing.startswith("uploading") and (
+            detail.endswith("Failure") or "size mismatch" in detail
+        ):
+            # SFTP's generic status, or a file that did not get all its bytes: a full disk.
             hint = "is the host's disk full? check `df -h /var/lib/portables` there, then retry"
         return TransportError(f"[{self.name}] SSH connection failed while {doing}: {detail}", hint)
 

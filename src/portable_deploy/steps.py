@@ -79,18 +79,18 @@ def upload(host: Remote, layout: Layout, signed: Signed, steps: ui.Steps) -> Whe
             hint='releases are immutable: change [app] version (or commit, with version = "git")',
         )
     host.run(files.mkdir(layout.incoming_dir, layout.releases_dir))
-    host.put(signed.artifact.manifest_path, f"{layout.incoming_dir}/{m.manifest_name}")
-    host.put(signed.signature, f"{layout.incoming_dir}/{m.manifest_name}.sig")
-    if on_host is not None:
-        steps.info(f"{m.image_name} already on {host.name} (same sha256): not sent again")
-        return Where.STAGED_MANIFEST
     target = layout.incoming_image(m.release)
     staged = f"{layout.incoming_dir}/{m.manifest_name}"
     try:
+        host.put(signed.artifact.manifest_path, staged)
+        host.put(signed.signature, staged + ".sig")
+        if on_host is not None:
+            steps.info(f"{m.image_name} already on {host.name} (same sha256): not sent again")
+            return Where.STAGED_MANIFEST
         with ui.transfer(f"{m.image_name} -> {host.name}", m.image_size) as progress:
             host.put(signed.artifact.image, target, progress)
     except TransportError:
-        # A full disk: delete the partial image now, so that the host has room again (for the
+        # A full disk: delete what was staged now, so that the host has room again (for the
         # audit line, first of all). If the connection is gone, the next lock empties staging.
         with contextlib.suppress(DeployError):
             host.run(files.remove(staged, staged + ".sig", target))

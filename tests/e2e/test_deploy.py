@@ -570,8 +570,14 @@ def test_a_full_disk_fails_the_upload_in_one_line_and_cleans_up(project: Project
     deleted, the failure audited, the lock released; with room again, the same deploy works."""
     state = project.bring_to_any(other_than="e2efull")
     fill = "/var/tmp/portable-deploy-e2e-fill"
-    project.ssh(f"fallocate -l $(( $(stat -f -c '%f * %S' /) - 4 * 1024 * 1024 )) {fill}")
     try:
+        # Nearly all of the free space at once, the rest with dd until the disk is full, then
+        # 4 MiB back: room for the lock and the manifest, not for the 15 MB image.
+        project.ssh(
+            f"fallocate -l $(( $(stat -f -c '%f * %S' /) - 64 * 1024 * 1024 )) {fill} && "
+            f"{{ dd if=/dev/zero of={fill}.top bs=1M 2>/dev/null || true; }} && "
+            f"truncate -s -4M {fill}.top"
+        )
         line = _one_line_error(project.deploy("e2efull"))
         assert "SSH connection failed while uploading" in line and "disk full" in line
         assert project.state().live == state.live
@@ -583,7 +589,7 @@ def test_a_full_disk_fails_the_upload_in_one_line_and_cleans_up(project: Project
         audit = _last_audit(project)
         assert (audit["release"], audit["result"]) == ("scoreboard_e2efull", "failed")
     finally:
-        project.ssh(f"rm -f {fill}")
+        project.ssh(f"rm -f {fill} {fill}.top")
     _ok(project.deploy_built("e2efull"))
     assert project.state().live == "e2efull"
 
