@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from . import fs
 from .errors import ConfigError
 from .units import UnitDirError, unit_files
 
@@ -277,21 +278,6 @@ def _found(value: object) -> str:
     if isinstance(value, dict):
         return "a table"
     return f"{_render(value)} ({_type_name(value)})"
-
-
-def _is_dir(path: Path) -> bool:
-    # Path.is_dir raises on e.g. ENAMETOOLONG or an unencodable name; for us that is "no".
-    try:
-        return path.is_dir()
-    except (OSError, ValueError):
-        return False
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except (OSError, ValueError):
-        return False
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -642,7 +628,7 @@ def _load_files(image: _Table) -> dict[str, Path]:
 def _load_image(doc: _Doc, data: Mapping[str, object], app: str) -> ImageConfig:
     image = _section(doc, data, "image", ImageConfig)
     tree = image.path("tree")
-    if tree is not None and not _is_dir(tree):
+    if tree is not None and not fs.is_dir(tree):
         raise image.fail(
             "tree",
             f"expected an existing directory, found {_found(image.data['tree'])}, "
@@ -678,7 +664,7 @@ def _load_sign(doc: _Doc, data: Mapping[str, object]) -> SignConfig:
     sign = _section(doc, data, "sign", SignConfig)
     key = sign.path("key")  # may not exist yet; `sign` checks it when it needs it
     allowed = sign.path("allowed_signers")
-    if allowed is not None and not _is_file(allowed):
+    if allowed is not None and not fs.is_file(allowed):
         raise sign.fail(
             "allowed_signers",
             f"expected an existing file, found {_found(sign.data['allowed_signers'])}, "
@@ -828,7 +814,7 @@ def load_config(path: Path) -> Config:
 def check_sources(cfg: Config) -> None:
     """Every [image] files source exists and is a regular file (run after the build commands)."""
     for dest, source in cfg.image.files.items():
-        if _is_file(source):
+        if fs.is_file(source):
             continue
         state = "is not a regular file" if os.path.exists(source) else "does not exist"
         raise ConfigError(

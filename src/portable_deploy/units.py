@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from . import fs
 from .errors import DeployError
 
 UNIT_DIR = "usr/lib/systemd/system"
@@ -66,7 +67,7 @@ def unit_files(directory: Path, app: str) -> list[Path]:
     holds is what the image attaches.
     """
     where = _shown(directory)
-    if not _is_dir(directory):
+    if not fs.is_dir(directory):
         raise UnitDirError(
             f"expected a directory of systemd unit files, found no directory at {where}",
             f"create it with {app}.service in it, or point units at your unit directory",
@@ -90,7 +91,7 @@ def unit_files(directory: Path, app: str) -> list[Path]:
 
 def _check_entry(entry: Path, app: str, where: str) -> None:
     name = _shown(entry.name)
-    if _is_dir(entry):
+    if fs.is_dir(entry):
         stem, dot, suffix = entry.name.rpartition(".")
         drop_in = bool(dot) and f".{suffix}" in _DROP_IN_SUFFIXES
         raise UnitDirError(
@@ -114,7 +115,7 @@ def _check_entry(entry: Path, app: str, where: str) -> None:
             f"only unit files belong there: keep unit files named {app}.*, {app}-* or {app}@* "
             "in it, move notes elsewhere, and put image files in [image] tree or files",
         )
-    if not _is_file(entry):
+    if not fs.is_file(entry):
         raise UnitDirError(
             f"expected only unit files in {where}, found {name}, which is not a regular file",
             "a unit file is a regular file or a symlink to one; replace or remove this one",
@@ -132,21 +133,6 @@ def _shown(text: str | Path) -> str:
     """A name for a one-line message: as is when printable, else quoted with escapes."""
     s = str(text)
     return s if s.isprintable() else json.dumps(s)
-
-
-def _is_dir(path: Path) -> bool:
-    # Path.is_dir raises on e.g. ENAMETOOLONG or an unencodable name; for us that is "no".
-    try:
-        return path.is_dir()
-    except (OSError, ValueError):
-        return False
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except (OSError, ValueError):
-        return False
 
 
 # --- reading a unit file -----------------------------------------------------------------------

@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "command": 0,
     "errors": 0,
     "localenv": 0,
+    "fs": 0,
     "interrupts": 0,
     "ui": 0,
 }
