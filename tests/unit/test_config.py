@@ -1262,6 +1262,36 @@ def test_a_config_file_larger_than_a_mebibyte_is_one_line(
     """DEPLOY_TOML=/dev/zero (or any huge file) is refused after reading a bounded amount."""
     with pytest.raises(ConfigError) as error:
         load_config(Path("/dev/zero"))
-    assert error.value.message == (
-        "/dev/zero: expected a TOML file of at most 1024 KiB, found a larger one"
+    assert (error.value.message, error.value.hint) == (
+        "/dev/zero: expected a TOML file of at most 1024 KiB, found a larger one",
+        "point DEPLOY_TOML (or ./deploy.toml) at your deploy.toml",
     )
+
+
+def test_the_longest_name_and_version_are_accepted(tmp_path: Path) -> None:
+    """A 64-character name and a 128-character version are the limits, not over them."""
+    name = "a" * 64
+    path = write(
+        tmp_path,
+        f'[app]\nname = "{name}"\nversion = "{"9" * 128}"\n' + HOST,
+        {f"units/{name}.service": UNIT},
+        units=False,
+    )
+    cfg = load_config(path)
+    assert (len(cfg.app.name), len(cfg.app.version)) == (64, 128)
+
+
+def test_a_too_long_version_has_a_hint(tmp_path: Path) -> None:
+    """A version over 128 characters is refused with the hint to shorten it."""
+    path = write(tmp_path, f'[app]\nname = "a"\nversion = "{"9" * 129}"\n' + HOST)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert error.value.hint == "use a shorter version"
+
+
+def test_a_config_file_of_exactly_a_mebibyte_is_read(tmp_path: Path) -> None:
+    """The size limit is 1 MiB: a file of exactly that size (padded with a comment) loads."""
+    text = APP + HOST
+    path = write(tmp_path, text + "#" * (1024 * 1024 - len(text.encode()) - 1) + "\n")
+    assert path.stat().st_size == 1024 * 1024
+    assert load_config(path).app.name == "scoreboard"
