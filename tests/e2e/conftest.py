@@ -55,7 +55,7 @@ def pid_alive(pid: int) -> bool:
 
 def teardown_sandbox(sandbox: Sandbox) -> None:
     """Stop every VM of SANDBOX and fail loudly if one of its QEMU processes survives."""
-    pids = sorted({vm.pid for vm in sandbox.status()} | set(_BOOTED))
+    pids = sorted({vm.pid for vm in sandbox.status()} | set(_BOOTED.get(sandbox.state_dir, [])))
     sandbox.down()
     # A VM whose record is gone (its state dir deleted under it) is still ours: stop it by pid.
     for pid in pids:
@@ -68,8 +68,9 @@ def teardown_sandbox(sandbox: Sandbox) -> None:
     assert not survivors, f"QEMU processes still running after down(): {survivors}"
 
 
-#: QEMU pids the session booted: stopped at the end even if their vm.json records are gone.
-_BOOTED: list[int] = []
+#: QEMU pids booted through the fixtures, by state dir: stopped at the end even if their vm.json
+#: records are gone (never another Sandbox's: each teardown stops only its own).
+_BOOTED: dict[Path, list[int]] = {}
 
 
 def _cmdline(pid: int) -> bytes:
@@ -81,7 +82,7 @@ def _cmdline(pid: int) -> bytes:
 
 def _up(sandbox: Sandbox, count: int) -> list[VM]:
     vms = sandbox.up(count, timeout=BOOT_TIMEOUT)
-    _BOOTED.extend(vm.pid for vm in vms)
+    _BOOTED.setdefault(sandbox.state_dir, []).extend(vm.pid for vm in vms)
     return vms
 
 
