@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common import bench_project, median
 
-from portable_deploy import pipeline, release, ui
+from portable_deploy import pipeline, preflight, release, ui
 from portable_deploy.config import load_config
 from portable_deploy.targets import open_hosts
 
@@ -32,6 +32,7 @@ def deploy_in_process(root: Path, version: str) -> tuple[float, list[tuple[str, 
         signed = release.sign_release(cfg, artifact)
     with open_hosts(cfg, None) as hosts:
         for host in hosts:
+            preflight.set_up_if_new(host, cfg)  # the sandbox's first use, as the tasks do
             pipeline.deploy_to(host, cfg, signed, release.Options(), steps)
         connections = sum(h.connections_opened for h in hosts)
     return time.monotonic() - start, steps.timings, connections
