@@ -4,7 +4,9 @@ switch are one line too, and a failed lock release never hides the first error."
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -12,13 +14,14 @@ import paramiko
 import pytest
 from invoke.exceptions import CommandTimedOut
 
-from portable_deploy import pipeline, ui
+from portable_deploy import pipeline, preflight, ui
 from portable_deploy.commands import lock, systemctl, trust
+from portable_deploy.config import AppConfig, SignConfig
 from portable_deploy.errors import DeployError
 from portable_deploy.host import Result, TransportError
 from portable_deploy.release import Options
 
-from .conftest import FakeHost, config, signed
+from .conftest import HOST_INFO, FakeHost, config, signed
 from .test_pipeline_flow import V2
 
 SWAP = (
@@ -196,3 +199,23 @@ def test_a_failed_upload_is_audited_as_failed(tmp_path: Path, live_v1: FakeHost)
         "failed",
     )
     assert record.message.startswith("[fake] SSH connection failed while uploading")
+
+
+def test_each_app_gets_its_own_trust_root(tmp_path: Path, live_v1: FakeHost) -> None:
+    """host.setup of a second app installs its own allowed_signers and leaves the first app's
+    alone: one app's key never signs another app's releases."""
+    signers = tmp_path / "allowed_signers"
+    signers.write_text('deploy namespaces="portable-deploy" ssh-ed25519 AAAA\n')
+    live_v1.fail(trust.host_info, HOST_INFO)  # answered by builder
+    for app in ("scoreboard", "blog"):
+        cfg = dataclasses.replace(
+            config(tmp_path),
+            app=AppConfig(app, "1"),
+            sign=SignConfig(allowed_signers=signers),
+        )
+        preflight.setup_host(live_v1, cfg)
+    installs = [line for line in live_v1.log if line.startswith("sh -c 'umask 077;")]
+    assert [re.findall(r"/etc/portable-deploy/\S+", line)[0] for line in installs] == [
+        "/etc/portable-deploy/scoreboard/allowed_signers",
+        "/etc/portable-deploy/blog/allowed_signers",
+    ]
