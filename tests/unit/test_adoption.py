@@ -120,3 +120,15 @@ def test_unknown_host_changes_nothing(
     result = _invoke(root, task, "--host", "nope")
     assert result.returncode == 1
     assert "no host named nope" in result.stderr and "prod" in result.stderr
+
+
+def test_a_local_file_error_is_one_line_exit_1(tmp_path: Path, static_binary: StaticBinary) -> None:
+    """dist/ that cannot be made (a file is in the way) gives one error line naming the path."""
+    root = tmp_path / "repo"
+    _repo(root, static_binary("hello"))
+    (root / "dist").write_text("not a directory")
+    result = _invoke(root, "build")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = [x for x in result.stderr.splitlines() if x.strip()]
+    assert line.startswith("error: ") and str(root / "dist") in line and "hint:" in line

@@ -45,6 +45,16 @@ def user_errors(fn: F) -> F:
             if os.environ.get(DEBUG_ENV):
                 raise
             raise Exit(f"error: {e}", code=1) from None
+        except OSError as e:
+            # A local file the task could not read or write (dist/ not writable, a full disk).
+            if os.environ.get(DEBUG_ENV):
+                raise
+            where = f": {e.filename}" if e.filename else ""
+            raise Exit(
+                f"error: {e.strerror or e}{where} (hint: check that path and its permissions; "
+                f"{DEBUG_ENV}=1 shows where it happened)",
+                code=1,
+            ) from None
         except KeyboardInterrupt:
             raise Exit("interrupted", code=130) from None
 
