@@ -67,6 +67,11 @@ def _transport_exceptions() -> tuple[type[BaseException], ...]:
     return (paramiko.SSHException, OSError, EOFError)
 
 
+def _detail(error: BaseException) -> str:
+    """An exception as one line of text."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def check_host_keys(conn: Any, known_hosts: Path) -> None:
     """Make every hop of CONN refuse unknown host keys: the target and each ProxyJump gateway,
     which Fabric would otherwise build with AutoAddPolicy (accept any key)."""
@@ -170,17 +175,17 @@ class Host:
         self.connections_opened += 1
         return conn
 
-    def _lost(self, doing: str, error: BaseException) -> TransportError:
+    def _lost(
+        self,
+        doing: str,
+        error: BaseException,
+        hint: str = "check the network and retry; `invoke status` shows what runs on the host",
+    ) -> TransportError:
         """The one-line error for a connection that failed while DOING; the connection is dropped."""
         self._drop()
-        detail = " ".join(str(error).split()) or type(error).__name__
-        hint = "check the network and retry; `invoke status` shows what runs on the host"
-        if doing.startswith("uploading") and (
-            detail.endswith("Failure") or "size mismatch" in detail
-        ):
-            # SFTP's generic status, or a file that did not get all its bytes: a full disk.
-            hint = "is the host's disk full? check `df -h /var/lib/portables` there, then retry"
-        return TransportError(f"[{self.name}] SSH connection failed while {doing}: {detail}", hint)
+        return TransportError(
+            f"[{self.name}] SSH connection failed while {doing}: {_detail(error)}", hint
+        )
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -242,6 +247,11 @@ class Host:
         try:
             self._put(local, remote, progress)
         except _transport_exceptions() as e:
+            detail = _detail(e)
+            # SFTP's generic status, or a file that did not get all its bytes: a full disk.
+            if detail.endswith("Failure") or "size mismatch" in detail:
+                hint = "is the host's disk full? check `df -h /var/lib/portables` there, then retry"
+                raise self._lost(f"uploading {local.name} to {remote}", e, hint) from None
             raise self._lost(f"uploading {local.name} to {remote}", e) from None
 
     def http_get(self, port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
