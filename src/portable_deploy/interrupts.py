@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -36,18 +36,30 @@ def handled() -> None:
 
 
 @contextmanager
+def _handling(handler: Callable[[int, FrameType | None], None]) -> Iterator[bool]:
+    """HANDLER answers SIGINT and SIGTERM for the block, then the previous handlers again.
+
+    Yields False (and changes nothing) outside the main thread, where Python cannot set them.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield False
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield True
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+@contextmanager
 def terminate_is_interrupt() -> Iterator[None]:
     """For the duration, SIGTERM (like SIGINT) raises KeyboardInterrupt, so `finally` blocks (the
     lock) run; an interrupt that Invoke swallows is raised again after the command."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        with _handling(_raise_interrupt):
+            yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         _pending.clear()
 
 
@@ -57,9 +69,6 @@ def deferred() -> Iterator[None]:
 
     A second signal during the block interrupts at once: the user insists.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     received: list[int] = []
 
     def hold(signum: int, frame: FrameType | None) -> None:
@@ -67,11 +76,7 @@ def deferred() -> Iterator[None]:
         if len(received) > 1:
             _raise_interrupt(signum, frame)
 
-    previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with _handling(hold):
         yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     if received:
         raise KeyboardInterrupt(signal.Signals(received[0]).name)
