@@ -23,15 +23,7 @@ from portable_deploy.release import Options
 
 from .conftest import HOST_INFO, FakeHost, config, signed
 from .test_pipeline_flow import V2
-
-SWAP = (
-    "portablectl reattach --enable /var/lib/portables/scoreboard_2.raw && "
-    "systemctl restart scoreboard.service"
-)
-BACK = (
-    "portablectl reattach --enable /var/lib/portables/scoreboard_1.raw && "
-    "systemctl restart scoreboard.service"
-)
+from .test_verify_flow import BACK, SWAP
 
 
 def _deploy(host: FakeHost, tmp_path: Path) -> DeployError:
