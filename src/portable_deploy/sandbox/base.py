@@ -39,6 +39,8 @@ PACKAGES = (
     "curl",
     "ca-certificates",
     "sqlite3",
+    # Let's Encrypt's test CA: the ACME server of the TLS tests and benchmarks (sandbox/acme.py).
+    "pebble",
 )
 DISK_SIZE = "3G"
 
