@@ -75,7 +75,7 @@ func activationListeners() ([]namedListener, error) {
 }
 
 // pickListeners chooses what to serve: the passed sockets named "http" and
-// "https" (the latter as plain HTTP until TLS lands), or, only when
+// "https" (what each serves depends on whether TLS is on; see run), or, only when
 // SCOREBOARD_LISTEN is set, a socket the app binds itself (benchmark baseline).
 func pickListeners(passed []namedListener, selfAddr string) ([]namedListener, error) {
 	if selfAddr != "" {
@@ -95,10 +95,7 @@ func pickListeners(passed []namedListener, selfAddr string) ([]namedListener, er
 	for _, l := range passed {
 		got = append(got, fmt.Sprintf("%d=%s", l.fd, l.name))
 		switch l.name {
-		case "http":
-			use = append(use, l)
-		case "https":
-			logf("fd %d is named https: serving plain HTTP on it (TLS not implemented yet)", l.fd)
+		case "http", "https":
 			use = append(use, l)
 		default:
 			logf("ignoring passed fd %d with unexpected name %q", l.fd, l.name)

@@ -5,7 +5,23 @@
 // Environment:
 //
 //	LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES  systemd socket activation; the
-//	    sockets named "http" (and "https", as plain HTTP for now) are served.
+//	    sockets named "http" and "https" are served. With TLS off, "http"
+//	    serves the app and TLS handshakes on "https" fail. With TLS on,
+//	    "https" serves the app over TLS and "http" only answers ACME http-01
+//	    challenges (/.well-known/acme-challenge/) and redirects everything
+//	    else with 308 to https://HOST/PATH?QUERY (HOST without its port).
+//	SCOREBOARD_DOMAINS      host names for the certificate, separated by commas
+//	    and/or spaces; empty or unset = TLS off. Setting it accepts the ACME
+//	    CA's terms of service; it needs a passed socket named "https".
+//	SCOREBOARD_ACME_DIRECTORY  ACME directory URL (default: Let's Encrypt
+//	    production, acme.LetsEncryptURL)
+//	SCOREBOARD_ACME_EMAIL   optional contact e-mail for the ACME account
+//	SCOREBOARD_ACME_CA      optional PEM file of extra root certificates to
+//	    trust (besides the system's) for the ACME server's own HTTPS, e.g. a
+//	    test CA such as pebble; unreadable or without certificates = fatal
+//	SCOREBOARD_ACME_CACHE   account key and certificate cache directory
+//	    (default /var/lib/scoreboard/acme, in the StateDirectory, so restarts,
+//	    deploys and rollbacks reuse the certificate instead of re-issuing)
 //	SCOREBOARD_DB           database path (default /var/lib/scoreboard/app.db)
 //	SCOREBOARD_LISTEN=ADDR  bind ADDR itself instead of using passed sockets.
 //	    For the benchmark baseline "app binds its own port" only.
@@ -26,6 +42,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/crypto/acme/autocert"
 )
 
 var (
@@ -59,6 +77,25 @@ func run() error {
 		return err
 	}
 
+	tlsSet, err := tlsFromEnv()
+	if err != nil {
+		return err
+	}
+	var certs *autocert.Manager
+	tlsDesc := "tls off (SCOREBOARD_DOMAINS unset)"
+	if tlsSet != nil {
+		if !hasListener(listeners, "https") {
+			return fmt.Errorf("SCOREBOARD_DOMAINS is set (%s) but no passed socket is named \"https\"; "+
+				"pass one (FileDescriptorName=https, e.g. ListenStream=443) or unset SCOREBOARD_DOMAINS",
+				strings.Join(tlsSet.domains, " "))
+		}
+		if certs, err = newCertManager(tlsSet); err != nil {
+			return err
+		}
+		tlsDesc = fmt.Sprintf("tls on (ACME) for %s; directory %s; cache %s",
+			strings.Join(tlsSet.domains, ","), tlsSet.directory, tlsSet.cacheDir)
+	}
+
 	dbPath := os.Getenv("SCOREBOARD_DB")
 	if dbPath == "" {
 		dbPath = defaultDB
@@ -76,27 +113,59 @@ func run() error {
 		failHealth: failHealth == "1" || os.Getenv("SCOREBOARD_FAIL_HEALTH") == "1",
 		debug:      os.Getenv("SCOREBOARD_DEBUG") == "1",
 	}
-	srv := &http.Server{
-		Handler:           a.routes(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       60 * time.Second,
+	appHandler := a.routes()
+
+	// One server per socket. All of them are set up before any serves:
+	// autocert only offers http-01 once HTTPHandler has been called.
+	type serving struct {
+		l   namedListener
+		srv *http.Server
+	}
+	var servers []serving
+	for _, l := range listeners {
+		srv := &http.Server{
+			Handler:           appHandler,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       60 * time.Second,
+		}
+		switch {
+		case l.name == "https" && certs != nil:
+			srv.TLSConfig = certs.TLSConfig() // also answers tls-alpn-01 challenges
+		case l.name == "https":
+			srv.TLSConfig = tlsOffConfig()
+			logf("fd %d (https): TLS is off (SCOREBOARD_DOMAINS unset): TLS handshakes on it fail", l.fd)
+		case l.name == "http" && certs != nil:
+			srv.Handler = certs.HTTPHandler(redirectToHTTPS(tlsSet.domains[0]))
+			logf("fd %d (http): serving ACME http-01 challenges; everything else is redirected to https", l.fd)
+		}
+		servers = append(servers, serving{l, srv})
+	}
+	if certs != nil && !hasListener(listeners, "http") {
+		logf("no passed socket named \"http\": ACME can validate only with tls-alpn-01 (on the https socket)")
 	}
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 
-	serveErr := make(chan error, len(listeners))
+	serveErr := make(chan error, len(servers))
 	var desc []string
-	for _, l := range listeners {
+	for _, s := range servers {
+		l := s.l
 		if l.fd >= 0 {
 			desc = append(desc, fmt.Sprintf("fd %d (%s, %s)", l.fd, l.name, l.Addr()))
 		} else {
 			desc = append(desc, l.name)
 		}
-		go func(l namedListener) { serveErr <- srv.Serve(l) }(l)
+		go func(s serving) {
+			if s.srv.TLSConfig != nil {
+				serveErr <- s.srv.ServeTLS(s.l, "", "")
+			} else {
+				serveErr <- s.srv.Serve(s.l)
+			}
+		}(s)
 	}
-	logf("version %s starting: serving %s; db %s; failHealth=%t",
-		version, strings.Join(desc, ", "), dbPath, a.failHealth)
+	logf("version %s starting: serving %s; db %s; failHealth=%t; %s",
+		version, strings.Join(desc, ", "), dbPath, a.failHealth, tlsDesc)
 
 	var exitErr error
 	select {
@@ -107,11 +176,21 @@ func run() error {
 		logf("%v: shutting down", exitErr)
 	}
 
+	// Drain all servers at once, within one deadline.
 	ctx, cancel = context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		srv.Close()
-		if exitErr == nil {
+	shutdownErrs := make(chan error, len(servers))
+	for _, s := range servers {
+		go func(srv *http.Server) {
+			err := srv.Shutdown(ctx)
+			if err != nil {
+				srv.Close()
+			}
+			shutdownErrs <- err
+		}(s.srv)
+	}
+	for range servers {
+		if err := <-shutdownErrs; err != nil && exitErr == nil {
 			exitErr = fmt.Errorf("shutdown: %v", err)
 		}
 	}
@@ -123,4 +202,13 @@ func run() error {
 	}
 	logf("stopped cleanly")
 	return nil
+}
+
+func hasListener(ls []namedListener, name string) bool {
+	for _, l := range ls {
+		if l.name == name {
+			return true
+		}
+	}
+	return false
 }
