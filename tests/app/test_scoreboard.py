@@ -10,6 +10,7 @@ connections queue while the app restarts. Only 127.0.0.1 is used.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -17,11 +18,13 @@ import select
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +106,7 @@ class App:
     proc: subprocess.Popen[str]
     port: int
     log: Log
+    https_port: int | None = None
 
     def request(
         self, method: str, path: str, body: bytes | str | None = None, timeout: float = 10
@@ -176,19 +180,35 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15) ->
         time.sleep(0.01)
 
 
+def listening_socket(port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((HOST, port))
+    sock.listen(128)
+    return sock
+
+
 @dataclass
 class Harness:
-    """Starts app processes on a socket owned by the test, and kills them all at teardown."""
+    """Starts app processes on sockets owned by the test, and kills them all at teardown.
+
+    SOCK is passed for every socket name but "https", which gets HTTPS_SOCK.
+    """
 
     binary: Path
     db: Path
     sock: socket.socket
+    https_sock: socket.socket = field(default_factory=listening_socket)
     apps: list[App] = field(default_factory=list)
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
 
     @property
     def port(self) -> int:
         port: int = self.sock.getsockname()[1]
+        return port
+
+    @property
+    def https_port(self) -> int:
+        port: int = self.https_sock.getsockname()[1]
         return port
 
     def accept_queue(self) -> int:
@@ -203,7 +223,12 @@ class Harness:
         return env
 
     def launch(
-        self, argv: list[str], env: dict[str, str], port: int, pass_fds: tuple[int, ...] = ()
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        port: int,
+        pass_fds: tuple[int, ...] = (),
+        https_port: int | None = None,
     ) -> App:
         proc = subprocess.Popen(
             argv,
@@ -215,7 +240,7 @@ class Harness:
             text=True,
         )
         assert proc.stderr is not None
-        app = App(proc, port, Log(proc.stderr))
+        app = App(proc, port, Log(proc.stderr), https_port)
         self.apps.append(app)
         return app
 
@@ -227,34 +252,40 @@ class Harness:
         listen_pid: str = "self",
         **env: str,
     ) -> App:
-        """Start the app with the socket as fd 3 and LISTEN_PID set to its own pid.
+        """Start the app with one socket per name in NAMES (":"-separated) as fds 3, 4, ...
 
-        A small Python launcher moves the socket to fd 3, sets LISTEN_PID to its own pid
-        and execs the app, which keeps that pid. (dash cannot redirect fds above 9.)
+        LISTEN_PID is set to the app's own pid: a small Python launcher moves the sockets
+        into place, sets LISTEN_PID to its own pid and execs the app, which keeps that pid.
+        (dash cannot redirect fds above 9.)
         """
-        fd = self.sock.fileno()
+        fds = [(self.https_sock if n == "https" else self.sock).fileno() for n in names.split(":")]
         pid = "os.getpid()" if listen_pid == "self" else repr(listen_pid)
         launcher = (
-            "import os, sys\n"
-            f"if {fd} != 3:\n    os.dup2({fd}, 3)\n    os.close({fd})\n"
+            "import fcntl, os, sys\n"
+            f"high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in {fds!r}]\n"
+            "for i, fd in enumerate(high):\n    os.dup2(fd, 3 + i)\n"
+            f"for fd in set(high) | set({fds!r}) - set(range(3, 3 + len(high))):\n"
+            "    os.close(fd)\n"
             f"os.environ['LISTEN_PID'] = str({pid})\n"
             "os.execv(sys.argv[1], sys.argv[1:])\n"
         )
         return self.launch(
             [sys.executable, "-c", launcher, str(binary or self.binary)],
-            self.env(LISTEN_FDS="1", LISTEN_FDNAMES=names, **env),
+            self.env(LISTEN_FDS=str(len(fds)), LISTEN_FDNAMES=names, **env),
             self.port,
-            pass_fds=(fd,),
+            pass_fds=tuple(set(fds)),
+            https_port=self.https_port if "https" in names.split(":") else None,
         )
 
-    def start(self, **kwargs: Any) -> App:
-        """Spawn the app and wait until it logs that it serves, then check /version answers."""
+    def start(self, *, probe: bool = True, **kwargs: Any) -> App:
+        """Spawn the app and wait until it logs that it serves, then (PROBE) check /version answers."""
         app = self.spawn(**kwargs)
         if not app.log.wait_for(" starting: serving ", timeout=30):
             app.proc.kill()
             pytest.fail(f"app did not log that it serves within 30 s:\n{app.wait()[1]}")
-        status, body = app.request("GET", "/version", timeout=30)
-        assert status == 200, body
+        if probe:
+            status, body = app.request("GET", "/version", timeout=30)
+            assert status == 200, body
         return app
 
     def run_plain(
@@ -275,13 +306,12 @@ class Harness:
             proc.wait(timeout=10)
         for app in self.apps:
             app.log.close()
+        self.https_sock.close()
 
 
 @pytest.fixture
 def harness(binary: Path, tmp_path: Path) -> Iterator[Harness]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((HOST, 0))
-    sock.listen(128)
+    sock = listening_socket()
     h = Harness(binary=binary, db=tmp_path / "app.db", sock=sock)
     try:
         yield h
@@ -459,12 +489,20 @@ def test_fail_health_env_fails_healthz(harness: Harness) -> None:
     assert app.request("GET", "/healthz")[0] == 500
 
 
-def test_https_named_socket_is_served(harness: Harness) -> None:
-    """A passed socket named https is served (as plain HTTP until TLS exists) and logged as such."""
-    app = harness.start(names="https")
+def test_https_socket_fails_handshakes_while_tls_is_off(harness: Harness) -> None:
+    """With SCOREBOARD_DOMAINS unset, http serves the app and a TLS handshake on https gets an alert."""
+    app = harness.start(names="http:https")
     assert app.request("GET", "/healthz") == (200, "ok\n")
-    _, err = app.stop()
-    assert "https" in err
+    started = time.monotonic()
+    with pytest.raises(ssl.SSLError):
+        tls_connect(harness.https_port, "scoreboard.test", None)
+    assert time.monotonic() - started < 5
+    assert app.request("GET", "/healthz") == (200, "ok\n")
+    code, err = app.stop()
+    assert code == 0, err
+    assert "tls off (SCOREBOARD_DOMAINS unset)" in err
+    assert "fd 4 (https): TLS is off" in err
+    assert "TLS is off: set SCOREBOARD_DOMAINS" in err  # the handshake error, as the server logs it
 
 
 def test_no_passed_socket_exits_nonzero(harness: Harness) -> None:
@@ -568,3 +606,329 @@ def test_build_rejects_bad_settings(tmp_path: Path, var: str, value: str) -> Non
     )
     assert result.returncode != 0
     assert var in result.stderr
+
+
+# --- TLS with ACME, against a local pebble (Let's Encrypt's test CA) ---------------------
+
+DOMAIN = "scoreboard.test"
+
+
+def tls_connect(port: int, sni: str, cafile: Path | None, timeout: float = 60) -> ssl.SSLSocket:
+    """A TLS connection to 127.0.0.1:PORT with SNI, verified against CAFILE (None: system roots)."""
+    ctx = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    raw = socket.create_connection((HOST, port), timeout=timeout)
+    try:
+        return ctx.wrap_socket(raw, server_hostname=sni)
+    except BaseException:
+        raw.close()
+        raise
+
+
+@dataclass
+class HttpsResponse:
+    status: int
+    body: str
+    cert: dict[str, Any]  # as ssl.SSLSocket.getpeercert() gives it
+    fingerprint: str  # SHA-256 of the leaf certificate (DER)
+
+
+def https_request(
+    port: int, path: str, cafile: Path, sni: str = DOMAIN, method: str = "GET"
+) -> HttpsResponse:
+    """One HTTPS request with SNI and Host SNI; the first one may wait for the certificate."""
+    tls = tls_connect(port, sni, cafile)
+    conn = http.client.HTTPConnection(HOST, port, timeout=60)
+    conn.sock = tls
+    try:
+        conn.request(method, path, headers={"Host": sni})
+        resp = conn.getresponse()
+        der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return HttpsResponse(
+            resp.status,
+            resp.read().decode(),
+            tls.getpeercert(),
+            hashlib.sha256(der).hexdigest(),
+        )
+    finally:
+        conn.close()
+
+
+def plain_request(port: int, method: str, path: str, host: str) -> http.client.HTTPResponse:
+    """One plain HTTP request with the given Host header; the response is read."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request(method, path, body=b"{}" if method == "POST" else None, headers={"Host": host})
+        resp = conn.getresponse()
+        resp.read()
+        return resp
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class Pebble:
+    directory: str  # ACME directory URL
+    listener_ca: Path  # the certificate of pebble's own HTTPS listeners (SCOREBOARD_ACME_CA)
+    root: Path  # the root pebble issues certificates under (new at every pebble start)
+    http_sock: socket.socket  # the app's http socket: pebble validates http-01 on its port
+    logs: Path
+
+
+def _get_when_up(url: str, cafile: Path, proc: subprocess.Popen[bytes], timeout: float) -> bytes:
+    """GET URL (trusting CAFILE) once it answers; fail if PROC exits or TIMEOUT passes."""
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, context=ctx, timeout=5) as resp:
+                body: bytes = resp.read()
+                return body
+        except OSError as e:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{url} did not answer (pebble exited: {proc.poll()}): {e}")
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
+    """A pebble and its DNS (pebble-challtestsrv resolving every name to 127.0.0.1), per module."""
+    for tool in ("pebble", "pebble-challtestsrv", "openssl"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (apt-get install pebble openssl)")
+    tmp = tmp_path_factory.mktemp("pebble")
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-nodes", "-days", "2", "-subj", "/CN=pebble"),
+            *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+            *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+            *("-keyout", str(tmp / "key.pem"), "-out", str(tmp / "cert.pem")),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    # The app's http socket is allocated first: pebble's httpPort is fixed per process.
+    http_sock = listening_socket()
+    acme_port, mgmt_port, dns_port, dns_mgmt_port, unused_tls_port = (free_port() for _ in range(5))
+    config = {
+        "pebble": {
+            "listenAddress": f"{HOST}:{acme_port}",
+            "managementListenAddress": f"{HOST}:{mgmt_port}",
+            "certificate": str(tmp / "cert.pem"),
+            "privateKey": str(tmp / "key.pem"),
+            "httpPort": http_sock.getsockname()[1],
+            "tlsPort": unused_tls_port,  # so tls-alpn-01 fails and http-01 is what is tested
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+    }
+    (tmp / "pebble.json").write_text(json.dumps(config))
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def run(argv: list[str], log: str, **env: str) -> subprocess.Popen[bytes]:
+        with open(tmp / log, "wb") as out:
+            proc = subprocess.Popen(
+                argv,
+                env={**os.environ, **env},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=tmp,
+            )
+        procs.append(proc)
+        return proc
+
+    try:
+        dns = run(
+            [
+                *("pebble-challtestsrv", "-defaultIPv4", HOST, "-defaultIPv6", ""),
+                *("-dns01", f"{HOST}:{dns_port}", "-management", f"{HOST}:{dns_mgmt_port}"),
+                *("-http01", "", "-https01", "", "-tlsalpn01", ""),
+            ],
+            "challtestsrv.log",
+        )
+        server = run(
+            ["pebble", "-config", str(tmp / "pebble.json"), "-dnsserver", f"{HOST}:{dns_port}"],
+            "pebble.log",
+            PEBBLE_VA_NOSLEEP="1",  # validate at once, not after a random 0-15 s
+            PEBBLE_WFE_NONCEREJECT="0",  # no deliberate badNonce rejections
+        )
+        directory = f"https://{HOST}:{acme_port}/dir"
+        _get_when_up(directory, tmp / "cert.pem", server, timeout=30)
+        root = _get_when_up(
+            f"https://{HOST}:{mgmt_port}/roots/0", tmp / "cert.pem", server, timeout=10
+        )
+        (tmp / "root.pem").write_bytes(root)
+        assert dns.poll() is None, (tmp / "challtestsrv.log").read_text()
+        yield Pebble(directory, tmp / "cert.pem", tmp / "root.pem", http_sock, tmp)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        http_sock.close()
+
+
+@pytest.fixture
+def tls_harness(binary: Path, tmp_path: Path, pebble: Pebble) -> Iterator[Harness]:
+    """A harness whose http socket is the one pebble validates http-01 challenges on."""
+    h = Harness(binary=binary, db=tmp_path / "app.db", sock=pebble.http_sock)
+    try:
+        yield h
+    finally:
+        h.kill_all()
+
+
+def tls_env(pebble: Pebble, cache: Path) -> dict[str, str]:
+    return {
+        "SCOREBOARD_DOMAINS": DOMAIN,
+        "SCOREBOARD_ACME_DIRECTORY": pebble.directory,
+        "SCOREBOARD_ACME_CA": str(pebble.listener_ca),
+        "SCOREBOARD_ACME_EMAIL": "ops@scoreboard.test",
+        "SCOREBOARD_ACME_CACHE": str(cache),
+    }
+
+
+def start_tls(h: Harness, pebble: Pebble, cache: Path, **env: str) -> App:
+    return h.start(names="http:https", probe=False, **tls_env(pebble, cache), **env)
+
+
+STORED = f"acme: stored certificate for {DOMAIN}"
+
+
+def test_tls_serves_app_with_acme_certificate(
+    tls_harness: Harness, pebble: Pebble, tmp_path: Path
+) -> None:
+    """With TLS on, https serves the app with a certificate for the domain issued by the ACME CA."""
+    cache = tmp_path / "acme"
+    app = start_tls(tls_harness, pebble, cache)
+    assert (
+        f"tls on (ACME) for {DOMAIN}; directory {pebble.directory}; cache {cache}" in app.log.text
+    )
+    assert app.https_port is not None
+    resp = https_request(app.https_port, "/healthz", pebble.root)
+    assert (resp.status, resp.body) == (200, "ok\n")
+    assert resp.cert["subjectAltName"] == (("DNS", DOMAIN),)
+    assert https_request(app.https_port, "/version", pebble.root).body == VERSION + "\n"
+    assert app.log.wait_for(STORED, timeout=5)
+    assert (cache / DOMAIN).is_file()
+    code, err = app.stop()
+    assert code == 0, err
+    assert err.count("acme: stored certificate") == 1
+
+
+def test_restart_reuses_cached_certificate(
+    tls_harness: Harness, pebble: Pebble, tmp_path: Path
+) -> None:
+    """A new process on the same cache serves the same certificate and stores none."""
+    cache = tmp_path / "acme"
+    first = start_tls(tls_harness, pebble, cache)
+    assert first.https_port is not None
+    issued = https_request(first.https_port, "/version", pebble.root)
+    assert first.stop()[0] == 0
+    second = start_tls(tls_harness, pebble, cache)
+    again = https_request(first.https_port, "/version", pebble.root)
+    assert (again.status, again.body) == (200, VERSION + "\n")
+    assert again.fingerprint == issued.fingerprint
+    assert again.cert["serialNumber"] == issued.cert["serialNumber"]
+    code, err = second.stop()
+    assert code == 0, err
+    assert "acme: stored certificate" not in err
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST"])
+def test_http_redirects_to_https_when_tls_is_on(
+    tls_harness: Harness, pebble: Pebble, tmp_path: Path, method: str
+) -> None:
+    """With TLS on, a request on http gets 308 to https://HOST/PATH?QUERY, the Host's port dropped."""
+    app = start_tls(tls_harness, pebble, tmp_path / "acme")
+    resp = plain_request(app.port, method, "/api/scores?x=1&y=%2F", f"{DOMAIN}:{app.port}")
+    assert resp.status == 308
+    assert resp.getheader("Location") == f"https://{DOMAIN}/api/scores?x=1&y=%2F"
+    resp = plain_request(app.port, method, "/healthz", DOMAIN)
+    assert (resp.status, resp.getheader("Location")) == (308, f"https://{DOMAIN}/healthz")
+
+
+@pytest.mark.parametrize(("host", "status"), [(DOMAIN, 404), ("other.test", 403)])
+def test_challenge_path_is_not_redirected(
+    tls_harness: Harness, pebble: Pebble, tmp_path: Path, host: str, status: int
+) -> None:
+    """With TLS on, http answers the ACME challenge path itself: unknown token 404, other host 403."""
+    app = start_tls(tls_harness, pebble, tmp_path / "acme")
+    resp = plain_request(app.port, "GET", "/.well-known/acme-challenge/unknown", f"{host}:80")
+    assert resp.status == status
+    assert resp.getheader("Location") is None
+
+
+def test_sni_not_in_domains_gets_no_certificate(
+    tls_harness: Harness, pebble: Pebble, tmp_path: Path
+) -> None:
+    """A TLS handshake for a name not in SCOREBOARD_DOMAINS fails and no certificate is issued."""
+    cache = tmp_path / "acme"
+    app = start_tls(tls_harness, pebble, cache)
+    assert app.https_port is not None
+    with pytest.raises(ssl.SSLError):
+        tls_connect(app.https_port, "other.test", pebble.root)
+    code, err = app.stop()
+    assert code == 0, err
+    assert '"other.test" not configured' in err
+    assert "acme: stored certificate" not in err
+    assert not (cache / "other.test").exists()
+
+
+def test_sigterm_drains_inflight_https_request(
+    tls_harness: Harness, pebble: Pebble, tmp_path: Path
+) -> None:
+    """On SIGTERM a request in flight on the https socket still completes, then the app exits 0."""
+    app = start_tls(tls_harness, pebble, tmp_path / "acme", SCOREBOARD_DEBUG="1")
+    assert app.https_port is not None
+    https_request(app.https_port, "/healthz", pebble.root)  # the certificate is there now
+    tls = tls_connect(app.https_port, DOMAIN, pebble.root)
+    conn = http.client.HTTPConnection(HOST, app.https_port, timeout=30)
+    conn.sock = tls
+    try:
+        conn.request("GET", "/debug/sleep?ms=1500", headers={"Host": DOMAIN})
+        time.sleep(0.3)  # the request reaches the app
+        code, err = app.stop()
+        resp = conn.getresponse()
+        assert (resp.status, resp.read().decode()) == (200, "slept 1500ms\n")
+    finally:
+        conn.close()
+    assert code == 0, err
+    assert "stopped cleanly" in err
+
+
+def test_domains_without_https_socket_fail_start(harness: Harness) -> None:
+    """SCOREBOARD_DOMAINS without a passed https socket makes the app exit non-zero and say so."""
+    code, err = harness.spawn(names="http", SCOREBOARD_DOMAINS=DOMAIN).wait()
+    assert code != 0
+    assert (
+        'SCOREBOARD_DOMAINS is set (scoreboard.test) but no passed socket is named "https"' in err
+    )
+
+
+@pytest.mark.parametrize("content", [None, "", "not a certificate\n"])
+def test_bad_acme_ca_fails_start(harness: Harness, tmp_path: Path, content: str | None) -> None:
+    """A missing SCOREBOARD_ACME_CA file, or one without a PEM certificate, fails the start clearly."""
+    ca = tmp_path / "ca.pem"
+    if content is not None:
+        ca.write_text(content)
+    code, err = harness.spawn(
+        names="http:https",
+        SCOREBOARD_DOMAINS=DOMAIN,
+        SCOREBOARD_ACME_CA=str(ca),
+        SCOREBOARD_ACME_CACHE=str(tmp_path / "acme"),
+    ).wait()
+    assert code != 0
+    assert "SCOREBOARD_ACME_CA" in err
+    assert str(ca) in err
+    assert " starting: serving " not in err
+
+
+@pytest.mark.parametrize("domains", ["localhost", "a.test, b/c.test", "a.test:443"])
+def test_bad_domains_fail_start(harness: Harness, domains: str) -> None:
+    """A name in SCOREBOARD_DOMAINS that cannot get an ACME certificate fails the start clearly."""
+    code, err = harness.spawn(names="http:https", SCOREBOARD_DOMAINS=domains).wait()
+    assert code != 0
+    assert "SCOREBOARD_DOMAINS:" in err
