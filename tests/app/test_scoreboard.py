@@ -794,6 +794,19 @@ def start_tls(h: Harness, pebble: Pebble, cache: Path, **env: str) -> App:
     return h.start(names="http:https", probe=False, **tls_env(pebble, cache), **env)
 
 
+def first_https(app: App, pebble: Pebble, path: str) -> HttpsResponse:
+    """The first HTTPS request, which waits for the certificate; on failure show both logs."""
+    assert app.https_port is not None
+    try:
+        return https_request(app.https_port, path, pebble.root)
+    except OSError as e:
+        pebble_log = (pebble.logs / "pebble.log").read_text().splitlines()[-40:]
+        pytest.fail(
+            f"HTTPS {path} failed: {e!r}\napp log:\n{app.log.text}\n"
+            "pebble log (last 40 lines):\n" + "\n".join(pebble_log)
+        )
+
+
 STORED = f"acme: stored certificate for {DOMAIN}"
 
 
@@ -807,7 +820,7 @@ def test_tls_serves_app_with_acme_certificate(
         f"tls on (ACME) for {DOMAIN}; directory {pebble.directory}; cache {cache}" in app.log.text
     )
     assert app.https_port is not None
-    resp = https_request(app.https_port, "/healthz", pebble.root)
+    resp = first_https(app, pebble, "/healthz")
     assert (resp.status, resp.body) == (200, "ok\n")
     assert resp.cert["subjectAltName"] == (("DNS", DOMAIN),)
     assert https_request(app.https_port, "/version", pebble.root).body == VERSION + "\n"
@@ -825,7 +838,7 @@ def test_restart_reuses_cached_certificate(
     cache = tmp_path / "acme"
     first = start_tls(tls_harness, pebble, cache)
     assert first.https_port is not None
-    issued = https_request(first.https_port, "/version", pebble.root)
+    issued = first_https(first, pebble, "/version")
     assert first.stop()[0] == 0
     second = start_tls(tls_harness, pebble, cache)
     again = https_request(first.https_port, "/version", pebble.root)
@@ -883,7 +896,7 @@ def test_sigterm_drains_inflight_https_request(
     """On SIGTERM a request in flight on the https socket still completes, then the app exits 0."""
     app = start_tls(tls_harness, pebble, tmp_path / "acme", SCOREBOARD_DEBUG="1")
     assert app.https_port is not None
-    https_request(app.https_port, "/healthz", pebble.root)  # the certificate is there now
+    first_https(app, pebble, "/healthz")  # the certificate is there now
     tls = tls_connect(app.https_port, DOMAIN, pebble.root)
     conn = http.client.HTTPConnection(HOST, app.https_port, timeout=30)
     conn.sock = tls
