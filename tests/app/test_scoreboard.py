@@ -611,6 +611,7 @@ def test_build_rejects_bad_settings(tmp_path: Path, var: str, value: str) -> Non
 # --- TLS with ACME, against a local pebble (Let's Encrypt's test CA) ---------------------
 
 DOMAIN = "scoreboard.test"
+ACME_LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"  # the app's default
 
 
 def tls_connect(port: int, sni: str, cafile: Path | None, timeout: float = 60) -> ssl.SSLSocket:
@@ -945,3 +946,19 @@ def test_bad_domains_fail_start(harness: Harness, domains: str) -> None:
     code, err = harness.spawn(names="http:https", SCOREBOARD_DOMAINS=domains).wait()
     assert code != 0
     assert "SCOREBOARD_DOMAINS:" in err
+
+
+def test_missing_system_roots_are_warned_about(harness: Harness, tmp_path: Path) -> None:
+    """With TLS on, no system root certificates and no SCOREBOARD_ACME_CA, the start log warns."""
+    app = harness.start(
+        names="http:https",
+        probe=False,
+        SCOREBOARD_DOMAINS=DOMAIN,
+        SCOREBOARD_ACME_CACHE=str(tmp_path / "acme"),
+        SSL_CERT_FILE=str(tmp_path / "no-such-bundle.pem"),  # Go's x509 reads these instead
+        SSL_CERT_DIR=str(tmp_path / "no-such-dir"),
+    )
+    code, err = app.stop()
+    assert code == 0, err
+    assert "acme: no system root certificates found" in err
+    assert f"directory {ACME_LETSENCRYPT}" in err
