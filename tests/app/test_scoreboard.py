@@ -643,13 +643,10 @@ def https_request(
     try:
         conn.request(method, path, headers={"Host": sni})
         resp = conn.getresponse()
-        der = tls.getpeercert(binary_form=True)
-        assert der is not None
+        cert, der = tls.getpeercert(), tls.getpeercert(binary_form=True)
+        assert cert is not None and der is not None
         return HttpsResponse(
-            resp.status,
-            resp.read().decode(),
-            tls.getpeercert(),
-            hashlib.sha256(der).hexdigest(),
+            resp.status, resp.read().decode(), dict(cert), hashlib.sha256(der).hexdigest()
         )
     finally:
         conn.close()
