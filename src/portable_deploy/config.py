@@ -21,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from . import fs
+from . import fs, profiles
 from .errors import ConfigError
 from .units import UnitDirError, unit_files
 
@@ -93,6 +93,9 @@ class DeployConfig:
     keep_releases: int = 5
     #: Seconds after which a deploy lock counts as stale and may be broken with --break-lock.
     lock_ttl: int = 900
+    #: The portable profile units are attached with (``portablectl attach --profile``):
+    #: the tool's own ``pd-hardened``, or a profile on the host such as the stock ``default``.
+    profile: str = profiles.DEFAULT
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "deploy": {
         "keep_releases": _example(DeployConfig, "keep_releases"),
         "lock_ttl": _example(DeployConfig, "lock_ttl"),
+        "profile": _example(DeployConfig, "profile"),
     },
     "verify": {
         "port": _example(VerifyConfig, "port"),
@@ -212,6 +216,7 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 #: A word on the ssh command line: printable ASCII without spaces.
 _SSH_WORD = re.compile(r"[\x21-\x7e]+")
 _URL_PATH = re.compile(r"/[\x21-\x7e]*")
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _GIT_DESCRIBE = ("describe", "--tags", "--always", "--dirty")
 
 GitRunner = Callable[[list[str]], str]
@@ -759,7 +764,21 @@ def _load_deploy(doc: _Doc, data: Mapping[str, object]) -> DeployConfig:
             "an integer of at least 2 (the current and one to roll back to)",
         ),
         lock_ttl=deploy.integer("lock_ttl", 1, None, "a whole number of seconds above 0"),
+        profile=_profile(deploy),
     )
+
+
+def _profile(table: _Table) -> str:
+    name = table.string("profile")
+    if name is None:
+        return str(_default(table.cls, "profile"))
+    if not _PROFILE_NAME.fullmatch(name):
+        raise table.type_error(
+            "profile",
+            f'a portable profile name such as "{profiles.DEFAULT}" or "default" '
+            "(letters, digits, - and _)",
+        )
+    return name
 
 
 def _url_path(table: _Table, key: str) -> str:

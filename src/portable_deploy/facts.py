@@ -7,6 +7,7 @@ builder renders (``tests/unit/recorded/``, recorded again by ``scripts/record-fa
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -218,3 +219,21 @@ def state_sections(output: str, marker: str) -> dict[str, str]:
         elif current is not None:
             current.append(line)
     return {name: "\n".join(lines) + ("\n" if lines else "") for name, lines in sections.items()}
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def digest(section: str) -> str | None:
+    """A SHA-256 digest printed alone on a line (``sha256sum < FILE | cut ...``), or None."""
+    text = section.strip()
+    return text if _SHA256.fullmatch(text) else None
+
+
+_EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
+
+
+def exposure(output: str) -> float | None:
+    """The overall score ``systemd-analyze security UNIT`` prints (0 safest .. 10), or None."""
+    m = _EXPOSURE.search(output)
+    return float(m.group(1)) if m else None

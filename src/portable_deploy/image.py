@@ -220,8 +220,13 @@ def assemble_tree(cfg: Config, dest: Path) -> list[str]:
 
     _add_portable_essentials(dest, cfg.app.name)
     for unit in _packed_units(dest):
-        for mount_point in unit_mount_points(unit.read_text(errors="replace"), unit.name):
+        text = unit.read_text(errors="replace")
+        for mount_point in unit_mount_points(text, unit.name):
             _mkdirs(dest, mount_point)
+        for point in bind_mount_points(text, unit.name):
+            # A file bind needs a file here: the tree provides it; a missing point is a directory.
+            if not (dest / point).exists() and not (dest / point).is_symlink():
+                _mkdirs(dest, point)
     if not private:
         return []
     shown = ", ".join(str(p) for p in private[:3]) + (", ..." if len(private) > 3 else "")
@@ -260,6 +265,41 @@ def unit_mount_points(unit_text: str, unit_name: str | None = None) -> list[str]
         for name in lists[key]:
             point = f"{base}/{name}"
             if point not in points:
+                points.append(point)
+    return points
+
+
+#: [Service] settings that bind host paths into the unit's (read-only) root.
+BIND_SETTINGS = frozenset({"BindPaths", "BindReadOnlyPaths"})
+
+
+def bind_mount_points(unit_text: str, unit_name: str | None = None) -> list[str]:
+    """Image paths that a unit's BindPaths=/BindReadOnlyPaths= mount host paths onto.
+
+    A read-only image cannot grow a mount point at run time, so the build makes each one. Each
+    word is ``[-]SOURCE[:DEST[:OPTIONS]]``; the mount point is DEST, or SOURCE when there is none.
+    """
+    source = unit_name or "unit"
+    specifiers = _specifiers(unit_name)
+    points: list[str] = []
+    for section, key, value in directives(unit_text):
+        if section not in _EXEC_SECTIONS or key not in BIND_SETTINGS or not value:
+            continue
+        try:
+            words = shlex.split(value)
+        except ValueError as e:
+            raise DeployError(f"{source}: cannot parse {key}={value}: {e}") from None
+        for word in words:
+            parts = word.lstrip("-+").split(":")
+            dest = parts[1] if len(parts) > 1 and parts[1] else parts[0]
+            path = PurePosixPath(_resolve(dest, specifiers, f"{source}: {key}={word}"))
+            if not path.is_absolute() or ".." in path.parts:
+                raise DeployError(
+                    f"{source}: {key}={word}: the mount point {path} is not an absolute path",
+                    f"write it like {key}=/etc/ssl/certs",
+                )
+            point = path.relative_to("/").as_posix()
+            if point not in (".", *points):
                 points.append(point)
     return points
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NoReturn
 
-from . import facts, interrupts, ui
+from . import facts, interrupts, profiles, ui
 from .commands.layout import Layout
 from .config import Config
 from .errors import DeployError
@@ -22,8 +22,15 @@ from .history import ReleaseRow, kept_releases, prune, record, release_rows
 from .host import Remote, TransportError
 from .locking import deploy_lock
 from .manifest import Manifest
-from .plan import Plan, plan_release
-from .preflight import HostState, read_manifest, read_state
+from .plan import Action, Plan, plan_release
+from .preflight import (
+    HostState,
+    install_profile,
+    profile_problem,
+    read_manifest,
+    read_state,
+    wanted_profile_digest,
+)
 from .release import Options, Signed, Where, release_name
 from .steps import (
     ConnectionLost,
@@ -58,13 +65,13 @@ def session(
     """The shared prologue: hold the deploy lock for EVENT, read the host's state."""
     layout = Layout(cfg.app.name)
     with deploy_lock(host, layout, cfg, release, event, break_lock):
-        yield Session(host, cfg, layout, read_state(host, layout))
+        yield Session(host, cfg, layout, read_state(host, layout, cfg.deploy.profile))
 
 
 def peek(host: Remote, cfg: Config) -> Session:
     """The prologue of a read-only task: the host's state, no lock."""
     layout = Layout(cfg.app.name)
-    return Session(host, cfg, layout, read_state(host, layout))
+    return Session(host, cfg, layout, read_state(host, layout, cfg.deploy.profile))
 
 
 # -- the tasks' bodies ---------------------------------------------------------------------------
@@ -74,6 +81,7 @@ def deploy_to(host: Remote, cfg: Config, signed: Signed, opts: Options, steps: u
     """`invoke deploy` on one host: upload, check, install, reattach, verify (-> roll back)."""
     m = signed.manifest
     with session(host, cfg, "deploy", m.release, opts.break_lock) as s:
+        _check_profile(s)  # before the upload: a deploy that cannot attach sends nothing
         with steps.step(f"upload {m.image_name} to {host.name}"):
             _upload_checked(s, signed, steps, "deploy")
         plan = switch(s, m, opts, steps, "deploy")
@@ -184,15 +192,39 @@ def _upload_checked(s: Session, signed: Signed, steps: ui.Steps, event: str) -> 
 
 
 def _plan(s: Session, target: Manifest, opts: Options, steps: ui.Steps) -> Plan:
-    """Which units change (a refused socket change stops here, before anything changes)."""
-    plan = plan_release(s.state.live_manifest, target, restart_sockets=opts.restart_sockets)
+    """Which units change (a refused socket change or a missing profile stops here, before
+    anything changes)."""
+    _check_profile(s)
+    profile = s.cfg.deploy.profile
+    wanted = wanted_profile_digest(profile, s.state)
+    plan = plan_release(
+        s.state.live_manifest,
+        target,
+        restart_sockets=opts.restart_sockets,
+        profile=profile,
+        profile_changed=s.state.live_manifest is not None and s.state.attached_profile != wanted,
+    )
     describe(plan, steps)
     return plan
 
 
+def _check_profile(s: Session) -> None:
+    problem = profile_problem(s.host.name, s.cfg.deploy.profile, s.state)
+    if problem:
+        raise problem
+
+
 def _reattach(s: Session, plan: Plan, steps: ui.Steps) -> None:
-    """The reattach and its restarts run to their end even if the user interrupts."""
+    """The reattach and its restarts run to their end even if the user interrupts. The tool's
+    own profile is (re)installed first when the host's copy differs."""
     with steps.step(f"reattach {plan.release} on {s.host.name}"), interrupts.deferred():
+        own = profiles.is_own(plan.profile)
+        if (
+            own
+            and plan.action is not Action.NONE
+            and s.state.host_profile != profiles.digest(profiles.text(plan.profile))
+        ):
+            install_profile(s.host, plan.profile)
         reattach(s.host, s.layout, plan)
 
 
@@ -240,7 +272,7 @@ def _revert_now(
             f"{failed.release} stays attached{note}",
             hint=f"see `invoke logs --host {host.name}`, fix, and deploy again",
         )
-    back = plan_release(failed, previous, restart_sockets=True)
+    back = plan_release(failed, previous, restart_sockets=True, profile=s.cfg.deploy.profile)
     try:
         with steps.step(f"roll back {host.name} to {previous.release}"):
             # A key removed from the trust root since is not honoured by a rollback either.

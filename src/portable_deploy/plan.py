@@ -3,7 +3,8 @@
 The rules: the app (a service a socket activates) restarts whenever the image changed; any other
 long-running service (a sidecar such as Litestream) only when its unit file or a file it runs
 changed; a socket never, unless its unit file changed and the user allowed it; a oneshot is not
-restarted (it runs again when the app starts).
+restarted (it runs again when the app starts). A change of portable profile restarts every
+long-running service once, announced in the plan (sockets get no profile: they stay).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from . import profiles
 from .errors import DeployError
 from .manifest import Manifest, changed_paths
 from .units import UNIT_DIR, Kind, UnitInfo
@@ -27,6 +29,10 @@ class Plan:
     release: str
     previous: str | None
     action: Action
+    #: The portable profile the units are attached with.
+    profile: str = profiles.DEFAULT
+    #: The live units run with another profile text: every service restarts (announced).
+    profile_changed: bool = False
     stop: tuple[str, ...] = ()
     restart: tuple[str, ...] = ()
     start: tuple[str, ...] = ()
@@ -38,12 +44,22 @@ def unit_infos(manifest: Manifest) -> dict[str, UnitInfo]:
     return {name: UnitInfo.from_dict(name, data) for name, data in manifest.unit_info.items()}
 
 
-def plan_release(old: Manifest | None, new: Manifest, *, restart_sockets: bool = False) -> Plan:
-    """The units to stop, restart and start to go from ``old`` (live) to ``new``."""
+def plan_release(
+    old: Manifest | None,
+    new: Manifest,
+    *,
+    restart_sockets: bool = False,
+    profile: str = profiles.DEFAULT,
+    profile_changed: bool = False,
+) -> Plan:
+    """The units to stop, restart and start to go from ``old`` (live) to ``new``, attached with
+    PROFILE; PROFILE_CHANGED says the live units run with another profile text."""
     if old is None:
-        return Plan(new.release, None, Action.ATTACH, reasons={"*": "first deploy: attach --now"})
-    if old.release == new.release and old.image_sha256 == new.image_sha256:
-        return Plan(new.release, old.release, Action.NONE)
+        return Plan(
+            new.release, None, Action.ATTACH, profile, reasons={"*": "first deploy: attach --now"}
+        )
+    if old.release == new.release and old.image_sha256 == new.image_sha256 and not profile_changed:
+        return Plan(new.release, old.release, Action.NONE, profile)
     changed = changed_paths(old, new)
     image_changed = old.image_sha256 != new.image_sha256
     units, old_units = unit_infos(new), unit_infos(old)
@@ -69,6 +85,9 @@ def plan_release(old: Manifest | None, new: Manifest, *, restart_sockets: bool =
                 reasons[name] = "socket unit changed (--restart-sockets)"
             elif unit_file_changed:
                 blocked.append(name)
+        elif profile_changed and unit.kind in (Kind.SERVICE, Kind.OTHER):
+            restart.append(name)
+            reasons[name] = f"portable profile changed to {profile}"
         elif unit.kind is Kind.SERVICE and name in apps:
             if image_changed:
                 restart.append(name)
@@ -88,6 +107,8 @@ def plan_release(old: Manifest | None, new: Manifest, *, restart_sockets: bool =
         new.release,
         old.release,
         Action.REATTACH,
+        profile,
+        profile_changed,
         stop=tuple(stop),
         restart=tuple(restart),
         start=tuple(start),

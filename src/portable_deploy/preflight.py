@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import facts, sign
+from . import facts, profiles, sign
 from .commands import files, trust
 from .commands.layout import PORTABLES_DIR, STATE_ROOT, TRUST_DIR, Layout
 from .commands.state import SECTION, host_state
@@ -27,6 +27,10 @@ class HostState:
     live: str | None
     live_manifest: Manifest | None
     audit: list[AuditRecord]
+    #: SHA-256 of the portable profile the live units were attached with (None: nothing attached).
+    attached_profile: str | None = None
+    #: SHA-256 of the configured profile as the host has it (None: not on the host).
+    host_profile: str | None = None
 
     @property
     def previous(self) -> str | None:
@@ -49,9 +53,9 @@ def check_host(host: Remote, layout: Layout, info: facts.HostInfo | None = None)
     return info
 
 
-def read_state(host: Remote, layout: Layout) -> HostState:
+def read_state(host: Remote, layout: Layout, profile: str = profiles.DEFAULT) -> HostState:
     """The host's facts in one round trip; refuses hosts that were never set up."""
-    out = host.run(host_state(layout, layout.allowed_signers, STATE_ROOT)).stdout
+    out = host.run(host_state(layout, layout.allowed_signers, STATE_ROOT, profile)).stdout
     sections = facts.state_sections(out, SECTION)
     info = check_host(host, layout, facts.host_info(sections.get("info", "")))
     if not (info.set_up and info.trusted):
@@ -68,7 +72,13 @@ def read_state(host: Remote, layout: Layout) -> HostState:
         if manifest is None or manifest.release != live:  # units disagreed: read the right one
             manifest = read_manifest(host, layout, live)
     audit = facts.audit_log(sections.get("audit", ""))
-    return HostState(live, manifest, audit)
+    return HostState(
+        live,
+        manifest,
+        audit,
+        attached_profile=facts.digest(sections.get("profile-attached", "")),
+        host_profile=facts.digest(sections.get("profile", "")),
+    )
 
 
 def read_manifest(host: Remote, layout: Layout, release: str) -> Manifest | None:
@@ -101,7 +111,40 @@ def setup_host(host: Remote, cfg: Config) -> list[str]:
     if host.run(files.cat(layout.allowed_signers)).stdout != wanted:
         host.run(trust.install_allowed_signers(layout.allowed_signers, wanted))
         changed.append(f"installed {layout.allowed_signers}")
+    if profiles.is_own(cfg.deploy.profile):
+        path = profiles.host_path(cfg.deploy.profile)
+        if host.run(files.cat(path)).stdout != profiles.text(cfg.deploy.profile):
+            install_profile(host, cfg.deploy.profile)
+            changed.append(f"installed {path}")
     return changed
+
+
+def install_profile(host: Remote, name: str) -> None:
+    """Write the tool's own portable profile NAME where portablectl finds it first."""
+    path = profiles.host_path(name)
+    host.run(
+        files.mkdir(path.rsplit("/", 1)[0], mode="0755").then(
+            files.write(path, profiles.text(name), mode="0644")
+        )
+    )
+
+
+def profile_problem(host_name: str, profile: str, state: HostState) -> DeployError | None:
+    """A profile that is neither the tool's own nor on the host cannot be attached."""
+    if profiles.is_own(profile) or state.host_profile is not None:
+        return None
+    return DeployError(
+        f"[{host_name}] has no portable profile {profile!r}",
+        hint=f'set [deploy] profile to {profiles.DEFAULT!r} or "default", or install '
+        f"{profiles.SEARCH_DIRS[0]}/{profile}/service.conf on the host",
+    )
+
+
+def wanted_profile_digest(profile: str, state: HostState) -> str | None:
+    """The digest of the profile a deploy attaches now (the tool's text for its own)."""
+    if profiles.is_own(profile):
+        return profiles.digest(profiles.text(profile))
+    return state.host_profile
 
 
 def set_up_if_new(host: Remote, cfg: Config) -> list[str]:

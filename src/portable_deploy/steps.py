@@ -175,10 +175,10 @@ def reattach(host: Remote, layout: Layout, plan: Plan) -> Command | None:
     if plan.action is Action.NONE:
         return None
     if plan.action is Action.ATTACH:
-        command = portablectl.attach(image_path, now=True, enable=True)
+        command = portablectl.attach(image_path, plan.profile, now=True, enable=True)
     else:
         # One round trip: the swap and the restarts it needs, stopping at the first failure.
-        command = portablectl.reattach(image_path, now=False, enable=True)
+        command = portablectl.reattach(image_path, plan.profile, now=False, enable=True)
         for units, builder in (
             (plan.stop, systemctl.stop),
             (plan.restart, systemctl.restart),
@@ -287,6 +287,11 @@ def describe(plan: Plan, steps: ui.Steps) -> None:
     elif plan.action is Action.ATTACH:
         steps.info(f"first deploy: attach {plan.release} and start its units")
     else:
+        if plan.profile_changed:
+            steps.info(
+                f"the portable profile changes to {plan.profile}: every service restarts once "
+                "(sockets stay open and queue connections)"
+            )
         for verb, units in (("stop", plan.stop), ("restart", plan.restart), ("start", plan.start)):
             for unit in units:
                 steps.info(f"{verb} {unit}: {plan.reasons.get(unit, '')}")

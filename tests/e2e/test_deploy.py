@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from portable_deploy import facts
+from portable_deploy import facts, profiles
 from portable_deploy.commands.layout import STATE_ROOT, Layout
 from portable_deploy.commands.state import SECTION, host_state
 from portable_deploy.sandbox import VM
@@ -87,7 +87,11 @@ class Project:
 
     def state(self) -> HostState:
         """The live release and rollback target, read and parsed as the tool itself does."""
-        out = self.ssh(host_state(LAYOUT, LAYOUT.allowed_signers, STATE_ROOT).render(reveal=True))
+        out = self.ssh(
+            host_state(LAYOUT, LAYOUT.allowed_signers, STATE_ROOT, profiles.DEFAULT).render(
+                reveal=True
+            )
+        )
         sections = facts.state_sections(out, SECTION)
         info = facts.host_info(sections.get("info", ""))
         live = facts.live_release(sections.get("attached", ""), LAYOUT.app)
@@ -448,7 +452,7 @@ def test_dry_run_changes_nothing(project: Project) -> None:
     _ok(result)
     assert project.ssh(f"cat {STATE}/audit.jsonl") == audit
     assert (
-        "(dry-run) $ portablectl reattach --enable /var/lib/portables/scoreboard_e2e7.raw"
+        "(dry-run) $ portablectl reattach --profile pd-hardened --copy=copy --enable /var/lib/portables/scoreboard_e2e7.raw"
         in result.stdout
     )
     assert "restart scoreboard.service" in result.stdout
@@ -667,3 +671,70 @@ def test_sigterm_after_the_switch_rolls_back_and_releases_the_lock(project: Proj
     audit = _last_audit(project)
     assert (audit["release"], audit["result"]) == ("scoreboard_e2eterm", "rolled-back")
     assert project.ssh(f"test -e {LAYOUT.lock} && echo held || echo free").strip() == "free"
+
+
+#: `systemd-analyze security` targets for the attached units under the pd-hardened profile.
+EXPOSURE_TARGETS = {
+    "scoreboard.service": 1.0,
+    "scoreboard-litestream.service": 2.0,
+    "scoreboard-restore.service": 2.0,
+}
+
+
+def _exposure(project: Project, unit: str) -> float:
+    out = project.ssh(f"systemd-analyze security --no-pager {unit} | tail -n1")
+    score = facts.exposure(out)
+    assert score is not None, out
+    return score
+
+
+def test_units_meet_their_exposure_targets(project: Project) -> None:
+    """Under pd-hardened every unit scores within its target, with no capabilities, no privilege
+    gain, its own user namespace, a read-only system and a system-call filter."""
+    project.bring_to_any()
+    scores = {unit: _exposure(project, unit) for unit in EXPOSURE_TARGETS}
+    assert all(scores[u] <= target for u, target in EXPOSURE_TARGETS.items()), scores
+    props = project.ssh(
+        "systemctl show scoreboard.service -p CapabilityBoundingSet -p NoNewPrivileges "
+        "-p PrivateUsers -p ProtectSystem -p SystemCallFilter -p RestrictAddressFamilies"
+    )
+    shown = dict(line.split("=", 1) for line in props.splitlines() if "=" in line)
+    assert shown["CapabilityBoundingSet"] == ""
+    assert (shown["NoNewPrivileges"], shown["PrivateUsers"], shown["ProtectSystem"]) == (
+        "yes",
+        "yes",
+        "strict",
+    )
+    assert shown["SystemCallFilter"].strip() != ""
+    assert set(shown["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
+
+
+def test_a_profile_change_is_an_announced_restart_that_keeps_the_sockets(
+    project: Project,
+) -> None:
+    """Switching [deploy] profile (pd-hardened -> default -> pd-hardened) restarts every service
+    once, says so in the plan, never restarts a socket, and the scores follow the profile."""
+    project.bring_to("e2eprof")
+    sockets = {
+        s: project.unit(s, "ActiveEnterTimestampMonotonic")
+        for s in ("scoreboard-http.socket", "scoreboard-https.socket")
+    }
+    stock = _variant(
+        project, "stock-profile", {"deploy.toml": ("[deploy]\n", '[deploy]\nprofile = "default"\n')}
+    )
+    result = project.invoke("deploy", version="e2eprof", toml=stock)
+    _ok(result)
+    assert "the portable profile changes to default" in result.stdout
+    assert (
+        "restart scoreboard-litestream.service: portable profile changed to default"
+        in result.stdout
+    )
+    assert _exposure(project, "scoreboard.service") > EXPOSURE_TARGETS["scoreboard.service"]
+
+    result = project.invoke("deploy", "--no-build", version="e2eprof")
+    _ok(result)
+    assert "the portable profile changes to pd-hardened" in result.stdout
+    assert _exposure(project, "scoreboard.service") <= EXPOSURE_TARGETS["scoreboard.service"]
+    assert project.get("/healthz") == (200, "ok\n")
+    for unit, since in sockets.items():
+        assert project.unit(unit, "ActiveEnterTimestampMonotonic") == since

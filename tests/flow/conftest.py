@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from portable_deploy import profiles
 from portable_deploy.command import Command
 from portable_deploy.commands.layout import Layout
 from portable_deploy.commands.state import SECTION
@@ -108,6 +109,10 @@ def config(tmp_path: Path) -> Config:
     )
 
 
+#: The digest of the tool's own profile, as a host that deployed with it reports it.
+HARDENED = profiles.digest(profiles.text(profiles.DEFAULT))
+
+
 @dataclass(eq=False)
 class FakeHost(Host):
     """A ``host.Host`` whose transport is a script: the real ``run``/``put`` (dry run, echo, check)
@@ -135,6 +140,10 @@ class FakeHost(Host):
     )
     #: Raised by the next image upload (SFTP) when set: a full disk hits the big file.
     put_error: BaseException | None = None
+    #: Digests of the profile the live units were attached with, and of the host's copy of the
+    #: configured one (None: absent). By default both are the tool's own profile, as installed.
+    attached_profile: str | None = HARDENED
+    host_profile: str | None = HARDENED
 
     def __post_init__(self) -> None:
         super().__init__(Target(self.name, "fake"), echo=self._shown, dry_run=self.dry_run)
@@ -148,6 +157,10 @@ class FakeHost(Host):
             + f"{SECTION}live-manifest\n"
             + (m.to_json() if m else "")
             + f"{SECTION}audit\n{self.audit}"
+            + f"{SECTION}profile-attached\n"
+            + (f"{self.attached_profile}\n" if self.live and self.attached_profile else "")
+            + f"{SECTION}profile\n"
+            + (f"{self.host_profile}\n" if self.host_profile else "")
         )
         return Result(out, "", 0)
 

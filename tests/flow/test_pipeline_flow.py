@@ -48,7 +48,7 @@ def test_deploy_of_an_app_change_runs_the_commands_in_order(
         "/var/lib/portable-deploy/scoreboard/releases/scoreboard_2.manifest.json.sig",
         "mv -f /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.manifest.json "
         "/var/lib/portable-deploy/scoreboard/releases/scoreboard_2.manifest.json",
-        f"portablectl reattach --enable {IMG} && systemctl restart scoreboard.service",
+        f"portablectl reattach --profile pd-hardened --copy=copy --enable {IMG} && systemctl restart scoreboard.service",
         "systemctl show",
         "GET :80/healthz",
         "GET :80/version",
@@ -71,7 +71,7 @@ def test_litestream_restarts_only_when_its_binary_changes(
     pipeline.deploy_to(live_v1, config(tmp_path), signed(v2), Options(), ui.Steps())
     restarts = [line for line in live_v1.log if "systemctl restart" in line]
     assert restarts == [
-        "portablectl reattach --enable /var/lib/portables/scoreboard_2.raw && "
+        "portablectl reattach --profile pd-hardened --copy=copy --enable /var/lib/portables/scoreboard_2.raw && "
         "systemctl restart scoreboard-litestream.service scoreboard.service"
     ]
 
@@ -85,7 +85,7 @@ def test_new_units_are_started_and_removed_units_stopped(tmp_path: Path, live_v1
     live_v1.on(r"incoming/scoreboard_2\.raw$", arrived(v2))
     pipeline.deploy_to(live_v1, config(tmp_path), signed(v2), Options(), ui.Steps())
     assert [line for line in live_v1.log if "portablectl reattach" in line] == [
-        "{ { portablectl reattach --enable /var/lib/portables/scoreboard_2.raw && "
+        "{ { portablectl reattach --profile pd-hardened --copy=copy --enable /var/lib/portables/scoreboard_2.raw && "
         "systemctl stop scoreboard-litestream.service ; } && "
         "systemctl restart scoreboard.service ; } && systemctl start scoreboard-worker.service"
     ]
@@ -114,11 +114,11 @@ def test_failed_verify_reattaches_the_previous_release(tmp_path: Path, live_v1: 
     with pytest.raises(DeployError) as failure:
         pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
     assert "rolled back, scoreboard_1 is live" in str(failure.value)
-    swap = f"portablectl reattach --enable {IMG} && systemctl restart scoreboard.service"
+    swap = f"portablectl reattach --profile pd-hardened --copy=copy --enable {IMG} && systemctl restart scoreboard.service"
     after = live_v1.verbs()[live_v1.verbs().index(swap) :]
     assert after[:3] == [swap, "systemctl show", "GET :80/healthz"]
     back = (
-        "portablectl reattach --enable /var/lib/portables/scoreboard_1.raw && "
+        "portablectl reattach --profile pd-hardened --copy=copy --enable /var/lib/portables/scoreboard_1.raw && "
         "systemctl restart scoreboard.service"
     )
     tail = after[after.index(back) - 2 :]
@@ -163,7 +163,7 @@ def test_rollback_goes_to_the_previous_release_in_history(
         "verify-image-hash",
     ]
     assert (
-        "portablectl reattach --enable /var/lib/portables/scoreboard_1.raw && "
+        "portablectl reattach --profile pd-hardened --copy=copy --enable /var/lib/portables/scoreboard_1.raw && "
         "systemctl restart scoreboard.service"
     ) in verbs
     assert not any(v.startswith("put ") for v in verbs)
@@ -194,7 +194,7 @@ def test_rollback_picks_the_previous_release_by_history_not_by_version(
     assert plan.release == "scoreboard_3"
     reattaches = [line for line in live_v1.log if line.startswith("portablectl reattach")]
     assert reattaches == [
-        "portablectl reattach --enable /var/lib/portables/scoreboard_3.raw && "
+        "portablectl reattach --profile pd-hardened --copy=copy --enable /var/lib/portables/scoreboard_3.raw && "
         "systemctl restart scoreboard.service"
     ]
 
@@ -248,7 +248,7 @@ def test_dry_run_changes_nothing(tmp_path: Path, live_v1: FakeHost) -> None:
     assert all(v in ("state", "sha256") for v in (FakeHost(log=executed).verbs())), executed
     shown = [line for line in live_v1.log if line.startswith("(dry-run)")]
     assert (
-        f"(dry-run) portablectl reattach --enable {IMG} && systemctl restart scoreboard.service"
+        f"(dry-run) portablectl reattach --profile pd-hardened --copy=copy --enable {IMG} && systemctl restart scoreboard.service"
     ) in shown
 
 
@@ -335,3 +335,45 @@ def test_refused_upload_is_audited_as_upload(tmp_path: Path, live_v1: FakeHost) 
         pipeline.upload_to(live_v1, config(tmp_path), signed(V2), ui.Steps())
     assert [(r.event, r.result) for r in live_v1.audited()] == [("upload", "refused")]
     assert not any(line.startswith("portablectl") for line in live_v1.log)
+
+
+def test_a_profile_change_is_announced_and_installs_the_profile_first(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
+    """Units attached with another profile text: the host gets the tool's profile written, the
+    reattach names it, every service restarts once (sockets stay), and the plan says so."""
+    live_v1.version = "2"
+    live_v1.attached_profile = "0" * 64
+    live_v1.host_profile = None
+    shown: list[str] = []
+    steps = ui.Steps()
+    steps.info = shown.append  # type: ignore[method-assign]
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), steps)
+    swap = next(line for line in live_v1.log if "portablectl reattach" in line)
+    install = next(i for i, line in enumerate(live_v1.log) if "pd-hardened/service.conf" in line)
+    assert install < live_v1.log.index(swap)
+    assert swap == (
+        f"portablectl reattach --profile pd-hardened --copy=copy --enable {IMG} && "
+        "systemctl restart scoreboard-litestream.service scoreboard.service"
+    )
+    assert any("the portable profile changes to pd-hardened" in line for line in shown)
+
+
+def test_a_profile_missing_on_the_host_stops_before_any_change(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
+    """[deploy] profile naming a profile the host lacks fails in one line before the upload."""
+    cfg = dataclasses.replace(config(tmp_path), deploy=DeployConfig(profile="mine"))
+    live_v1.host_profile = None
+    with pytest.raises(DeployError, match="has no portable profile 'mine'") as e:
+        pipeline.deploy_to(live_v1, cfg, signed(V2), Options(), ui.Steps())
+    assert e.value.hint and "/etc/systemd/portable/profile/mine/service.conf" in e.value.hint
+    assert live_v1.verbs()[-1] == "lock.release"
+    assert not any(line.startswith(("put ", "portablectl")) for line in live_v1.log)
+
+
+def test_the_same_profile_is_not_written_again(tmp_path: Path, live_v1: FakeHost) -> None:
+    """A host whose profile file matches the tool's text is not written to."""
+    live_v1.version = "2"
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
+    assert not any("pd-hardened/service.conf" in line for line in live_v1.log)

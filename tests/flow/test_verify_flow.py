@@ -19,11 +19,11 @@ from .conftest import FakeHost, config, manifest, signed
 
 V2 = manifest("2", app="e")
 SWAP = (
-    "portablectl reattach --enable /var/lib/portables/scoreboard_2.raw && "
+    "portablectl reattach --profile pd-hardened --copy=copy --enable /var/lib/portables/scoreboard_2.raw && "
     "systemctl restart scoreboard.service"
 )
 BACK = (
-    "portablectl reattach --enable /var/lib/portables/scoreboard_1.raw && "
+    "portablectl reattach --profile pd-hardened --copy=copy --enable /var/lib/portables/scoreboard_1.raw && "
     "systemctl restart scoreboard.service"
 )
 

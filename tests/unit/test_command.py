@@ -89,7 +89,7 @@ def test_a_builder_wrapping_another_names_only_itself() -> None:
 
 def test_chained_commands_keep_the_sources_of_both_parts() -> None:
     """then/otherwise/pipe keep every part's builder, in order; into keeps its own."""
-    swap = portablectl.reattach("/i.raw").then(systemctl.restart(["a.service"]))
+    swap = portablectl.reattach("/i.raw", "default").then(systemctl.restart(["a.service"]))
     assert swap.then(systemctl.start(["b.service"])).sources == (
         "portablectl.reattach",
         "systemctl.restart",

@@ -20,15 +20,21 @@ def test_layout_paths() -> None:
 
 def test_reattach_never_uses_now_by_default() -> None:
     """reattach without --now keeps sockets and sidecars running."""
-    c = portablectl.reattach("/var/lib/portables/scoreboard_1.2.raw")
-    assert c.render() == "portablectl reattach --enable /var/lib/portables/scoreboard_1.2.raw"
+    c = portablectl.reattach("/var/lib/portables/scoreboard_1.2.raw", "pd-hardened")
+    assert c.render() == (
+        "portablectl reattach --profile pd-hardened --copy=copy --enable "
+        "/var/lib/portables/scoreboard_1.2.raw"
+    )
     assert c.mutates
 
 
 def test_first_attach_enables_and_starts() -> None:
     """The first deploy attaches with --now --enable."""
-    c = portablectl.attach("/var/lib/portables/scoreboard_1.raw")
-    assert c.render() == "portablectl attach --now --enable /var/lib/portables/scoreboard_1.raw"
+    c = portablectl.attach("/var/lib/portables/scoreboard_1.raw", "default")
+    assert c.render() == (
+        "portablectl attach --profile default --copy=copy --now --enable "
+        "/var/lib/portables/scoreboard_1.raw"
+    )
 
 
 def test_detach_and_list() -> None:

@@ -783,9 +783,17 @@ EXACT = [
     pytest.param(
         APP + HOST + "[deploy]\nkeep = 3\n",
         {},
-        "[deploy] keep: unknown key, valid keys are keep_releases, lock_ttl",
-        "keys of [deploy]: keep_releases, lock_ttl; remove or rename this one",
+        "[deploy] keep: unknown key, valid keys are keep_releases, lock_ttl, profile",
+        "keys of [deploy]: keep_releases, lock_ttl, profile; remove or rename this one",
         id="deploy-key-typo",
+    ),
+    pytest.param(
+        APP + HOST + '[deploy]\nprofile = "../default"\n',
+        {},
+        '[deploy] profile: expected a portable profile name such as "pd-hardened" or "default" '
+        '(letters, digits, - and _), found "../default" (string)',
+        'for example: profile = "pd-hardened"',
+        id="profile-path",
     ),
     pytest.param(
         "verify = true\n" + APP + HOST,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from portable_deploy import facts, history
+from portable_deploy import facts, history, profiles
 from portable_deploy.command import Command
 from portable_deploy.commands import files, lock, portablectl, systemctl, trust
 from portable_deploy.commands.layout import PORTABLES_DIR, STATE_ROOT, Layout
@@ -49,10 +49,10 @@ def recorded(name: str) -> str:
 
 #: Each recording and the builder that renders its command; a changed builder must be re-recorded.
 BUILDERS: dict[str, Command] = {
-    "host_state_fresh": host_state(LAYOUT, LAYOUT.allowed_signers, STATE_ROOT),
+    "host_state_fresh": host_state(LAYOUT, LAYOUT.allowed_signers, STATE_ROOT, profiles.DEFAULT),
     "images_in_use_none": portablectl.images_in_use(),
     "host_info": trust.host_info(LAYOUT.allowed_signers),
-    "host_state": host_state(LAYOUT, LAYOUT.allowed_signers, STATE_ROOT),
+    "host_state": host_state(LAYOUT, LAYOUT.allowed_signers, STATE_ROOT, profiles.DEFAULT),
     "systemctl_show_active": systemctl.show(APP_UNITS),
     "systemctl_show_failed": systemctl.show(["pd-record-failed.service"]),
     "systemctl_show_unknown": systemctl.show(["pd-record-no-such-unit.service"]),
@@ -97,7 +97,14 @@ def test_host_info_of_a_set_up_host() -> None:
 
 def test_state_read_splits_into_its_four_sections() -> None:
     """The state script's output splits into info, attached, live-manifest and audit."""
-    assert list(sections("host_state")) == ["info", "attached", "live-manifest", "audit"]
+    assert list(sections("host_state")) == [
+        "info",
+        "attached",
+        "live-manifest",
+        "audit",
+        "profile-attached",
+        "profile",
+    ]
     assert sections("host_state")["info"] == recorded("host_info")
 
 
@@ -121,7 +128,7 @@ def test_audit_section_parses_every_record() -> None:
     records = facts.audit_log(sections("host_state")["audit"])
     assert records == [
         facts.AuditRecord(
-            "2026-11-27T00:09:27+00:00",
+            "2026-11-27T02:22:21+00:00",
             "deploy",
             "scoreboard_rec1",
             "scoreboard_rec1",
@@ -130,7 +137,7 @@ def test_audit_section_parses_every_record() -> None:
             "vm",
         ),
         facts.AuditRecord(
-            "2026-11-27T00:09:54+00:00",
+            "2026-11-27T02:22:46+00:00",
             "deploy",
             "scoreboard_rec2",
             "scoreboard_rec2",
@@ -139,7 +146,7 @@ def test_audit_section_parses_every_record() -> None:
             "vm",
         ),
         facts.AuditRecord(
-            "2026-11-27T00:11:30+00:00",
+            "2026-11-27T02:24:16+00:00",
             "deploy",
             "scoreboard_rec3",
             "scoreboard_rec2",
@@ -166,6 +173,8 @@ def test_state_read_of_a_never_deployed_host() -> None:
         "attached": "",
         "live-manifest": "",
         "audit": "",
+        "profile-attached": "",
+        "profile": fresh["profile"],
     }
     info = facts.host_info(fresh["info"])
     assert (info.systemd_version, info.trusted, info.set_up) == (252, False, False)
@@ -187,8 +196,8 @@ def test_unit_states_of_the_running_app() -> None:
             result="success",
             n_restarts=0,  # a socket has no NRestarts or MainPID: they default to 0
             main_pid=0,
-            active_enter_monotonic=59110407,
-            active_enter="Fri 2026-11-27 00:09:17 UTC",
+            active_enter_monotonic=316513322,
+            active_enter="Fri 2026-11-27 02:22:12 UTC",
         ),
         "scoreboard.service": facts.UnitState(
             id="scoreboard.service",
@@ -197,9 +206,9 @@ def test_unit_states_of_the_running_app() -> None:
             sub_state="running",
             result="success",
             n_restarts=0,
-            main_pid=717,
-            active_enter_monotonic=188395230,
-            active_enter="Fri 2026-11-27 00:11:26 UTC",
+            main_pid=1086,
+            active_enter_monotonic=436519854,
+            active_enter="Fri 2026-11-27 02:24:12 UTC",
         ),
         "scoreboard-litestream.service": facts.UnitState(
             id="scoreboard-litestream.service",
@@ -208,9 +217,9 @@ def test_unit_states_of_the_running_app() -> None:
             sub_state="running",
             result="success",
             n_restarts=0,
-            main_pid=471,
-            active_enter_monotonic=64024668,
-            active_enter="Fri 2026-11-27 00:09:22 UTC",
+            main_pid=831,
+            active_enter_monotonic=320938559,
+            active_enter="Fri 2026-11-27 02:22:16 UTC",
         ),
     }
 
@@ -226,8 +235,8 @@ def test_unit_state_of_a_failed_unit() -> None:
         result="exit-code",
         n_restarts=0,
         main_pid=0,
-        active_enter_monotonic=193765660,
-        active_enter="Fri 2026-11-27 00:11:32 UTC",
+        active_enter_monotonic=441238764,
+        active_enter="Fri 2026-11-27 02:24:16 UTC",
     )
     assert not state.active
 
@@ -255,7 +264,7 @@ def test_sha256sum_of_a_present_file() -> None:
     """The digest is the first field of sha256sum's line."""
     assert (
         facts.sha256sum(recorded("sha256sum_present"))
-        == "2441798eaacf1d89091e89059a4023c99f81d54cd4924425e8973e052a01bee2"
+        == "01a05ec0cd5501d0fc09ea39a74d3507f008be941eb0ba6dc211cd6415695054"
     )
 
 
@@ -385,11 +394,43 @@ def test_state_script_runs_in_a_real_shell(tmp_path) -> None:  # type: ignore[no
     from portable_deploy.commands.layout import Layout
     from portable_deploy.commands.state import SECTION, host_state
 
-    command = host_state(Layout("scoreboard"), str(tmp_path / "none"), str(tmp_path))
+    command = host_state(Layout("scoreboard"), str(tmp_path / "none"), str(tmp_path), "default")
     out = subprocess.run(["sh", "-c", command.render()], capture_output=True, text=True)
     assert out.returncode == 0
     sections = facts.state_sections(out.stdout, SECTION)
-    assert set(sections) == {"info", "attached", "live-manifest", "audit"}
+    assert set(sections) == {
+        "info",
+        "attached",
+        "live-manifest",
+        "audit",
+        "profile-attached",
+        "profile",
+    }
+    assert facts.digest(sections["profile"]) is None
     assert (
         facts.host_info(sections["info"]).set_up and not facts.host_info(sections["info"]).trusted
     )
+
+
+def test_exposure_is_the_overall_score() -> None:
+    """The last line of systemd-analyze security gives the score; other text gives None."""
+    line = "→ Overall exposure level for scoreboard.service: 1.0 OK :-)\n"
+    assert facts.exposure(line) == 1.0
+    assert facts.exposure("Unit x.service not found.") is None
+
+
+def test_digest_is_one_sha256_or_none() -> None:
+    """A profile section is a digest only when it is exactly one SHA-256."""
+    assert facts.digest("a" * 64 + "\n") == "a" * 64
+    assert facts.digest("") is None
+    assert facts.digest("a" * 63) is None
+
+
+def test_recorded_profile_sections_are_the_tools_profile() -> None:
+    """After deploys with pd-hardened, both profile sections are the digest of its text."""
+    from portable_deploy import profiles
+
+    state = sections("host_state")
+    expected = profiles.digest(profiles.text(profiles.DEFAULT))
+    assert facts.digest(state["profile-attached"]) == expected
+    assert facts.digest(state["profile"]) == expected

@@ -25,11 +25,15 @@ def test_dry_run_shows_a_mutating_command_without_connecting(nowhere: Target) ->
     """Host(dry_run=True).run of a mutating command echoes it as skipped and opens no connection."""
     shown: list[tuple[str, str, bool]] = []
     host = Host(nowhere, dry_run=True, echo=lambda *line: shown.append(line))
-    result = host.run(portablectl.reattach("/var/lib/portables/a_2.raw"))
+    result = host.run(portablectl.reattach("/var/lib/portables/a_2.raw", "pd-hardened"))
     host.put(Path("/etc/hostname"), "/tmp/x")
     assert (result.ok, result.stdout, host.connections_opened) == (True, "", 0)
     assert shown == [
-        ("nowhere", "portablectl reattach --enable /var/lib/portables/a_2.raw", True),
+        (
+            "nowhere",
+            "portablectl reattach --profile pd-hardened --copy=copy --enable /var/lib/portables/a_2.raw",
+            True,
+        ),
         ("nowhere", "sftp put /etc/hostname /tmp/x", True),
     ]
 

@@ -417,3 +417,22 @@ def test_a_symlinked_unit_in_the_tree_is_refused(demo_project: Config, tmp_path:
     (unit_dir / "demo-extra.service").symlink_to("/etc/passwd")
     with pytest.raises(DeployError, match=r"demo-extra.service is a symlink"):
         assemble_tree(demo_project, tmp_path / "root")
+
+
+def test_bind_mount_points_are_the_destinations() -> None:
+    """BindPaths=/BindReadOnlyPaths= words give DEST (or SOURCE), without '-' and options."""
+    from portable_deploy.image import bind_mount_points
+
+    text = (
+        "[Service]\nBindReadOnlyPaths=-/etc/ssl/certs\nBindPaths=/srv/a:/data:rbind /run/x\n"
+        "BindPaths=\n[Install]\nBindPaths=/ignored\n"
+    )
+    assert bind_mount_points(text, "a.service") == ["etc/ssl/certs", "data", "run/x"]
+
+
+def test_a_relative_bind_mount_point_is_refused() -> None:
+    """A bind destination that is not absolute is a clear build error."""
+    from portable_deploy.image import bind_mount_points
+
+    with pytest.raises(DeployError, match="not an absolute path"):
+        bind_mount_points("[Service]\nBindPaths=/a:data\n", "a.service")

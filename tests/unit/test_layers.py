@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "commands": 1,
     "facts": 1,
     "config": 1,
+    "profiles": 1,
     "units": 1,
     "sandbox": 1,
     "command": 0,

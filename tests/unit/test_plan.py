@@ -188,3 +188,24 @@ def test_changed_services_restart_before_other_units() -> None:
         "scoreboard.service",
         "scoreboard-backup.timer",
     )
+
+
+def test_profile_change_restarts_every_service_and_no_socket() -> None:
+    """A new portable profile restarts Litestream and the app once, never the socket."""
+    plan = plan_release(manifest("1"), manifest("2"), profile="default", profile_changed=True)
+    assert plan.restart == ("scoreboard-litestream.service", "scoreboard.service")
+    assert plan.profile_changed and plan.profile == "default"
+    assert plan.reasons["scoreboard.service"] == "portable profile changed to default"
+
+
+def test_profile_change_alone_reattaches_the_live_release() -> None:
+    """The live release with another profile is reattached, not skipped as already live."""
+    plan = plan_release(manifest("1"), manifest("1"), profile_changed=True)
+    assert plan.action is Action.REATTACH
+    assert "scoreboard.service" in plan.restart
+
+
+def test_plan_carries_the_profile_to_attach_with() -> None:
+    """Every plan names the profile the units are attached with."""
+    assert plan_release(None, manifest("1"), profile="strict").profile == "strict"
+    assert plan_release(manifest("1"), manifest("1"), profile="strict").profile == "strict"

@@ -9,16 +9,24 @@ def _flags(now: bool, enable: bool) -> list[str]:
     return [*(["--now"] if now else []), *(["--enable"] if enable else [])]
 
 
+def _profile(profile: str) -> list[str]:
+    # --copy=copy: the units keep the profile text they were attached with, even if the file
+    # under /etc/systemd/portable/profile changes later (a tool upgrade): that takes a deploy.
+    return ["--profile", profile, "--copy=copy"]
+
+
 @builder
-def attach(image: str, *, now: bool = True, enable: bool = True) -> Command:
+def attach(image: str, profile: str, *, now: bool = True, enable: bool = True) -> Command:
     """First attach of an app: copy its units in, enable them, start them."""
-    return cmd("portablectl", "attach", _flags(now, enable), image, mutates=True)
+    return cmd("portablectl", "attach", _profile(profile), _flags(now, enable), image, mutates=True)
 
 
 @builder
-def reattach(image: str, *, now: bool = False, enable: bool = True) -> Command:
+def reattach(image: str, profile: str, *, now: bool = False, enable: bool = True) -> Command:
     """Swap the attached image; without --now running units keep running from the old one."""
-    return cmd("portablectl", "reattach", _flags(now, enable), image, mutates=True)
+    return cmd(
+        "portablectl", "reattach", _profile(profile), _flags(now, enable), image, mutates=True
+    )
 
 
 @builder

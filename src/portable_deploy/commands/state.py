@@ -7,6 +7,7 @@ in sections; ``facts.state_sections`` splits them again.
 
 from __future__ import annotations
 
+from .. import profiles
 from ..command import Command, builder, sh_args
 from .layout import ATTACHED_DIR, Layout
 from .trust import HOST_INFO_SCRIPT
@@ -27,13 +28,29 @@ _SCRIPT = (
     f'echo "{SECTION}live-manifest"; '
     'img=$(printf "%s\\n" "$roots" | head -n1); rel=$(basename "${img#RootImage=}" .raw); '
     '[ -n "$img" ] && [ -f "$4/$rel.manifest.json" ] && cat "$4/$rel.manifest.json"; '
-    f'echo "{SECTION}audit"; [ -f "$5" ] && cat "$5"; true'
+    f'echo "{SECTION}audit"; [ -f "$5" ] && cat "$5"; '
+    # The profile the live units run with (attach copies it in as 10-profile.conf) and the one a
+    # deploy would attach now (portablectl's search order), both as SHA-256 digests.
+    f'echo "{SECTION}profile-attached"; '
+    f'for d in {ATTACHED_DIR}/"$3".*.d {ATTACHED_DIR}/"$3"-*.d {ATTACHED_DIR}/"$3"@*.d; do '
+    '[ -f "$d/10-profile.conf" ] && { sha256sum < "$d/10-profile.conf" | cut -d" " -f1; break; }; '
+    "done; "
+    f'echo "{SECTION}profile"; for d in {" ".join(profiles.SEARCH_DIRS)}; do '
+    '[ -f "$d/$6/service.conf" ] && { sha256sum < "$d/$6/service.conf" | cut -d" " -f1; break; }; '
+    "done; true"
 )
 
 
 @builder
-def host_state(layout: Layout, allowed_signers: str, state_root: str) -> Command:
-    """Host info, the attached image, its manifest and the audit log, as sections."""
+def host_state(layout: Layout, allowed_signers: str, state_root: str, profile: str) -> Command:
+    """Host info, the attached image, its manifest, the audit log and the portable profile's
+    digests (attached, and PROFILE as the host has it), as sections."""
     return sh_args(
-        _SCRIPT, allowed_signers, state_root, layout.app, layout.releases_dir, layout.audit_log
+        _SCRIPT,
+        allowed_signers,
+        state_root,
+        layout.app,
+        layout.releases_dir,
+        layout.audit_log,
+        profile,
     )
