@@ -47,7 +47,7 @@ class Issued:
         )
 
 
-def _ca(common_name: str) -> Issued:
+def make_ca(common_name: str) -> Issued:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     cert = (
@@ -120,7 +120,7 @@ class Pki:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A test CA (its PEM in ca.pem) and the server certificates the tests present."""
-    ca, other_ca = _ca("portable-deploy test CA"), _ca("someone else's CA")
+    ca, other_ca = make_ca("portable-deploy test CA"), make_ca("someone else's CA")
     ca_file = tmp_path_factory.mktemp("pki") / "ca.pem"
     ca_file.write_bytes(ca.pem())
     return Pki(
