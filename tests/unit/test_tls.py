@@ -22,7 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from portable_deploy import tls
+from portable_deploy.config import TlsConfig
 from portable_deploy.host import Host, Target
+from portable_deploy.steps import tls_problem
 
 NAME = "scoreboard.test"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -406,3 +408,45 @@ def test_host_https_get_on_a_refused_port_is_an_answer(pki: Pki) -> None:
         detail="cannot connect to 127.0.0.1:443 on the host (ChannelException(2, 'Connect failed'))"
     )
     assert host._conn is not None
+
+
+# --- the words verify uses for a refused connection ------------------------------------------------
+
+TLS_CFG = TlsConfig(name=NAME)
+
+
+@pytest.mark.parametrize(
+    ("answer", "line"),
+    [
+        (
+            tls.Answer(
+                certificate=tls.Certificate(
+                    (NAME,), NOW + timedelta(days=2), NOW + timedelta(days=90)
+                ),
+                failure=tls.Failure.NOT_YET_VALID,
+            ),
+            f"certificate for {NAME} on 127.0.0.1:443 is not valid before "
+            f"{NOW + timedelta(days=2):%Y-%m-%d %H:%M} UTC (is this machine's clock right?)",
+        ),
+        (
+            tls.Answer(
+                certificate=tls.Certificate((NAME,), NOW, NOW + timedelta(days=90)),
+                failure=tls.Failure.EXPIRED,
+                detail="certificate has expired",
+            ),
+            f"certificate for {NAME} on 127.0.0.1:443 failed verification: certificate has expired",
+        ),
+        (
+            tls.Answer(failure=tls.Failure.WRONG_NAME, detail="Hostname mismatch"),
+            f"certificate on 127.0.0.1:443 is not valid for {NAME} (it is for: ?)",
+        ),
+        (
+            tls.Answer(failure=tls.Failure.INVALID, detail="certificate revoked"),
+            f"certificate for {NAME} on 127.0.0.1:443 failed verification: certificate revoked",
+        ),
+    ],
+    ids=["not-yet-valid", "expired-in-chain", "wrong-name-unread", "invalid"],
+)
+def test_the_line_for_a_refused_certificate(answer: tls.Answer, line: str) -> None:
+    """Not yet valid, an expired CA (the leaf is not), an unreadable certificate, another error."""
+    assert tls_problem(TLS_CFG, answer, NOW) == line
