@@ -6,13 +6,16 @@ path, say what was expected and what was found, and give a hint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import ipaddress
 import json
 import math
 import os
 import re
 import shlex
+import ssl
 import subprocess
 import tomllib
 from collections.abc import Callable, Mapping
@@ -23,6 +26,7 @@ from typing import Any
 
 from . import fs, profiles
 from .errors import ConfigError
+from .tls import client_context as tls_client_context
 from .units import UnitDirError, unit_files
 
 DEFAULT_FILE = "deploy.toml"
@@ -99,8 +103,23 @@ class DeployConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """[verify.tls]: the health and version checks go over HTTPS and check the certificate."""
+
+    #: Server name sent as SNI and Host; the certificate must be valid for it.
+    name: str
+    #: Port on the host (127.0.0.1) that serves HTTPS.
+    port: int = 443
+    #: Fewer days than this left before the certificate expires: a warning (verify passes).
+    warn_days: int = 14
+    #: PEM file of the CA certificates to trust instead of the system's store (None: the system's).
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class VerifyConfig:
-    #: Port on the host (127.0.0.1) that the health check reaches through the SSH connection.
+    #: Port on the host (127.0.0.1) that the health check reaches through the SSH connection
+    #: (unused when ``tls`` is set: the checks then go to ``tls.port``).
     port: int = 80
     path: str = "/healthz"
     status: int = 200
@@ -110,6 +129,8 @@ class VerifyConfig:
     timeout: float = 60.0
     #: Seconds units must stay up (no restarts) after the health check passed.
     settle: float = 2.0
+    #: [verify.tls] (None: plain HTTP on ``port``).
+    tls: TlsConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -141,7 +162,14 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
 # loader and the example lines below read it from there.
 
 _ConfigClass = type[
-    AppConfig | BuildConfig | ImageConfig | SignConfig | HostConfig | DeployConfig | VerifyConfig
+    AppConfig
+    | BuildConfig
+    | ImageConfig
+    | SignConfig
+    | HostConfig
+    | DeployConfig
+    | VerifyConfig
+    | TlsConfig
 ]
 
 
@@ -171,6 +199,8 @@ def _example(cls: _ConfigClass, name: str) -> str:
 # --- schema -----------------------------------------------------------------------------------
 # Each known key with an example line; the examples double as hints after a type error.
 
+_TLS_NAME_EXAMPLE = 'name = "scoreboard.example.com"'
+
 _SECTIONS: dict[str, dict[str, str]] = {
     "app": {"name": 'name = "scoreboard"', "version": 'version = "1.4.2" (or "git")'},
     "build": {"commands": 'commands = ["make build"]'},
@@ -199,7 +229,14 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "version_path": _example(VerifyConfig, "version_path") + ' (or "" to skip)',
         "timeout": _example(VerifyConfig, "timeout"),
         "settle": _example(VerifyConfig, "settle"),
+        "tls": f"[verify.tls] with {_TLS_NAME_EXAMPLE}",
     },
+}
+_TLS_KEYS: dict[str, str] = {
+    "name": _TLS_NAME_EXAMPLE,
+    "port": _example(TlsConfig, "port"),
+    "warn_days": _example(TlsConfig, "warn_days"),
+    "ca_file": 'ca_file = "tls/test-ca.pem"',
 }
 _HOST_KEYS: dict[str, str] = {
     "address": 'address = "203.0.113.10"',
@@ -217,6 +254,7 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _SSH_WORD = re.compile(r"[\x21-\x7e]+")
 _URL_PATH = re.compile(r"/[\x21-\x7e]*")
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _GIT_DESCRIBE = ("describe", "--tags", "--always", "--dirty")
 
 GitRunner = Callable[[list[str]], str]
@@ -790,6 +828,92 @@ def _url_path(table: _Table, key: str) -> str:
     return path
 
 
+def dns_name_problem(name: str) -> tuple[str, str] | None:
+    """(what is wrong, hint) for a name that is not a DNS host name TLS can check, else None."""
+    shape = "the server's name alone, e.g. scoreboard.example.com"
+    needs_name = "the certificate is checked against a DNS name: write the one it is for"
+    if not name:
+        return "is empty", f"write {shape}"
+    if not name.isascii():
+        return "is not ASCII", "write an internationalised name in its xn-- form (punycode)"
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(name)
+        return "is an IP address", needs_name
+    if any(c in name for c in ":/@"):
+        return "is not a name alone", f"write {shape}: no scheme, port (that is port =) or path"
+    if name.endswith("."):
+        return 'ends with "."', "drop the trailing dot"
+    if "*" in name:
+        return "is a wildcard", f"write the name the app answers to: {shape}"
+    if len(name) > 253:
+        return "is longer than 253 characters", "a DNS name has at most 253 characters"
+    labels = name.split(".")
+    bad = next((label for label in labels if not _DNS_LABEL.fullmatch(label)), None)
+    if bad == "":
+        return "has an empty label", 'a name has no leading dot and no ".." in it'
+    if bad is not None:
+        return (
+            f"has the label {_quote(bad)}",
+            'each dot-separated label is 1 to 63 letters, digits and "-", '
+            'not starting or ending with "-"',
+        )
+    if labels[-1].isdigit():
+        return "ends in an all-numeric label, like an IP address", needs_name
+    return None
+
+
+def _load_tls(verify: _Table) -> TlsConfig | None:
+    value = verify.data.get("tls")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise verify.fail(
+            "tls",
+            f"expected a table, found {_found(value)}",
+            hint=f"write [verify.tls] on a line of its own, followed by {_TLS_NAME_EXAMPLE}",
+        )
+    tls = _Table(verify.doc, "[verify.tls]", value, _TLS_KEYS, TlsConfig)
+    if "name" not in value:
+        raise tls.fail(
+            "name",
+            "required key is missing, expected the DNS name the certificate must be valid for",
+        )
+    name = tls.required_string("name")
+    problem = dns_name_problem(name)
+    if problem:
+        raise tls.fail(
+            "name",
+            f"expected a DNS name, found {_found(name)} which {problem[0]}",
+            hint=problem[1],
+        )
+    ca_file = tls.path("ca_file")
+    if ca_file is not None:
+        if not fs.is_file(ca_file):
+            raise tls.fail(
+                "ca_file",
+                f"expected an existing file, found {_found(value['ca_file'])}, "
+                f"and {_shown(ca_file)} is not a file",
+                hint="point it at the PEM certificate of the CA that signs the app's certificate, "
+                "or remove ca_file to trust the system's CAs",
+            )
+        try:
+            tls_client_context(ca_file)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+            raise tls.fail(
+                "ca_file",
+                f"expected PEM CA certificates, found {_found(value['ca_file'])}, "
+                f"which Python's ssl cannot load ({_shown(str(reason))})",
+                hint="it must hold one or more -----BEGIN CERTIFICATE----- blocks",
+            ) from None
+    return TlsConfig(
+        name=name,
+        port=tls.integer("port", 1, 65535, "an integer from 1 to 65535"),
+        warn_days=tls.integer("warn_days", 0, None, "a whole number of days of at least 0"),
+        ca_file=ca_file,
+    )
+
+
 def _load_verify(doc: _Doc, data: Mapping[str, object]) -> VerifyConfig:
     verify = _section(doc, data, "verify", VerifyConfig)
     port = verify.integer("port", 1, 65535, "an integer from 1 to 65535")
@@ -805,6 +929,7 @@ def _load_verify(doc: _Doc, data: Mapping[str, object]) -> VerifyConfig:
         version_path=version_path,
         timeout=verify.number("timeout", positive=True),
         settle=verify.number("settle", positive=False),
+        tls=_load_tls(verify),
     )
 
 

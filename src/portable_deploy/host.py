@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Protocol
 
 from invoke.exceptions import CommandTimedOut
 
-from . import interrupts
+from . import interrupts, tls
 from .command import Command
 from .errors import DeployError
 
@@ -100,6 +101,10 @@ class Remote(Protocol):
 
     def http_get(self, port: int, path: str, timeout: float = 5.0) -> tuple[int, str]: ...
 
+    def https_get(
+        self, port: int, path: str, name: str, ca_file: Path | None = None, timeout: float = 5.0
+    ) -> tls.Answer: ...
+
 
 @dataclass(frozen=True)
 class Target:
@@ -125,6 +130,8 @@ class Host:
         #: How many SSH connections this host opened (one per deploy is the goal).
         self.connections_opened = 0
         self._conn: Any = None
+        #: One client context per CA file (None: the system's store), loaded once per task.
+        self._tls_contexts: dict[Path | None, ssl.SSLContext] = {}
 
     # -- connection -------------------------------------------------------------------------
     def connection(self) -> Any:
@@ -269,6 +276,22 @@ class Host:
         except _transport_exceptions() as e:
             raise self._lost(f"GET {path} through SSH", e) from None
 
+    def https_get(
+        self, port: int, path: str, name: str, ca_file: Path | None = None, timeout: float = 5.0
+    ) -> tls.Answer:
+        """GET https://NAME:PORT/PATH from the host's 127.0.0.1:PORT, through this SSH connection.
+
+        One ``direct-tcpip`` channel per request as for ``http_get``, with TLS on top of it here
+        (SNI and Host are NAME): the certificate is checked by Python's ssl against CA_FILE, or
+        the system's trust store, as a browser would check the host's public name.
+        """
+        if self.echo is not None:
+            self.echo(self.name, f"GET https://{name}:{port}{path}  (through SSH)", False)
+        try:
+            return self._https_get(port, path, name, ca_file, timeout)
+        except _transport_exceptions() as e:
+            raise self._lost(f"GET https://{name}:{port}{path} through SSH", e) from None
+
     # -- transport: what a test double replaces; everything above stays the real logic --------
     def _execute(self, command: Command, timeout: float | None) -> Result:
         raw = self.connection().run(
@@ -281,18 +304,10 @@ class Host:
         sftp.put(str(local), remote, callback=progress, confirm=True)
 
     def _http_get(self, port: int, path: str, timeout: float) -> tuple[int, str]:
-        import paramiko
-
-        transport = self.connection().transport
         try:
-            channel = transport.open_channel(
-                "direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0), timeout=timeout
-            )
-        except (paramiko.ChannelException, paramiko.SSHException, OSError) as e:
-            if not transport.is_active():  # not a refused port: the connection itself is gone
-                raise
-            return 0, f"cannot connect to 127.0.0.1:{port} on the host ({e})"
-        channel.settimeout(timeout)
+            channel = self._channel(port, timeout)
+        except tls.Unreachable as e:
+            return 0, str(e)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         conn.sock = channel
         try:
@@ -304,3 +319,28 @@ class Host:
         finally:
             conn.close()
             channel.close()
+
+    def _https_get(
+        self, port: int, path: str, name: str, ca_file: Path | None, timeout: float
+    ) -> tls.Answer:
+        context = self._tls_contexts.get(ca_file)
+        if context is None:
+            context = self._tls_contexts[ca_file] = tls.client_context(ca_file)
+        return tls.https_get(lambda: self._channel(port, timeout), name, path, context, timeout)
+
+    def _channel(self, port: int, timeout: float) -> Any:
+        """A new ``direct-tcpip`` channel to 127.0.0.1:PORT on the host (``tls.Unreachable`` when
+        the port refuses; a transport exception when the connection itself is gone)."""
+        import paramiko
+
+        transport = self.connection().transport
+        try:
+            channel = transport.open_channel(
+                "direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0), timeout=timeout
+            )
+        except (paramiko.ChannelException, paramiko.SSHException, OSError) as e:
+            if not transport.is_active():  # not a refused port: the connection itself is gone
+                raise
+            raise tls.Unreachable(f"cannot connect to 127.0.0.1:{port} on the host ({e})") from None
+        channel.settimeout(timeout)
+        return channel

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from portable_deploy import profiles
+from portable_deploy import profiles, tls
 from portable_deploy.command import Command
 from portable_deploy.commands.layout import Layout
 from portable_deploy.commands.state import SECTION
@@ -144,6 +144,12 @@ class FakeHost(Host):
     #: configured one (None: absent). By default both are the tool's own profile, as installed.
     attached_profile: str | None = HARDENED
     host_profile: str | None = HARDENED
+    #: HTTPS: the certificate the app presents, and why TLS refuses it (None: it verifies).
+    certificate: tls.Certificate | None = None
+    tls_failure: tls.Failure | None = None
+    tls_detail: str = ""
+    #: HTTPS answers given first, one per request, before the steady state above.
+    handshakes: list[tls.Answer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__init__(Target(self.name, "fake"), echo=self._shown, dry_run=self.dry_run)
@@ -213,6 +219,19 @@ class FakeHost(Host):
     def _http_get(self, port: int, path: str, timeout: float) -> tuple[int, str]:
         self.log.append(f"GET :{port}{path}")
         return (self.health, "ok") if path == "/healthz" else (200, self.version)
+
+    def _https_get(
+        self, port: int, path: str, name: str, ca_file: Path | None, timeout: float
+    ) -> tls.Answer:
+        self.log.append(f"GET https://{name}:{port}{path}")
+        if self.handshakes:
+            return self.handshakes.pop(0)
+        if self.tls_failure is not None:
+            return tls.Answer(
+                certificate=self.certificate, failure=self.tls_failure, detail=self.tls_detail
+            )
+        status, body = (self.health, "ok") if path == "/healthz" else (200, self.version)
+        return tls.Answer(status, body, self.certificate)
 
     def audit_lines(self) -> list[str]:
         """The commands that appended to the audit log, in order."""

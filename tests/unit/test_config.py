@@ -668,7 +668,8 @@ def _readme_defaults() -> list[tuple[str, str, str]]:
         if line.startswith("#"):
             section = ""
             if line.startswith("### `["):
-                section = line.split("`[", 1)[1].split("]", 1)[0].split(".", 1)[0]
+                section = line.split("`[", 1)[1].split("]", 1)[0]
+                section = "hosts" if section.startswith("hosts.") else section
         elif section and line.startswith("| `"):
             cells = [cell.strip() for cell in line.strip("|").split("|")]
             rows.append((section, cells[0].strip("`"), cells[2]))
@@ -677,10 +678,15 @@ def _readme_defaults() -> list[tuple[str, str, str]]:
 
 def test_readme_defaults_are_the_loaded_defaults(tmp_path: Path) -> None:
     """Every default the README's deploy.toml reference shows is what load_config gives."""
-    cfg = load_config(write(tmp_path, APP + HOST))
+    cfg = load_config(write(tmp_path, APP + HOST + '[verify.tls]\nname = "a.example"\n'))
     checked = 0
     for section, key, cell in _readme_defaults():
-        table = cfg.hosts["prod"] if section == "hosts" else getattr(cfg, section)
+        if section == "hosts":
+            table: object = cfg.hosts["prod"]
+        elif section == "verify.tls":
+            table = cfg.verify.tls
+        else:
+            table = getattr(cfg, section)
         loaded = getattr(table, key)
         if cell == "none":
             assert loaded is None, (section, key)
@@ -694,7 +700,7 @@ def test_readme_defaults_are_the_loaded_defaults(tmp_path: Path) -> None:
         else:
             continue
         checked += 1
-    assert checked == 17
+    assert checked == 20
 
 
 def test_relative_path_given_is_made_absolute(

@@ -805,8 +805,8 @@ EXACT = [
     pytest.param(
         APP + HOST + "[verify]\ncolour = 1\n",
         {},
-        "[verify] colour: unknown key, valid keys are port, path, status, version_path, timeout, settle",
-        "keys of [verify]: port, path, status, version_path, timeout, settle; remove or rename this one",
+        "[verify] colour: unknown key, valid keys are port, path, status, version_path, timeout, settle, tls",
+        "keys of [verify]: port, path, status, version_path, timeout, settle, tls; remove or rename this one",
         id="verify-key-unknown",
     ),
     pytest.param(

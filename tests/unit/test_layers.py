@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "manifest": 1,
     "plan": 1,
     "host": 1,
+    "tls": 1,
     "commands": 1,
     "facts": 1,
     "config": 1,
