@@ -1,11 +1,17 @@
-"""Zero downtime: 4 clients hit scoreboard through the forwarded port while it is deployed N times
+"""Zero downtime: clients hit scoreboard through the forwarded ports while it is deployed N times
 with app-only changes. Three ways, side by side, on the same sandbox VM:
 
   invoke deploy           reattach without --now, restart only the app; sockets held by systemd
   naive reattach --now    what `portablectl reattach --now` does: restarts socket and sidecars too
   app binds its own port  no socket activation: the app binds :80 itself (restart = refused conns)
 
-    python bench/zero_downtime.py [--deploys 10] [--clients 4]
+The app runs with TLS on: pebble (Let's Encrypt's test CA) in the VM issues its certificate
+over ACME before the first scenario. HTTP clients get the app's redirect (308) on port 80; HTTPS
+clients make a fresh TCP connection and a full TLS handshake (SNI scoreboard.test, checked
+against pebble's root) for every request on 443. The last scenario has no sockets, so it has
+no TLS either (HTTP on :80 only).
+
+    python bench/zero_downtime.py [--deploys 10] [--clients 4] [--scenarios tool,naive,selfbind]
 """
 
 from __future__ import annotations
@@ -13,28 +19,60 @@ from __future__ import annotations
 import argparse
 import http.client
 import shutil
+import socket
+import ssl
+import statistics
 import threading
 import time
 from dataclasses import dataclass, field
 
 from common import Bench, bench_project
 
+from portable_deploy.sandbox import acme
+
 MAX_SECONDS_PER_SCENARIO = 3600
 MAX_REQUESTS = 2_000_000
+DOMAIN = "scoreboard.test"
 
 
 @dataclass
 class Load:
-    """Bounded load: N client threads, each a loop of fresh-connection GETs, until stopped."""
+    """Bounded load: N client threads, each a loop of fresh-connection GETs, until stopped.
+
+    With ``tls`` set, every request is a new TCP connection and a full TLS handshake."""
 
     port: int
     clients: int
+    tls: ssl.SSLContext | None = None
+    #: Answers that count as served (the app redirects plain HTTP when TLS is on).
+    good: frozenset[int] = frozenset({200})
     ok: int = 0
     failed: int = 0
     worst: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    handshakes: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _once(self) -> tuple[int, float | None]:
+        if self.tls is None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            conn.request("GET", "/healthz", headers={"Host": DOMAIN})
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            return response.status, None
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        start = time.monotonic()
+        with self.tls.wrap_socket(raw, server_hostname=DOMAIN) as tls:
+            handshake = time.monotonic() - start
+            conn = http.client.HTTPConnection(DOMAIN)
+            conn.sock = tls
+            conn.request("GET", "/healthz", headers={"Host": DOMAIN, "Connection": "close"})
+            response = conn.getresponse()
+            response.read()
+            return response.status, handshake
 
     def _client(self) -> None:
         deadline = time.monotonic() + MAX_SECONDS_PER_SCENARIO
@@ -42,20 +80,20 @@ class Load:
             if self.ok + self.failed >= MAX_REQUESTS:
                 return
             start = time.monotonic()
+            handshake = None
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                conn.request("GET", "/healthz")
-                response = conn.getresponse()
-                response.read()
-                conn.close()
-                good, why = response.status == 200, f"HTTP {response.status}"
-            except OSError as e:
+                status, handshake = self._once()
+                good, why = status in self.good, f"HTTP {status}"
+            except (OSError, http.client.HTTPException) as e:
                 good, why = False, type(e).__name__
             took = time.monotonic() - start
             with self._lock:
                 self.worst = max(self.worst, took)
                 if good:
                     self.ok += 1
+                    self.latencies.append(took)
+                    if handshake is not None:
+                        self.handshakes.append(handshake)
                 else:
                     self.failed += 1
                     self.errors[why] = self.errors.get(why, 0) + 1
@@ -74,41 +112,68 @@ class Load:
             t.join(timeout=60)
 
 
-def run(name: str, b: Bench, clients: int, deploy_once: list) -> tuple[str, Load]:  # type: ignore[type-arg]
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
+
+
+def run(name: str, loads: dict[str, Load], deploy_once: list) -> list[tuple[str, Load]]:  # type: ignore[type-arg]
     print(f"scenario: {name}", flush=True)
-    with Load(b.vm.http_port, clients) as load:
+    for load in loads.values():
+        load.__enter__()
+    try:
         for i, step in enumerate(deploy_once):
             step()
-            print(
-                f"  deploy {i + 1}/{len(deploy_once)}: {load.ok} ok, {load.failed} failed",
-                flush=True,
-            )
-    return name, load
+            counts = ", ".join(f"{k}: {v.ok} ok, {v.failed} failed" for k, v in loads.items())
+            print(f"  deploy {i + 1}/{len(deploy_once)}: {counts}", flush=True)
+    finally:
+        for load in loads.values():
+            load.__exit__()
+    return [(f"{name} ({kind})", load) for kind, load in loads.items()]
+
+
+def tls_on(b: Bench) -> ssl.SSLContext:
+    """pebble up in the VM, the app's TLS settings on the host, [verify.tls] in deploy.toml;
+    returns a client context that trusts pebble's current root only."""
+    root = b.root / ".deploy" / "pebble-root.pem"
+    root.write_text(acme.start(b.vm, [DOMAIN]))
+    b.ssh(
+        f"printf 'SCOREBOARD_DOMAINS={DOMAIN}\\nSCOREBOARD_ACME_DIRECTORY={acme.DIRECTORY_URL}\\n'"
+        " > /etc/default/scoreboard"
+    )
+    toml = b.root / "deploy.toml"
+    toml.write_text(toml.read_text() + f'\n[verify.tls]\nname = "{DOMAIN}"\nca_file = "{root}"\n')
+    return ssl.create_default_context(cafile=str(root))
 
 
 def selfbind_units(b: Bench) -> None:
-    """Switch the project to units without socket activation: the app binds :80 itself."""
+    """Switch the project to units without socket activation (and TLS off): the app binds :80."""
     selfbind = b.root / "units-selfbind"
     shutil.copytree(b.root / "units", selfbind)
-    (selfbind / "scoreboard-http.socket").unlink()
+    for name in ("scoreboard-http.socket", "scoreboard-https.socket"):
+        (selfbind / name).unlink()
+    sockets = "scoreboard-http.socket scoreboard-https.socket"
     service = (selfbind / "scoreboard.service").read_text()
     service = (
-        service.replace("Requires=scoreboard-http.socket\n", "")
-        .replace("After=scoreboard-http.socket\n", "")
-        .replace("Sockets=scoreboard-http.socket\n", "Environment=SCOREBOARD_LISTEN=0.0.0.0:80\n")
+        service.replace(f"Requires={sockets}\n", "")
+        .replace(f"After={sockets}\n", "")
+        .replace(f"Sockets={sockets}\n", "Environment=SCOREBOARD_LISTEN=0.0.0.0:80\n")
     )
+    assert "Sockets=" not in service and "SCOREBOARD_LISTEN" in service
     (selfbind / "scoreboard.service").write_text(service)
     toml = b.root / "deploy.toml"
-    toml.write_text(toml.read_text().replace('units = "units"', 'units = "units-selfbind"'))
-    # Under the default profile (PrivateUsers=yes) the app may bind :80 only if the host
-    # lets unprivileged users do so; this is for the baseline only.
-    b.ssh("sysctl -q -w net.ipv4.ip_unprivileged_port_start=80")
+    text = toml.read_text().replace('units = "units"', 'units = "units-selfbind"')
+    toml.write_text(text.split("\n[verify.tls]")[0])
+    # Under a portable profile (PrivateUsers=yes) the app may bind :80 only if the host lets
+    # unprivileged users do so; this is for the baseline only.
+    b.ssh("rm -f /etc/default/scoreboard; sysctl -q -w net.ipv4.ip_unprivileged_port_start=80")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--deploys", type=int, default=10)
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=4, help="clients per port (default 4)")
     parser.add_argument(
         "--scenarios",
         default="tool,naive,selfbind",
@@ -117,9 +182,16 @@ def main() -> None:
     args = parser.parse_args()
     chosen = args.scenarios.split(",")
     versions = range(1, args.deploys + 1)
-    results = []
+    results: list[tuple[str, Load]] = []
     with bench_project("pd-bench-zd-") as b:
-        b.invoke("deploy", version="z0")
+        context = tls_on(b)
+        b.invoke("deploy", version="z0")  # verify's HTTPS check waits for the first certificate
+
+        def both() -> dict[str, Load]:
+            return {
+                "http": Load(b.vm.http_port, args.clients, good=frozenset({308})),
+                "https": Load(b.vm.https_port, args.clients, tls=context),
+            }
 
         def tool_deploy(v: str):  # type: ignore[no-untyped-def]
             return lambda: b.invoke("deploy", version=v)
@@ -129,41 +201,50 @@ def main() -> None:
                 b.invoke("build", version=v)
                 b.invoke("sign", version=v)
                 b.invoke("upload", version=v)
-                b.ssh(f"portablectl reattach --now --enable /var/lib/portables/scoreboard_{v}.raw")
+                b.ssh(
+                    "portablectl reattach --now --enable --profile pd-hardened --copy=copy "
+                    f"/var/lib/portables/scoreboard_{v}.raw"
+                )
 
             return step
 
         if "tool" in chosen:
-            results.append(
-                run("invoke deploy", b, args.clients, [tool_deploy(f"z{i}") for i in versions])
-            )
+            results += run("invoke deploy", both(), [tool_deploy(f"z{i}") for i in versions])
         if "naive" in chosen:
-            results.append(
-                run("naive reattach --now", b, args.clients, [naive(f"n{i}") for i in versions])
-            )
+            results += run("naive reattach --now", both(), [naive(f"n{i}") for i in versions])
         if "selfbind" in chosen:
             selfbind_units(b)
-            b.invoke("deploy", version="s0")
-            results.append(
-                run(
-                    "app binds its own port",
-                    b,
-                    args.clients,
-                    [tool_deploy(f"s{i}") for i in versions],
-                )
+            b.invoke("deploy", "--restart-sockets", version="s0")
+            results += run(
+                "app binds :80",
+                {"http": Load(b.vm.http_port, args.clients)},
+                [tool_deploy(f"s{i}") for i in versions],
             )
 
     print()
     print(
-        f"{args.deploys} app-only deploys each, {args.clients} clients, fresh connection per request"
+        f"{args.deploys} app-only deploys each, {args.clients} clients per port, "
+        "fresh connection (and TLS handshake) per request"
     )
-    print(f"{'':26} {'requests':>9} {'failed':>7} {'worst latency':>14}")
+    print(
+        f"{'':32} {'requests':>9} {'failed':>7} {'worst':>7} {'p50':>7} {'p99':>7}"
+        f" {'handshake p50':>14} {'p99':>7}"
+    )
     for name, load in results:
-        print(
-            f"{name:26} {load.ok + load.failed:9d} {load.failed:7d} {load.worst:13.1f}s  {load.errors or ''}"
+        hs = (
+            f" {percentile(load.handshakes, 50) * 1000:12.1f}ms {percentile(load.handshakes, 99) * 1000:5.0f}ms"
+            if load.handshakes
+            else ""
         )
-        if name == "invoke deploy":
-            print(f"{'':26} target: 0 failed -> {'met' if load.failed == 0 else 'NOT met'}")
+        print(
+            f"{name:32} {load.ok + load.failed:9d} {load.failed:7d} {load.worst:6.1f}s"
+            f" {percentile(load.latencies, 50) * 1000:5.1f}ms {percentile(load.latencies, 99) * 1000:5.0f}ms"
+            f"{hs}  {load.errors or ''}"
+        )
+    tool = [load for name, load in results if name.startswith("invoke deploy")]
+    if tool:
+        met = all(load.failed == 0 for load in tool)
+        print(f"target: 0 failed with invoke deploy on both ports -> {'met' if met else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,8 @@ class HostConfig:
     identity_file: Path | None = None
     #: This host is the local sandbox VM (`invoke sandbox.up`); address/port/user come from it.
     sandbox: bool = False
+    #: Which sandbox VM: 1 is sandbox-1 (``sandbox = true``), N is sandbox-N (``sandbox = N``).
+    sandbox_index: int = 1
 
 
 @dataclass(frozen=True)
@@ -742,7 +744,14 @@ def _load_host(doc: _Doc, name: str, value: object) -> HostConfig:
             hint=f'write [hosts.{name}] on a line of its own, then address = "..."',
         )
     host = _Table(doc, where, value, _HOST_KEYS, HostConfig)
-    if host.boolean("sandbox"):
+    sandbox = value.get("sandbox", False)
+    if isinstance(sandbox, bool):
+        index = 1
+    elif isinstance(sandbox, int) and 1 <= sandbox <= 16:
+        sandbox, index = True, sandbox
+    else:
+        raise host.type_error("sandbox", "true, false, or the number N of sandbox-N (1 to 16)")
+    if sandbox:
         for key in ("address", "port", "user", "identity_file"):
             if key in value:
                 raise host.fail(
@@ -751,7 +760,7 @@ def _load_host(doc: _Doc, name: str, value: object) -> HostConfig:
                     hint="the sandbox VM provides address, port, user and key; remove the key "
                     "or set sandbox = false",
                 )
-        return HostConfig(name=name, sandbox=True)
+        return HostConfig(name=name, sandbox=True, sandbox_index=index)
     address = host.string("address")
     if address is None:
         raise host.fail(

@@ -32,12 +32,13 @@ def target_for(host: HostConfig, progress: Callable[[str], None] | None = None) 
     if not host.sandbox:
         assert host.address is not None  # config guarantees it
         return Target(host.name, host.address, host.port, host.user, host.identity_file)
-    from .sandbox import FIRST_VM, Sandbox
+    from .sandbox import Sandbox, vm_name
 
     box = Sandbox()
-    vm = next((v for v in box.status() if v.name == FIRST_VM), None)
-    if vm is None:
-        vm = next(v for v in box.up(1, progress=progress) if v.name == FIRST_VM)
+    name = vm_name(host.sandbox_index)
+    vm = next((v for v in box.status() if v.name == name), None)
+    if vm is None:  # `up N` boots sandbox-1..N, reusing the running ones
+        vm = next(v for v in box.up(host.sandbox_index, progress=progress) if v.name == name)
     return Target(host.name, "127.0.0.1", vm.ssh_port, vm.user, vm.key, known_hosts=vm.known_hosts)
 
 

@@ -11,193 +11,28 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from project import LAYOUT, STATE, HostState, Project, make_project, ok
 
-from portable_deploy import facts, profiles
-from portable_deploy.commands.layout import STATE_ROOT, Layout
-from portable_deploy.commands.state import SECTION, host_state
+from portable_deploy import facts
 from portable_deploy.sandbox import VM
 
 pytestmark = pytest.mark.e2e
-
-REPO = Path(__file__).resolve().parents[2]
-STATE = "/var/lib/portable-deploy/scoreboard"
-LAYOUT = Layout("scoreboard")
-
-
-@dataclass(frozen=True)
-class HostState:
-    live: str | None  # a version ("e2e2"), not a release name
-    previous: str | None
-    set_up: bool
-
-
-@dataclass
-class Project:
-    """A copy of the reference app repo, deployed with `invoke` to the session's sandbox VM."""
-
-    root: Path
-    vm: VM
-    env: dict[str, str]
-
-    def invoke(
-        self, *args: str, version: str | None = None, toml: Path | None = None, **env: str
-    ) -> subprocess.CompletedProcess[str]:
-        run_env = dict(self.env, **env)
-        if version:
-            run_env["DEPLOY_VERSION"] = version
-        if toml:
-            run_env["DEPLOY_TOML"] = str(toml)
-        return subprocess.run(
-            [sys.executable, "-m", "invoke", *args],
-            cwd=self.root,
-            env=run_env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-
-    def deploy(self, version: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        result = self.invoke("deploy", *args, version=version, **env)
-        return result
-
-    def built(self, version: str) -> bool:
-        dist = self.root / "dist"
-        return all(
-            (dist / f"scoreboard_{version}{ext}").exists()
-            for ext in (".raw", ".manifest.json", ".manifest.json.sig")
-        )
-
-    def deploy_built(self, version: str) -> subprocess.CompletedProcess[str]:
-        """Deploy VERSION, building it only if this project has not built it yet."""
-        return self.deploy(version, *(["--no-build"] if self.built(version) else []))
-
-    def state(self) -> HostState:
-        """The live release and rollback target, read and parsed as the tool itself does."""
-        out = self.ssh(
-            host_state(LAYOUT, LAYOUT.allowed_signers, STATE_ROOT, profiles.DEFAULT).render(
-                reveal=True
-            )
-        )
-        sections = facts.state_sections(out, SECTION)
-        info = facts.host_info(sections.get("info", ""))
-        live = facts.live_release(sections.get("attached", ""), LAYOUT.app)
-        previous = facts.previous_release(facts.audit_log(sections.get("audit", "")), live)
-
-        def version(release: str | None) -> str | None:
-            return release.removeprefix("scoreboard_") if release else None
-
-        return HostState(version(live), version(previous), info.set_up and info.trusted)
-
-    def bring_to(self, live: str, previous: str | None = None) -> None:
-        """Make LIVE the live release (after PREVIOUS, the rollback target), if it is not.
-
-        A release still on the host is made live with `rollback --to` (no build, no upload);
-        any other is deployed.
-        """
-        state = self.state()
-        if state.live == live and previous in (None, state.previous):
-            return
-        if previous is not None:
-            self.bring_to(previous)
-        on_host = self.ssh(
-            f"test -f {LAYOUT.image('scoreboard_' + live)} && "
-            f"test -f {LAYOUT.manifest('scoreboard_' + live)} && echo yes || true"
-        )
-        if on_host.strip() == "yes":
-            _ok(self.invoke("rollback", "--to", live))
-        else:
-            _ok(self.deploy_built(live))
-
-    def bring_to_any(self, other_than: str = "", with_previous: bool = False) -> HostState:
-        """Make sure some release other than OTHER_THAN is live (with a rollback target)."""
-        state = self.state()
-        if state.live in (None, other_than) or (with_previous and state.previous is None):
-            if other_than == "e2e2":
-                self.bring_to("e2e1", previous="e2e2")
-            else:
-                self.bring_to("e2e2", previous="e2e1" if with_previous else None)
-            state = self.state()
-        return state
-
-    def reset(self) -> None:
-        """Take the app and portable-deploy's own state off the host: a never-deployed VM."""
-        self.ssh(_RESET)
-
-    def ssh(self, script: str) -> str:
-        result = subprocess.run(
-            self.vm.ssh_argv([script], batch=True), capture_output=True, text=True, timeout=120
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            url = f"http://127.0.0.1:{self.vm.http_port}{path}"
-            with urllib.request.urlopen(url, timeout=30) as r:
-                return int(r.status), r.read().decode()
-        except urllib.error.HTTPError as e:
-            return int(e.code), e.read().decode()
-
-    def add_points(self, player: str, points: int) -> None:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.vm.http_port}/api/scores",
-            data=json.dumps({"player": player, "points": points}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as r:
-            assert r.status == 200
-
-    def scores(self) -> dict[str, int]:
-        status, body = self.get("/api/scores")
-        assert status == 200, body
-        return {row["player"]: row["points"] for row in json.loads(body)}
-
-    def unit(self, unit: str, prop: str) -> str:
-        return self.ssh(f"systemctl show -p {prop} --value {unit}").strip()
-
-    def snapshot(self) -> str:
-        """Everything a deploy could change on the host, as text."""
-        return self.ssh(
-            "find /var/lib/portables -type f -printf '%p %s %T@\\n' | sort; "
-            "find /etc/systemd/system.attached -type f | sort | xargs sha256sum; "
-            f"find {STATE} -type f ! -name audit.jsonl | sort; "
-            "systemctl show -p ActiveEnterTimestampMonotonic,MainPID "
-            "scoreboard.service scoreboard-http.socket scoreboard-litestream.service"
-        )
 
 
 @pytest.fixture(scope="module")
 def project(sandbox_vm: VM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     """The reference app copied to a temp dir with its own signing key, aimed at the sandbox."""
-    root = tmp_path_factory.mktemp("scoreboard")
-    for name in ("app", "units", "image"):
-        shutil.copytree(REPO / name, root / name)
-    for name in ("tasks.py", "deploy.toml"):
-        shutil.copy(REPO / name, root / name)
-    (root / ".deploy").mkdir()
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / ".deploy/signing_key")],
-        check=True,
-    )
-    env = dict(os.environ)
-    env["PORTABLE_DEPLOY_SANDBOX_DIR"] = str(sandbox_vm.key.parent.parent)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("DEPLOY_TOML", None)
-    p = Project(root, sandbox_vm, env)
+    p = make_project(sandbox_vm, tmp_path_factory.mktemp("scoreboard"))
     # A fresh VM for this module: no app, no trust root yet (host.setup runs on first use);
     # and the same afterwards, so other tests get port 80 back.
     p.reset()
@@ -205,25 +40,12 @@ def project(sandbox_vm: VM, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     p.reset()
 
 
-_RESET = (
-    "for i in $(portablectl list --no-legend | awk '{print $1}'); do "
-    "case $i in scoreboard_*) portablectl detach --now $i >/dev/null 2>&1 || true;; esac; done; "
-    "rm -rf /var/lib/portables/scoreboard_* /var/lib/portable-deploy /etc/portable-deploy "
-    "/var/lib/private/scoreboard /var/lib/private/scoreboard-replica; "
-    "systemctl reset-failed"
-)
-
-
-def _ok(result: subprocess.CompletedProcess[str]) -> None:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-
 def test_first_deploy_serves_v1(project: Project) -> None:
     """The first deploy sets the host up, attaches v1 and ends with /version answering v1."""
     if project.state() != HostState(None, None, False):
         project.reset()
     result = project.deploy_built("e2e1")
-    _ok(result)
+    ok(result)
     assert "scoreboard_e2e1 is live on sandbox" in result.stdout
     assert project.get("/version") == (200, "e2e1\n")
     assert project.ssh("cat /etc/portable-deploy/scoreboard/allowed_signers").startswith("deploy ")
@@ -233,9 +55,9 @@ def test_first_deploy_serves_v1(project: Project) -> None:
 def test_host_setup_is_idempotent(project: Project) -> None:
     """host.setup on a host that is set up reports that nothing changed."""
     if not project.state().set_up:
-        _ok(project.invoke("host.setup"))
+        ok(project.invoke("host.setup"))
     result = project.invoke("host.setup")
-    _ok(result)
+    ok(result)
     assert "sandbox: already set up" in result.stdout
 
 
@@ -262,7 +84,7 @@ def test_app_only_deploy_keeps_socket_and_litestream(project: Project) -> None:
     litestream_pid = project.unit("scoreboard-litestream.service", "MainPID")
     app_pid = project.unit("scoreboard.service", "MainPID")
     result = project.deploy_built("e2e2")
-    _ok(result)
+    ok(result)
     assert "restart scoreboard.service: app service: image changed" in result.stdout
     assert project.get("/version") == (200, "e2e2\n")
     assert project.unit("scoreboard-http.socket", "ActiveEnterTimestampMonotonic") == socket_since
@@ -275,11 +97,11 @@ def test_redeploying_the_live_release_changes_nothing(project: Project) -> None:
     """The same release again is not uploaded again and restarts nothing."""
     project.bring_to("e2e2")
     if not project.built("e2e2"):
-        _ok(project.invoke("build", version="e2e2"))
-        _ok(project.invoke("sign", version="e2e2"))
+        ok(project.invoke("build", version="e2e2"))
+        ok(project.invoke("sign", version="e2e2"))
     app_pid = project.unit("scoreboard.service", "MainPID")
     result = project.invoke("deploy", "--no-build", version="e2e2")
-    _ok(result)
+    ok(result)
     assert "already on sandbox (same sha256): not sent again" in result.stdout
     assert "already live" in result.stdout
     assert project.unit("scoreboard.service", "MainPID") == app_pid
@@ -291,7 +113,7 @@ def test_rollback_returns_to_v1(project: Project) -> None:
     project.add_points("alice", 1)
     scores = project.scores()
     result = project.invoke("rollback")
-    _ok(result)
+    ok(result)
     assert "scoreboard_e2e1 is live on sandbox" in result.stdout
     assert project.get("/version") == (200, "e2e1\n")
     assert project.scores() == scores
@@ -300,7 +122,7 @@ def test_rollback_returns_to_v1(project: Project) -> None:
 def test_rollback_to_a_named_release(project: Project) -> None:
     """rollback --to VERSION goes to that release."""
     project.bring_to("e2e1", previous="e2e2")
-    _ok(project.invoke("rollback", "--to", "e2e2"))
+    ok(project.invoke("rollback", "--to", "e2e2"))
     assert project.get("/version") == (200, "e2e2\n")
 
 
@@ -320,7 +142,7 @@ def test_releases_lists_live_and_rollback_target(project: Project) -> None:
     """releases shows each kept release, the live one and the one rollback would pick."""
     project.bring_to("e2e2", previous="e2e1")
     result = project.invoke("releases")
-    _ok(result)
+    ok(result)
     lines = {
         line.split("│")[1].strip(): line
         for line in result.stdout.splitlines()
@@ -353,8 +175,8 @@ def test_failed_health_check_is_rolled_back(project: Project) -> None:
 def test_tampered_image_is_refused_before_portablectl(project: Project) -> None:
     """An image changed after signing is refused on the host; nothing is attached."""
     live = project.bring_to_any().live
-    _ok(project.invoke("build", version="e2e4"))
-    _ok(project.invoke("sign", version="e2e4"))
+    ok(project.invoke("build", version="e2e4"))
+    ok(project.invoke("sign", version="e2e4"))
     image = project.root / "dist/scoreboard_e2e4.raw"
     data = bytearray(image.read_bytes())
     data[-100] ^= 0xFF
@@ -439,7 +261,7 @@ def test_stale_lock_is_broken_only_with_the_flag(project: Project) -> None:
     project.ssh(f"echo '{stale}' > {STATE}/deploy.lock")
     refused = project.invoke("rollback")
     assert refused.returncode == 1 and "ghost@gone" in refused.stderr
-    _ok(project.invoke("rollback", "--break-lock"))
+    ok(project.invoke("rollback", "--break-lock"))
     assert project.ssh(f"test -e {STATE}/deploy.lock && echo held || echo free").strip() == "free"
 
 
@@ -449,7 +271,7 @@ def test_dry_run_changes_nothing(project: Project) -> None:
     before = project.snapshot()
     audit = project.ssh(f"cat {STATE}/audit.jsonl")
     result = project.deploy("e2e7", "--dry-run")
-    _ok(result)
+    ok(result)
     assert project.ssh(f"cat {STATE}/audit.jsonl") == audit
     assert (
         "(dry-run) $ portablectl reattach --profile pd-hardened --copy=copy --enable /var/lib/portables/scoreboard_e2e7.raw"
@@ -467,7 +289,7 @@ def test_deleted_database_is_restored_from_the_replica(project: Project) -> None
     # Litestream syncs every second; give it a few to ship the last write.
     time.sleep(5)
     project.ssh("rm -f /var/lib/private/scoreboard/app.db /var/lib/private/scoreboard/app.db-*")
-    _ok(project.deploy("e2e8"))
+    ok(project.deploy("e2e8"))
     assert project.get("/version") == (200, "e2e8\n")
     assert project.scores() == expected
     log = project.ssh("journalctl -u scoreboard-restore.service --no-pager -n 50")
@@ -478,13 +300,13 @@ def test_logs_and_status(project: Project) -> None:
     """logs shows the app's journal lines; status shows the live release and active units."""
     project.bring_to("e2e8", previous="e2e2")
     logs = project.invoke("logs", "--lines", "200")
-    _ok(logs)
+    ok(logs)
     assert "version e2e8 starting" in logs.stdout
     only = project.invoke("logs", "--release", "e2e8", "--lines", "200")
-    _ok(only)
+    ok(only)
     assert "version e2e8 starting" in only.stdout and "version e2e2 starting" not in only.stdout
     status = project.invoke("status")
-    _ok(status)
+    ok(status)
     assert "scoreboard_e2e8 live" in status.stdout
     assert "active/running" in status.stdout
 
@@ -496,7 +318,7 @@ def test_old_releases_are_pruned(project: Project) -> None:
     # Five releases older than any in the audit log, copied on the host (no build, no upload).
     old = [f"scoreboard_e2e0old{i}" for i in range(5)]
     project.ssh(" && ".join(f"cp {LAYOUT.image(live)} {LAYOUT.image(r)}" for r in old))
-    _ok(project.deploy_built(state.live or ""))
+    ok(project.deploy_built(state.live or ""))
     ours = [i for i in project.ssh("ls /var/lib/portables").split() if i.startswith("scoreboard_")]
     assert len(ours) == 5, ours
     assert f"{live}.raw" in ours and f"scoreboard_{state.previous}.raw" in ours
@@ -508,7 +330,7 @@ def test_step_by_step_tasks_make_a_release_live(project: Project) -> None:
     project.bring_to_any(other_than="e2e9")
     for task in ("build", "sign", "upload", "reattach", "verify"):
         result = project.invoke(task, version="e2e9")
-        _ok(result)
+        ok(result)
     assert project.get("/version") == (200, "e2e9\n")
     last = json.loads(project.ssh(f"tail -n1 {STATE}/audit.jsonl"))
     assert (last["event"], last["release"], last["result"]) == (
@@ -594,7 +416,7 @@ def test_a_full_disk_fails_the_upload_in_one_line_and_cleans_up(project: Project
         assert (audit["release"], audit["result"]) == ("scoreboard_e2efull", "failed")
     finally:
         project.ssh(f"rm -f {fill} {fill}.top")
-    _ok(project.deploy_built("e2efull"))
+    ok(project.deploy_built("e2efull"))
     assert project.state().live == "e2efull"
 
 
@@ -723,7 +545,7 @@ def test_a_profile_change_is_an_announced_restart_that_keeps_the_sockets(
         project, "stock-profile", {"deploy.toml": ("[deploy]\n", '[deploy]\nprofile = "default"\n')}
     )
     result = project.invoke("deploy", version="e2eprof", toml=stock)
-    _ok(result)
+    ok(result)
     assert "the portable profile changes to default" in result.stdout
     assert (
         "restart scoreboard-litestream.service: portable profile changed to default"
@@ -732,7 +554,7 @@ def test_a_profile_change_is_an_announced_restart_that_keeps_the_sockets(
     assert _exposure(project, "scoreboard.service") > EXPOSURE_TARGETS["scoreboard.service"]
 
     result = project.invoke("deploy", "--no-build", version="e2eprof")
-    _ok(result)
+    ok(result)
     assert "the portable profile changes to pd-hardened" in result.stdout
     assert _exposure(project, "scoreboard.service") <= EXPOSURE_TARGETS["scoreboard.service"]
     assert project.get("/healthz") == (200, "ok\n")

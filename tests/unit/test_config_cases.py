@@ -685,14 +685,16 @@ EXACT = [
     pytest.param(
         APP + '[hosts.vm]\nsandbox = "yes"\n',
         {},
-        '[hosts.vm] sandbox: expected a boolean (true or false), found "yes" (string)',
+        "[hosts.vm] sandbox: expected true, false, or the number N of sandbox-N (1 to 16), "
+        'found "yes" (string)',
         "for example: sandbox = true",
         id="sandbox-string",
     ),
     pytest.param(
-        APP + "[hosts.vm]\nsandbox = 1\n",
+        APP + "[hosts.vm]\nsandbox = 0\n",
         {},
-        "[hosts.vm] sandbox: expected a boolean (true or false), found 1 (integer)",
+        "[hosts.vm] sandbox: expected true, false, or the number N of sandbox-N (1 to 16), "
+        "found 0 (integer)",
         "for example: sandbox = true",
         id="sandbox-int",
     ),

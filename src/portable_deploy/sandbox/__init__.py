@@ -13,6 +13,6 @@ from .base import BaseImage, base_key
 from .local import Progress
 from .manager import Sandbox
 from .qemu import Accel
-from .vm import FIRST_VM, VM
+from .vm import FIRST_VM, VM, vm_name
 
-__all__ = ["FIRST_VM", "VM", "Accel", "BaseImage", "Progress", "Sandbox", "base_key"]
+__all__ = ["FIRST_VM", "VM", "Accel", "BaseImage", "Progress", "Sandbox", "base_key", "vm_name"]

@@ -125,12 +125,19 @@ def deploy(
 
 def _url_hint(cfg: Config, host: Host) -> str:
     """Where the sandbox serves the app on this machine."""
-    if cfg.hosts[host.name].sandbox and cfg.verify.port == 80:
-        from ..sandbox import FIRST_VM, Sandbox
+    entry = cfg.hosts[host.name]
+    if not entry.sandbox:
+        return ""
+    from ..sandbox import Sandbox, vm_name
 
-        vm = next((v for v in Sandbox().status() if v.name == FIRST_VM), None)
-        if vm is not None:
-            return f": http://127.0.0.1:{vm.http_port}/"
+    vm = next((v for v in Sandbox().status() if v.name == vm_name(entry.sandbox_index)), None)
+    if vm is None:
+        return ""
+    tls = cfg.verify.tls
+    if tls is not None and tls.port == 443:
+        return f": https://{tls.name}:{vm.https_port}/ (connect to 127.0.0.1:{vm.https_port})"
+    if cfg.verify.port == 80:
+        return f": http://127.0.0.1:{vm.http_port}/"
     return ""
 
 

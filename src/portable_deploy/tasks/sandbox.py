@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from invoke.context import Context
@@ -78,6 +79,44 @@ def status(c: Context) -> None:
         ui.console.print("no sandbox VM is running (invoke sandbox.up)")
         return
     _vm_table(vms)
+
+
+@task(
+    help={
+        "domain": "A test domain the VM resolves to itself (repeatable; default APP.test).",
+        "name": "VM name (default: the first running one).",
+        "root": "Where to write pebble's issuing root, PEM (default .deploy/sandbox-acme-root.pem).",
+    },
+    iterable=["domain"],
+)
+@user_errors
+def acme(
+    c: Context, domain: list[str] | None = None, name: str | None = None, root: str | None = None
+) -> None:
+    """Run a Let's Encrypt test CA (pebble) in a sandbox VM, for trying TLS with no real domain."""
+    from ..sandbox import acme as pebble
+
+    box = _sandbox()
+    vms = [v for v in box.status() if name in (None, v.name)]
+    if not vms:
+        raise DeployError(
+            f"sandbox VM {name} is not running" if name else "no sandbox VM is running",
+            hint="start it with `invoke sandbox.up`",
+        )
+    domains = domain or [f"{config().app.name}.test"]
+    try:
+        pem = pebble.start(vms[0], domains)
+    except (ValueError, RuntimeError) as e:
+        raise DeployError(
+            str(e), hint=f"see `invoke sandbox.ssh -- journalctl -u {pebble.UNIT}`"
+        ) from None
+    out = Path(root or ".deploy/sandbox-acme-root.pem")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(pem)
+    say(
+        f"pebble answers in {vms[0].name} at {pebble.DIRECTORY_URL}; {', '.join(domains)} -> the VM"
+    )
+    say(f"its issuing root (new at each pebble start) is in {out}: use it as [verify.tls] ca_file")
 
 
 @task(help={"name": "VM name (default: the first running one). A command may follow `--`."})
