@@ -42,10 +42,9 @@ from .steps import (
     describe,
     install,
     reattach,
-    unit_states,
     upload,
-    verify,
 )
+from .verify import unit_states, verify
 
 
 @dataclass(frozen=True)

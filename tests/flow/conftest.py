@@ -310,7 +310,7 @@ class FakeClock:
 def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """Verify polls as often as with the real clock, without the wall-clock wait (mutation runs)."""
     clock = FakeClock()
-    monkeypatch.setattr("portable_deploy.steps.time", clock)
+    monkeypatch.setattr("portable_deploy.verify.time", clock)
     return clock
 
 

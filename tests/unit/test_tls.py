@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 from portable_deploy import tls
 from portable_deploy.config import TlsConfig
 from portable_deploy.host import Host, Target
-from portable_deploy.steps import tls_problem
+from portable_deploy.verify import tls_problem
 
 NAME = "scoreboard.test"
 NOW = datetime.now(UTC).replace(microsecond=0)

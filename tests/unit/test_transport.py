@@ -16,7 +16,7 @@ from fabric import Connection
 from portable_deploy import interrupts
 from portable_deploy.errors import DeployError
 from portable_deploy.host import Host, Target, TransportError, check_host_keys
-from portable_deploy.steps import version_matches
+from portable_deploy.verify import version_matches
 
 
 def test_every_proxyjump_hop_refuses_unknown_host_keys(tmp_path: Path) -> None:
