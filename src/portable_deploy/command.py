@@ -63,6 +63,9 @@ class Command:
     tokens: tuple[Token, ...]
     mutates: bool = False
     sources: tuple[str, ...] = field(default=(), compare=False)
+    #: What the command reads on its standard input: a secret value, sent over the SSH channel,
+    #: never in the command line (where `ps` on the host would show it) and never rendered.
+    stdin: Secret | None = None
 
     def render(self, reveal: bool = False) -> str:
         """The command as it can be pasted into a shell; secrets shown as ``***`` unless revealed."""
@@ -85,13 +88,18 @@ class Command:
 
     def into(self, path: str) -> Command:
         """``self > path``."""
-        return Command((*self.tokens, Op(">"), path), mutates=True, sources=self.sources)
+        return Command(
+            (*self.tokens, Op(">"), path), mutates=True, sources=self.sources, stdin=self.stdin
+        )
 
     def _join(self, op: str, other: Command) -> Command:
+        if self.stdin is not None and other.stdin is not None:
+            raise ValueError("only one part of a compound command can read the secret input")
         return Command(
             (*self._grouped(), Op(op), *other._grouped()),
             mutates=self.mutates or other.mutates,
             sources=(*self.sources, *other.sources),
+            stdin=self.stdin or other.stdin,
         )
 
     def _grouped(self) -> tuple[Token, ...]:

@@ -127,9 +127,12 @@ class AuditRecord:
     user: str
     origin: str
     message: str = ""
+    #: The secret set the release ran with after this event ("" for none); never values.
+    secrets: str = ""
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))
+        data = {k: v for k, v in self.__dict__.items() if k != "secrets" or v}
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def audit_log(output: str) -> list[AuditRecord]:
@@ -148,6 +151,7 @@ def audit_log(output: str) -> list[AuditRecord]:
                     user=str(data.get("user", "")),
                     origin=str(data.get("origin", "")),
                     message=str(data.get("message", "")),
+                    secrets=str(data.get("secrets", "")),
                 )
             )
         except (ValueError, KeyError, TypeError):

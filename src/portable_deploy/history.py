@@ -10,10 +10,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from . import facts
-from .commands import files, portablectl
+from .commands import creds, files, portablectl
 from .commands.layout import PORTABLES_DIR, Layout
+from .credentials import SET_FILE, SecretSet
+from .errors import DeployError
 from .facts import AuditRecord
 from .host import Remote
+from .preflight import HostState
 
 
 def record(
@@ -24,8 +27,10 @@ def record(
     live: str | None,
     result: str,
     message: str = "",
+    secrets: str = "",
 ) -> None:
-    """Append one JSON line to the host's audit log."""
+    """Append one JSON line to the host's audit log (SECRETS: the id of the secret set the live
+    release runs with; never a value)."""
     entry = AuditRecord(
         at=datetime.now(UTC).isoformat(timespec="seconds"),
         event=event,
@@ -35,6 +40,7 @@ def record(
         user=getpass.getuser(),
         origin=socket.gethostname(),
         message=message,
+        secrets=secrets,
     )
     host.run(files.append_log(layout.audit_log, entry.to_json()))
 
@@ -104,3 +110,43 @@ def release_rows(
         )
     rows.sort(key=lambda row: row.deployed_at, reverse=True)
     return rows
+
+
+def secret_set_of(audit: Sequence[AuditRecord], release: str) -> str | None:
+    """The set RELEASE last ran with: the newest record that left it live ("" for none); None
+    if the audit log never saw it live."""
+    for r in reversed(audit):
+        if r.live == release and r.result in ("ok", "rolled-back", "unverified"):
+            return r.secrets
+    return None
+
+
+def recorded_secret_set(
+    host: Remote, layout: Layout, state: HostState, release: str
+) -> SecretSet | None:
+    """The secret set RELEASE ran with, read back from the host (None: the log does not know,
+    so the units keep what they have)."""
+    set_id = secret_set_of(state.audit, release)
+    if set_id is None:
+        return None
+    if not set_id:
+        return SecretSet()
+    text = host.run(files.cat(f"{layout.secret_set(set_id)}/{SET_FILE}")).stdout
+    if not text.strip():
+        raise DeployError(
+            f"[{host.name}] the secrets {release} ran with (set {set_id}) are no longer on the host",
+            hint="deploy it again (`invoke deploy` of that version) to send today's secrets",
+        )
+    return SecretSet.from_json(text)
+
+
+def prune_secret_sets(host: Remote, layout: Layout, state: HostState, live: str) -> list[str]:
+    """Delete the secret sets that no kept release ran with (and that are not live)."""
+    if not state.secret_sets - {live}:
+        return []
+    kept = set(kept_releases(host, layout))
+    wanted = {live} | {r.secrets for r in state.audit if r.live in kept and r.secrets}
+    doomed = sorted(state.secret_sets - wanted)
+    if doomed:
+        host.run(creds.remove_sets(*(layout.secret_set(d) for d in doomed)))
+    return doomed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -294,8 +295,10 @@ class Host:
 
     # -- transport: what a test double replaces; everything above stays the real logic --------
     def _execute(self, command: Command, timeout: float | None) -> Result:
+        # A secret input is streamed to the command's stdin (then EOF); nothing else reads stdin.
+        stream = io.StringIO(command.stdin.value) if command.stdin is not None else False
         raw = self.connection().run(
-            command.render(reveal=True), hide=True, warn=True, in_stream=False, timeout=timeout
+            command.render(reveal=True), hide=True, warn=True, in_stream=stream, timeout=timeout
         )
         return Result(raw.stdout, raw.stderr, raw.exited)
 

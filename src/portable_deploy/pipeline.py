@@ -12,13 +12,24 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from secrets import token_hex
 from typing import NoReturn
 
 from . import facts, interrupts, profiles, ui
+from .commands import creds, files
 from .commands.layout import Layout
 from .config import Config
+from .credentials import SecretSet, changed_units, dropin_path, set_id_of, wanted_dropins
 from .errors import DeployError
-from .history import ReleaseRow, kept_releases, prune, record, release_rows
+from .history import (
+    ReleaseRow,
+    kept_releases,
+    prune,
+    prune_secret_sets,
+    record,
+    recorded_secret_set,
+    release_rows,
+)
 from .host import Remote, TransportError
 from .locking import deploy_lock
 from .manifest import Manifest
@@ -32,6 +43,7 @@ from .preflight import (
     wanted_profile_digest,
 )
 from .release import Options, Signed, Where, release_name
+from .secrets import resolve as resolve_secrets
 from .steps import (
     ConnectionLost,
     Interrupted,
@@ -39,6 +51,7 @@ from .steps import (
     SwitchFailed,
     VerifyFailed,
     check_release,
+    deliver_secrets,
     describe,
     install,
     reattach,
@@ -83,12 +96,14 @@ def deploy_to(host: Remote, cfg: Config, signed: Signed, opts: Options, steps: u
         _check_profile(s)  # before the upload: a deploy that cannot attach sends nothing
         with steps.step(f"upload {m.image_name} to {host.name}"):
             _upload_checked(s, signed, steps, "deploy")
-        plan = switch(s, m, opts, steps, "deploy")
+            secrets = _deliver(s)
+        plan = switch(s, m, opts, steps, "deploy", secrets)
         if not host.dry_run:
             protect = {m.release} | ({s.state.live} if s.state.live else set())
             removed = prune(host, s.layout, cfg.deploy.keep_releases, protect, s.state.audit)
             if removed:
                 steps.info(f"removed old releases: {', '.join(removed)}")
+            prune_secret_sets(host, s.layout, s.state, secrets.id)
         return plan
 
 
@@ -110,12 +125,20 @@ def reattach_on(host: Remote, cfg: Config, signed: Signed, opts: Options, steps:
             raise DeployError(
                 f"[{host.name}] {m.release} was not uploaded", hint="run `invoke upload` first"
             )
-        plan = _plan(s, m, opts, steps)
+        plan = _plan(s, m, opts, steps, {})
         with steps.step(f"check {m.release} on {host.name}"):
             check_release(host, s.layout, m, cfg.sign.principal, Where.INSTALLED)
-        _reattach(s, plan, steps)
+        _reattach(s, plan, steps, {})
         if not host.dry_run:
-            record(host, s.layout, "reattach", m.release, m.release, "unverified")
+            record(
+                host,
+                s.layout,
+                "reattach",
+                m.release,
+                m.release,
+                "unverified",
+                secrets=s.state.live_secret_set,
+            )
         return plan
 
 
@@ -152,7 +175,9 @@ def rollback_on(host: Remote, cfg: Config, to: str | None, opts: Options, steps:
             )
         with steps.step(f"check {target.release} on {host.name}"):
             check_release(host, s.layout, target, cfg.sign.principal, Where.INSTALLED)
-        return switch(s, target, opts, steps, "rollback")
+            # The secrets the target ran with come back with it (never today's).
+            secrets = recorded_secret_set(host, s.layout, s.state, target.release)
+        return switch(s, target, opts, steps, "rollback", secrets)
 
 
 def releases_on(host: Remote, cfg: Config) -> list[ReleaseRow]:
@@ -184,13 +209,40 @@ def _upload_checked(s: Session, signed: Signed, steps: ui.Steps, event: str) -> 
     except DeployError as error:
         if not s.host.dry_run:
             result = "refused" if isinstance(error, Refused) else "failed"
-            note = _audit(s, event, m.release, s.state.live, result, error.message)
+            note = _audit(
+                s, event, m.release, s.state.live, result, error.message, s.state.live_secret_set
+            )
             if note:
                 raise DeployError(error.message + note, error.hint) from None
         raise
 
 
-def _plan(s: Session, target: Manifest, opts: Options, steps: ui.Steps) -> Plan:
+def _deliver(s: Session) -> SecretSet:
+    """The [secrets] values, encrypted on the host into their set (digests keyed per host)."""
+    salt = s.state.secrets_salt or token_hex(32)
+    values = resolve_secrets(s.cfg, salt.encode())
+    if values and s.state.secrets_salt is None and not s.host.dry_run:
+        s.host.run(
+            files.mkdir(s.layout.secrets_dir, mode="0700").then(
+                creds.new_salt(s.layout.secrets_salt, salt)
+            )
+        )
+    return deliver_secrets(s.host, s.layout, values, s.state.secret_sets)
+
+
+def _dropins(s: Session, target: Manifest, secrets: SecretSet | None) -> dict[str, str | None]:
+    """Unit -> secrets drop-in text (None: none) for TARGET with SECRETS; {} keeps them as is."""
+    if secrets is None:
+        return {}
+    services = [u for u in target.unit_info if not u.endswith(".socket")]
+    return wanted_dropins(
+        s.layout.secret_set(secrets.id), secrets, services, s.state.secret_dropins
+    )
+
+
+def _plan(
+    s: Session, target: Manifest, opts: Options, steps: ui.Steps, dropins: dict[str, str | None]
+) -> Plan:
     """Which units change (a refused socket change or a missing profile stops here, before
     anything changes)."""
     _check_profile(s)
@@ -202,6 +254,7 @@ def _plan(s: Session, target: Manifest, opts: Options, steps: ui.Steps) -> Plan:
         restart_sockets=opts.restart_sockets,
         profile=profile,
         profile_changed=s.state.live_manifest is not None and s.state.attached_profile != wanted,
+        secrets_changed=frozenset(changed_units(s.state.secret_dropins, dropins)),
     )
     describe(plan, steps)
     return plan
@@ -213,10 +266,12 @@ def _check_profile(s: Session) -> None:
         raise problem
 
 
-def _reattach(s: Session, plan: Plan, steps: ui.Steps) -> None:
+def _reattach(s: Session, plan: Plan, steps: ui.Steps, dropins: dict[str, str | None]) -> None:
     """The reattach and its restarts run to their end even if the user interrupts. The tool's
-    own profile is (re)installed first when the host's copy differs."""
+    own profile is (re)installed first when the host's copy differs, and the units' secrets
+    drop-ins are written (the reattach reloads systemd)."""
     with steps.step(f"reattach {plan.release} on {s.host.name}"), interrupts.deferred():
+        _write_dropins(s, dropins)
         own = profiles.is_own(plan.profile)
         if (
             own
@@ -227,55 +282,101 @@ def _reattach(s: Session, plan: Plan, steps: ui.Steps) -> None:
         reattach(s.host, s.layout, plan)
 
 
-def switch(s: Session, target: Manifest, opts: Options, steps: ui.Steps, event: str) -> Plan:
+def _write_dropins(s: Session, dropins: dict[str, str | None]) -> None:
+    changed = changed_units(s.state.secret_dropins, dropins)
+    if changed:
+        s.host.run(creds.apply_dropins({u: (dropin_path(u), dropins[u]) for u in sorted(changed)}))
+
+
+def switch(
+    s: Session,
+    target: Manifest,
+    opts: Options,
+    steps: ui.Steps,
+    event: str,
+    secrets: SecretSet | None = None,
+) -> Plan:
     """reattach -> verify; if the release does not come up, the connection drops or the user
-    interrupts, put the live release back and raise one message."""
-    plan = _plan(s, target, opts, steps)
+    interrupts, put the live release back (with its secrets) and raise one message. SECRETS:
+    the set the target runs with (None: the units keep theirs)."""
+    dropins = _dropins(s, target, secrets)
+    plan = _plan(s, target, opts, steps, dropins)
     try:
-        _reattach(s, plan, steps)
+        _reattach(s, plan, steps, dropins)
         with steps.step(f"verify {target.release} on {s.host.name}"):
             verify(s.host, s.cfg, target, steps)
     except SwitchFailed as failure:
         if s.host.dry_run:
             raise
-        _revert(s, target, failure, steps, event)
+        _revert(s, target, failure, steps, event, dropins)
     except TransportError as lost:
-        _revert(s, target, ConnectionLost(lost.message), steps, event)
+        _revert(s, target, ConnectionLost(lost.message), steps, event, dropins)
     except KeyboardInterrupt as signal:
         interrupts.handled()
-        _revert(s, target, Interrupted(f"interrupted ({signal or 'SIGINT'})"), steps, event)
+        _revert(
+            s, target, Interrupted(f"interrupted ({signal or 'SIGINT'})"), steps, event, dropins
+        )
     if not s.host.dry_run:
-        record(s.host, s.layout, event, target.release, target.release, "ok")
+        live_set = secrets.id if secrets is not None else s.state.live_secret_set
+        record(s.host, s.layout, event, target.release, target.release, "ok", secrets=live_set)
     return plan
 
 
 def _revert(
-    s: Session, failed: Manifest, failure: SwitchFailed, steps: ui.Steps, event: str
+    s: Session,
+    failed: Manifest,
+    failure: SwitchFailed,
+    steps: ui.Steps,
+    event: str,
+    dropins: dict[str, str | None],
 ) -> NoReturn:
-    """Roll back to the release that was live: check its signature again, reattach, verify,
-    audit; then raise one message. Interrupts wait until it is done (a second one does not)."""
+    """Roll back to the release that was live: check its signature again, put its secrets
+    drop-ins back, reattach, verify, audit; then raise one message. Interrupts wait until it is
+    done (a second one does not)."""
     with interrupts.deferred():
-        _revert_now(s, failed, failure, steps, event)
+        _revert_now(s, failed, failure, steps, event, dropins)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _revert_now(
-    s: Session, failed: Manifest, failure: SwitchFailed, steps: ui.Steps, event: str
+    s: Session,
+    failed: Manifest,
+    failure: SwitchFailed,
+    steps: ui.Steps,
+    event: str,
+    dropins: dict[str, str | None],
 ) -> NoReturn:
     host, layout, previous = s.host, s.layout, s.state.live_manifest
     what = f"[{host.name}] {failed.release} {failure.what}"
     if previous is None:
-        note = _audit(s, event, failed.release, failed.release, "failed", failure.message)
+        attached = next((set_id_of(t) or "" for t in dropins.values() if t), "")
+        note = _audit(s, event, failed.release, failed.release, "failed", failure.message, attached)
         raise DeployError(
             f"{what}: {failure.message}; there is no previous release to roll back to, so "
             f"{failed.release} stays attached{note}",
             hint=f"see `invoke logs --host {host.name}`, fix, and deploy again",
         )
-    back = plan_release(failed, previous, restart_sockets=True, profile=s.cfg.deploy.profile)
+    changed = changed_units(s.state.secret_dropins, dropins)
+    back = plan_release(
+        failed,
+        previous,
+        restart_sockets=True,
+        profile=s.cfg.deploy.profile,
+        secrets_changed=frozenset(changed),
+    )
     try:
         with steps.step(f"roll back {host.name} to {previous.release}"):
             # A key removed from the trust root since is not honoured by a rollback either.
             check_release(host, layout, previous, s.cfg.sign.principal, Where.INSTALLED)
+            if changed:  # the secrets the previous release ran with come back with it
+                host.run(
+                    creds.apply_dropins(
+                        {
+                            u: (dropin_path(u), s.state.secret_dropins.get(u))
+                            for u in sorted(changed)
+                        }
+                    )
+                )
             reattach(host, layout, back)
             verify(host, s.cfg, previous, steps)
     except DeployError as second:
@@ -285,7 +386,15 @@ def _revert_now(
             f"{second.message}{note}",
             hint=f"look at the host now: `invoke status --host {host.name}` and `invoke logs`",
         ) from None
-    note = _audit(s, event, failed.release, previous.release, "rolled-back", failure.message)
+    note = _audit(
+        s,
+        event,
+        failed.release,
+        previous.release,
+        "rolled-back",
+        failure.message,
+        s.state.live_secret_set,
+    )
     raise DeployError(
         f"{what}: {failure.message}; rolled back, {previous.release} is live{note}",
         hint=f"see `invoke logs --host {host.name} --release {failed.release}`",
@@ -293,11 +402,17 @@ def _revert_now(
 
 
 def _audit(
-    s: Session, event: str, release: str, live: str | None, result: str, message: str
+    s: Session,
+    event: str,
+    release: str,
+    live: str | None,
+    result: str,
+    message: str,
+    secrets: str = "",
 ) -> str:
     """Append the audit record; if even that fails (the host is unreachable), say so instead."""
     try:
-        record(s.host, s.layout, event, release, live, result, message)
+        record(s.host, s.layout, event, release, live, result, message, secrets)
     except DeployError as e:
         return f" (not audited: {e.message})"
     return ""

@@ -51,14 +51,17 @@ def plan_release(
     restart_sockets: bool = False,
     profile: str = profiles.DEFAULT,
     profile_changed: bool = False,
+    secrets_changed: frozenset[str] = frozenset(),
 ) -> Plan:
     """The units to stop, restart and start to go from ``old`` (live) to ``new``, attached with
-    PROFILE; PROFILE_CHANGED says the live units run with another profile text."""
+    PROFILE; PROFILE_CHANGED says the live units run with another profile text; SECRETS_CHANGED
+    names the units whose secrets change (a restart each, if long-running)."""
     if old is None:
         return Plan(
             new.release, None, Action.ATTACH, profile, reasons={"*": "first deploy: attach --now"}
         )
-    if old.release == new.release and old.image_sha256 == new.image_sha256 and not profile_changed:
+    same_image = old.release == new.release and old.image_sha256 == new.image_sha256
+    if same_image and not profile_changed and not secrets_changed:
         return Plan(new.release, old.release, Action.NONE, profile)
     changed = changed_paths(old, new)
     image_changed = old.image_sha256 != new.image_sha256
@@ -88,15 +91,17 @@ def plan_release(
         elif profile_changed and unit.kind in (Kind.SERVICE, Kind.OTHER):
             restart.append(name)
             reasons[name] = f"portable profile changed to {profile}"
-        elif unit.kind is Kind.SERVICE and name in apps:
-            if image_changed:
-                restart.append(name)
-                reasons[name] = "app service: image changed"
-        elif unit.kind is Kind.SERVICE or unit.kind is Kind.OTHER:
-            touched = sorted(unit.paths & changed)
-            if touched:
-                restart.append(name)
-                reasons[name] = "changed: " + ", ".join(touched)
+        elif unit.kind is Kind.SERVICE and name in apps and image_changed:
+            restart.append(name)
+            reasons[name] = "app service: image changed"
+        elif (
+            unit.kind in (Kind.SERVICE, Kind.OTHER) and (unit.paths & changed) and name not in apps
+        ):
+            restart.append(name)
+            reasons[name] = "changed: " + ", ".join(sorted(unit.paths & changed))
+        elif unit.kind in (Kind.SERVICE, Kind.OTHER) and name in secrets_changed:
+            restart.append(name)
+            reasons[name] = "its secrets changed"
     if blocked:
         raise DeployError(
             f"{new.release} changes socket unit(s) {', '.join(blocked)}: restarting a socket closes "

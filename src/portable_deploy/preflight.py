@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from . import facts, profiles, sign
+from . import credentials, facts, profiles, sign
 from .commands import files, trust
 from .commands.layout import PORTABLES_DIR, STATE_ROOT, TRUST_DIR, Layout
 from .commands.state import SECTION, host_state
@@ -31,6 +32,19 @@ class HostState:
     attached_profile: str | None = None
     #: SHA-256 of the configured profile as the host has it (None: not on the host).
     host_profile: str | None = None
+    #: The key of this host's secret digests (None: no secret was ever delivered here).
+    secrets_salt: str | None = None
+    #: The secret sets kept on the host (their ids).
+    secret_sets: frozenset[str] = frozenset()
+    #: Unit -> the text of its secrets drop-in, as the host has it now.
+    secret_dropins: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def live_secret_set(self) -> str:
+        """The id of the set the units run with now ("" for none)."""
+        ids = {credentials.set_id_of(text) for text in self.secret_dropins.values()}
+        ids.discard(None)
+        return sorted(i for i in ids if i)[0] if ids else ""
 
     @property
     def previous(self) -> str | None:
@@ -78,6 +92,9 @@ def read_state(host: Remote, layout: Layout, profile: str = profiles.DEFAULT) ->
         audit,
         attached_profile=facts.digest(sections.get("profile-attached", "")),
         host_profile=facts.digest(sections.get("profile", "")),
+        secrets_salt=sections.get("secrets-salt", "").strip() or None,
+        secret_sets=frozenset(sections.get("secret-sets", "").split()),
+        secret_dropins=credentials.parse_dropins(sections.get("secrets-dropins", "")),
     )
 
 

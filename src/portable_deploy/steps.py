@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Sequence
 
 from . import facts, image, ui
-from .command import Command
-from .commands import files, portablectl, systemctl, trust
+from .command import Command, Secret
+from .commands import creds, files, portablectl, systemctl, trust
 from .commands.layout import Layout
+from .credentials import Entry, SecretSet, env_file, env_line
 from .errors import DeployError
 from .host import Remote, RemoteCommandError, RemoteTimeout, TransportError
 from .manifest import Manifest
 from .plan import Action, Plan
 from .release import Signed, Where
+from .secrets import SecretValue
 
 #: Seconds a reattach with its restarts may take (a unit's own start timeout is usually 90 s).
 REATTACH_TIMEOUT = 180
@@ -205,3 +208,33 @@ def describe(plan: Plan, steps: ui.Steps) -> None:
                 steps.info(f"{verb} {unit}: {plan.reasons.get(unit, '')}")
         if not (plan.stop or plan.restart or plan.start):
             steps.info("no unit needs a restart")
+
+
+def deliver_secrets(
+    host: Remote, layout: Layout, values: Sequence[SecretValue], present: frozenset[str]
+) -> SecretSet:
+    """Encrypt each secret on the host with its own key (``systemd-creds``) into the set's
+    directory; an environment secret goes to a root-only file per unit. A set the host already
+    has (the same values for the same units) is not sent again. Values travel on stdin only."""
+    entries = tuple(
+        sorted(
+            (Entry(v.name, v.digest, v.units, v.environment) for v in values),
+            key=lambda e: e.name,
+        )
+    )
+    secrets = SecretSet(entries)
+    if not entries or secrets.id in present:
+        return secrets
+    incoming = layout.incoming_secret_set(secrets.id)
+    host.run(files.mkdir(layout.secrets_dir, mode="0700").then(creds.remove_sets(incoming)))
+    env: dict[str, list[str]] = {}
+    for v in sorted(values, key=lambda v: v.name):
+        if v.environment is None:
+            host.run(creds.encrypt(incoming, v.name, v.value))
+        else:
+            for unit in v.units:
+                env.setdefault(unit, []).append(env_line(v.environment, v.value.value))
+    for unit, lines in sorted(env.items()):
+        host.run(creds.write_private(env_file(incoming, unit), Secret("".join(lines))))
+    host.run(creds.seal_set(incoming, layout.secret_set(secrets.id), secrets.to_json()))
+    return secrets

@@ -144,6 +144,10 @@ class FakeHost(Host):
     #: configured one (None: absent). By default both are the tool's own profile, as installed.
     attached_profile: str | None = HARDENED
     host_profile: str | None = HARDENED
+    #: Secrets on the host: the digest salt, the sets kept, each unit's secrets drop-in.
+    secrets_salt: str | None = None
+    secret_sets: set[str] = field(default_factory=set)
+    secret_dropins: dict[str, str] = field(default_factory=dict)
     #: HTTPS: the certificate the app presents, and why TLS refuses it (None: it verifies).
     certificate: tls.Certificate | None = None
     tls_failure: tls.Failure | None = None
@@ -167,6 +171,12 @@ class FakeHost(Host):
             + (f"{self.attached_profile}\n" if self.live and self.attached_profile else "")
             + f"{SECTION}profile\n"
             + (f"{self.host_profile}\n" if self.host_profile else "")
+            + f"{SECTION}secrets-salt\n"
+            + (f"{self.secrets_salt}\n" if self.secrets_salt else "")
+            + f"{SECTION}secret-sets\n"
+            + "".join(f"{i}\n" for i in sorted(self.secret_sets))
+            + f"{SECTION}secrets-dropins\n"
+            + "".join(f"=== {u}\n{t}" for u, t in sorted(self.secret_dropins.items()))
         )
         return Result(out, "", 0)
 

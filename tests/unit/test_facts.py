@@ -405,6 +405,9 @@ def test_state_script_runs_in_a_real_shell(tmp_path) -> None:  # type: ignore[no
         "audit",
         "profile-attached",
         "profile",
+        "secrets-salt",
+        "secret-sets",
+        "secrets-dropins",
     }
     assert facts.digest(sections["profile"]) is None
     assert (

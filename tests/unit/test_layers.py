@@ -23,6 +23,8 @@ LAYERS: dict[str, int] = {
     "release": 2,
     "image": 2,
     "sign": 2,
+    "secrets": 2,
+    "credentials": 1,
     "manifest": 1,
     "plan": 1,
     "host": 1,

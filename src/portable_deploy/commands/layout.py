@@ -41,6 +41,22 @@ class Layout:
         return f"{self.state_dir}/incoming"
 
     @property
+    def secrets_dir(self) -> str:
+        """Root-only: one directory per secret set (encrypted credentials, environment files)."""
+        return f"{self.state_dir}/secrets"
+
+    def secret_set(self, set_id: str) -> str:
+        return f"{self.secrets_dir}/{set_id}"
+
+    def incoming_secret_set(self, set_id: str) -> str:
+        return f"{self.secrets_dir}/.incoming-{set_id}"
+
+    @property
+    def secrets_salt(self) -> str:
+        """The key of the secrets' digests on this host: they can be compared, not reversed."""
+        return f"{self.secrets_dir}/salt"
+
+    @property
     def lock(self) -> str:
         return f"{self.state_dir}/deploy.lock"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .. import profiles
 from ..command import Command, builder, sh_args
+from ..credentials import DROPIN, DROPIN_ROOT
 from .layout import ATTACHED_DIR, Layout
 from .trust import HOST_INFO_SCRIPT
 
@@ -37,7 +38,14 @@ _SCRIPT = (
     "done; "
     f'echo "{SECTION}profile"; for d in {" ".join(profiles.SEARCH_DIRS)}; do '
     '[ -f "$d/$6/service.conf" ] && { sha256sum < "$d/$6/service.conf" | cut -d" " -f1; break; }; '
-    "done; true"
+    "done; "
+    # Secrets: the digest salt, the sets kept, and each unit's secrets drop-in (no values).
+    f'echo "{SECTION}secrets-salt"; [ -f "$7/salt" ] && cat "$7/salt" && echo; '
+    f'echo "{SECTION}secret-sets"; [ -d "$7" ] && ls -1 "$7" | grep -v -e "^salt$" -e "^\\."; '
+    f'echo "{SECTION}secrets-dropins"; '
+    f'for f in {DROPIN_ROOT}/"$3".*.d/{DROPIN} {DROPIN_ROOT}/"$3"-*.d/{DROPIN} '
+    f'{DROPIN_ROOT}/"$3"@*.d/{DROPIN}; do '
+    '[ -f "$f" ] && { u=${f%/*}; u=${u##*/}; echo "=== ${u%.d}"; cat "$f"; }; done; true'
 )
 
 
@@ -53,4 +61,5 @@ def host_state(layout: Layout, allowed_signers: str, state_root: str, profile: s
         layout.releases_dir,
         layout.audit_log,
         profile,
+        layout.secrets_dir,
     )
