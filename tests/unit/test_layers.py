@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "history": 3,
     "targets": 3,
     "release": 2,
+    "secrets": 2,
     "image": 2,
     "sign": 2,
     "manifest": 1,
