@@ -1034,12 +1034,13 @@ def test_real_directory_without_git_is_a_config_error(tmp_path: Path) -> None:
 
 # --- property: nothing but ConfigError --------------------------------------------------------
 
-SECTIONS = ["app", "build", "image", "sign", "deploy", "verify"]
+SECTIONS = ["app", "build", "image", "sign", "deploy", "verify", "secrets"]
 KEY_NAMES = [
     "app", "build", "image", "sign", "hosts", "deploy", "verify", "files", "name", "version",
     "commands", "tree", "units", "compression", "dist", "key", "allowed_signers", "principal",
     "address", "port", "user", "identity_file", "sandbox", "keep_releases", "lock_ttl", "path",
     "status", "version_path", "timeout", "settle", "prod", "vm", "usr/bin/x", "./usr/bin/x",
+    "secrets", "env", "command", "environment", "api-token",
 ]  # fmt: skip
 PLAUSIBLE = [
     "scoreboard", "1.4.2", "git", "units", "zstd", "/healthz", "", ".", "..", "/", "~",
@@ -1158,6 +1159,22 @@ near_valid = st.fixed_dictionaries(
         "sign": table(["key", "allowed_signers", "principal"]),
         "deploy": table(["keep_releases", "lock_ttl"]),
         "verify": table(["port", "path", "status", "version_path", "timeout", "settle"]),
+        "secrets": st.dictionaries(
+            st.sampled_from(["api-token", "t", ".x", "a b"]),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "env": st.sampled_from(["TOKEN", "1X", ""]),
+                    "file": st.sampled_from([".deploy/t", ""]),
+                    "command": st.sampled_from(["pass show t", " "]),
+                    "units": st.sampled_from(
+                        [["scoreboard.service"], [], ["x.service"], "scoreboard.service"]
+                    ),
+                    "environment": st.sampled_from(["TOKEN", "A-B"]),
+                },
+            ),
+            max_size=2,
+        ),
     },
 )
 #: A few (key path, value) replacements that break a near-valid document in random places.
@@ -1186,7 +1203,8 @@ def damaged(
 
 
 shapeless = st.dictionaries(
-    st.sampled_from(["app", "build", "image", "sign", "hosts", "deploy", "verify"]) | keys,
+    st.sampled_from(["app", "build", "image", "sign", "hosts", "deploy", "verify", "secrets"])
+    | keys,
     st.dictionaries(keys, values, max_size=6) | values,
     max_size=7,
 )
