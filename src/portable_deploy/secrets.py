@@ -74,11 +74,12 @@ def check_sources(cfg: Config, *, timeout: float = COMMAND_TIMEOUT) -> None:
 
 
 def problem(cfg: Config, secret: SecretConfig, *, timeout: float = COMMAND_TIMEOUT) -> str | None:
-    """Why SECRET's source gives no value right now (one line, with its hint), or None."""
+    """Why SECRET's source gives no value right now (one line with its hint, without the
+    "secret NAME: " that starts the error), or None."""
     try:
         read_source(cfg, secret, timeout=timeout)
     except SecretSourceError as exc:
-        return str(exc)
+        return str(exc).removeprefix(f"secret {secret.name}: ")
     return None
 
 
