@@ -669,7 +669,7 @@ def _readme_defaults() -> list[tuple[str, str, str]]:
             section = ""
             if line.startswith("### `["):
                 section = line.split("`[", 1)[1].split("]", 1)[0]
-                section = "hosts" if section.startswith("hosts.") else section
+                section = section.split(".", 1)[0] if section.endswith(".NAME") else section
         elif section and line.startswith("| `"):
             cells = [cell.strip() for cell in line.strip("|").split("|")]
             rows.append((section, cells[0].strip("`"), cells[2]))
@@ -678,11 +678,14 @@ def _readme_defaults() -> list[tuple[str, str, str]]:
 
 def test_readme_defaults_are_the_loaded_defaults(tmp_path: Path) -> None:
     """Every default the README's deploy.toml reference shows is what load_config gives."""
-    cfg = load_config(write(tmp_path, APP + HOST + '[verify.tls]\nname = "a.example"\n'))
+    secret = '[secrets.t]\nenv = "X"\nunits = ["scoreboard.service"]\n'
+    cfg = load_config(write(tmp_path, APP + HOST + '[verify.tls]\nname = "a.example"\n' + secret))
     checked = 0
     for section, key, cell in _readme_defaults():
         if section == "hosts":
             table: object = cfg.hosts["prod"]
+        elif section == "secrets":
+            table = cfg.secrets["t"]
         elif section == "verify.tls":
             table = cfg.verify.tls
         else:
@@ -700,7 +703,7 @@ def test_readme_defaults_are_the_loaded_defaults(tmp_path: Path) -> None:
         else:
             continue
         checked += 1
-    assert checked == 21
+    assert checked == 22
 
 
 def test_relative_path_given_is_made_absolute(

@@ -296,3 +296,13 @@ def test_mask_prefers_the_longer_of_overlapping_values() -> None:
 def test_mask_leaves_text_without_values_alone() -> None:
     """Text without any value, and blank lines of a value, are not touched."""
     assert mask("nothing  here\n", [sv("x1\n \n")]) == "nothing  here\n"
+
+
+def test_env_value_that_is_not_utf8_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A variable holding bytes that are not UTF-8 is refused, naming the variable."""
+    monkeypatch.setenv("PD_T", "ab\udcff")  # how Python holds the byte 0xff of the environment
+    assert error(tmp_path, env="PD_T").message == (
+        "secret t: environment variable PD_T gives a value that is not UTF-8 (invalid byte at 2)"
+    )
