@@ -15,14 +15,31 @@ from typing import ParamSpec
 P = ParamSpec("P")
 
 
+MASK = "***"
+
+
 @dataclass(frozen=True)
 class Secret:
-    """An argument whose value is hidden when a command is shown."""
+    """An argument whose value is hidden when a command is shown (its repr hides it too)."""
 
-    value: str
+    value: str = field(repr=False)
 
     def __str__(self) -> str:
-        return "***"
+        return MASK
+
+
+def mask_text(text: str, values: Iterable[str]) -> str:
+    """TEXT with each value, and each non-blank line of a multi-line value, replaced by ``***``.
+
+    Longest first, so a whole value goes before a line of it could split it.
+    """
+    needles: set[str] = set()
+    for value in values:
+        needles.add(value)
+        needles.update(line for line in value.splitlines() if line.strip())
+    for needle in sorted((n for n in needles if n.strip()), key=len, reverse=True):
+        text = text.replace(needle, MASK)
+    return text
 
 
 @dataclass(frozen=True)
@@ -46,7 +63,7 @@ def _render_token(token: Token, reveal: bool) -> str:
     if isinstance(token, Op | Raw):
         return token.text
     if isinstance(token, Secret):
-        return shlex.quote(token.value) if reveal else "***"
+        return shlex.quote(token.value) if reveal else MASK
     return shlex.quote(token)
 
 
@@ -73,6 +90,10 @@ class Command:
 
     def __str__(self) -> str:
         return self.render()
+
+    def secrets(self) -> tuple[str, ...]:
+        """The values of its ``Secret`` arguments: what output about this command must not show."""
+        return tuple(t.value for t in self.tokens if isinstance(t, Secret))
 
     def then(self, other: Command) -> Command:
         """``self && other``."""

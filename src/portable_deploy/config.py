@@ -27,7 +27,7 @@ from typing import Any
 from . import fs, profiles
 from .errors import ConfigError
 from .tls import client_context as tls_client_context
-from .units import UnitDirError, unit_files
+from .units import UnitDirError, named_for, unit_files
 
 DEFAULT_FILE = "deploy.toml"
 ENV_FILE = "DEPLOY_TOML"
@@ -136,6 +136,39 @@ class VerifyConfig:
 
 
 @dataclass(frozen=True)
+class SecretConfig:
+    """[secrets.NAME]: where a secret's value comes from on this machine, and who receives it.
+
+    Exactly one of ``env``, ``file`` and ``command`` is set (the loader sees to it).
+    """
+
+    #: The systemd credential name (and the secret's name in messages).
+    name: str
+    #: Service unit files of the app that receive it.
+    units: tuple[str, ...]
+    #: Source: an environment variable of the deploying process.
+    env: str | None = None
+    #: Source: a file on this machine, readable by its owner only.
+    file: Path | None = None
+    #: Source: a shell command line (``sh -c``, from the project directory) whose stdout is the value.
+    command: str | None = None
+    #: Deliver as this environment variable (a root-only EnvironmentFile=), not a credential file.
+    environment: str | None = None
+
+    @property
+    def source(self) -> str:
+        """Where the value comes from, for messages: ``env X``, ``file PATH``, ``command `CMD```."""
+        if self.env is not None:
+            return f"env {self.env}"
+        if self.file is not None:
+            return f"file {_shown(self.file)}"
+        if self.command is not None:
+            line = f"`{self.command}`"
+            return f"command {line if line.isprintable() else _quote(self.command)}"
+        return "no source"
+
+
+@dataclass(frozen=True)
 class Config:
     #: The deploy.toml file (absolute); relative paths in it are resolved against its directory.
     path: Path
@@ -146,6 +179,8 @@ class Config:
     hosts: Mapping[str, HostConfig]
     deploy: DeployConfig = DeployConfig()
     verify: VerifyConfig = VerifyConfig()
+    #: [secrets.NAME] by name (empty: the app gets no secrets).
+    secrets: Mapping[str, SecretConfig] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -172,6 +207,7 @@ _ConfigClass = type[
     | DeployConfig
     | VerifyConfig
     | TlsConfig
+    | SecretConfig
 ]
 
 
@@ -233,6 +269,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "settle": _example(VerifyConfig, "settle"),
         "tls": f"[verify.tls] with {_TLS_NAME_EXAMPLE}",
     },
+    "secrets": {},
 }
 _TLS_KEYS: dict[str, str] = {
     "name": _TLS_NAME_EXAMPLE,
@@ -247,6 +284,14 @@ _HOST_KEYS: dict[str, str] = {
     "identity_file": 'identity_file = "~/.ssh/id_ed25519"',
     "sandbox": "sandbox = true",
 }
+_SECRET_KEYS: dict[str, str] = {
+    "env": 'env = "SCOREBOARD_TOKEN"',
+    "file": 'file = ".deploy/api-token"',
+    "command": 'command = "pass show scoreboard/api-token"',
+    "units": 'units = ["scoreboard.service"]',
+    "environment": 'environment = "API_TOKEN"',
+}
+_SECRET_SOURCES = ("env", "file", "command")
 _HOST_EXAMPLE = '[hosts.prod] with address = "203.0.113.10" (or sandbox = true for the local VM)'
 
 _APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
@@ -256,6 +301,9 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _SSH_WORD = re.compile(r"[\x21-\x7e]+")
 _URL_PATH = re.compile(r"/[\x21-\x7e]*")
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+#: A systemd credential name: it becomes a file name under $CREDENTIALS_DIRECTORY.
+_SECRET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _GIT_DESCRIBE = ("describe", "--tags", "--always", "--dirty")
 
@@ -942,6 +990,106 @@ def _load_verify(doc: _Doc, data: Mapping[str, object]) -> VerifyConfig:
     )
 
 
+def _env_name(table: _Table, key: str, meaning: str) -> str | None:
+    name = table.string(key)
+    if name is not None and not _ENV_NAME.fullmatch(name):
+        raise table.fail(
+            key,
+            f'expected {meaning} (letters, digits and "_", not starting with a digit), '
+            f"found {_found(name)}",
+        )
+    return name
+
+
+def _secret_units(table: _Table, app: str) -> tuple[str, ...]:
+    if "units" not in table.data:
+        raise table.fail(
+            "units",
+            "required key is missing, expected an array of the service units that receive it",
+        )
+    value = table.data["units"]
+    if not isinstance(value, list) or not value:
+        raise table.type_error("units", "a non-empty array of service unit names")
+    for index, unit in enumerate(value):
+        if not isinstance(unit, str) or not unit.endswith(".service") or not named_for(unit, app):
+            raise table.fail(
+                "units",
+                f'expected service units named "{app}.service", "{app}-*.service" or '
+                f'"{app}@*.service", found {_found(unit)} at index {index}',
+                hint="only the app's own services can receive a secret; name them as in the "
+                "units directory",
+            )
+    if len(set(value)) != len(value):
+        twice = next(unit for unit in value if value.count(unit) > 1)
+        raise table.fail("units", f"expected each unit once, found {_quote(twice)} twice")
+    return tuple(value)
+
+
+def _load_secret(doc: _Doc, name: str, value: object, app: str) -> SecretConfig:
+    where = f"[secrets.{_key(name)}]"
+    if not _SECRET_NAME.fullmatch(name):
+        raise doc.error(
+            where,
+            'expected a name of 1 to 64 letters, digits, "_", "." and "-", not starting with '
+            f'"." or "-", found {_found(name)}',
+            hint="the name is the systemd credential name, e.g. [secrets.api-token]",
+        )
+    if not isinstance(value, dict):
+        raise doc.error(
+            where,
+            f"expected a table, found {_found(value)}",
+            hint=f"write [secrets.{name}] on a line of its own, then a source "
+            '(env, file or command) and units = ["..."]',
+        )
+    secret = _Table(doc, where, value, _SECRET_KEYS, SecretConfig)
+    given = [key for key in _SECRET_SOURCES if key in value]
+    if len(given) != 1:
+        found = "none" if not given else " and ".join(given)
+        raise doc.error(
+            where,
+            f"expected exactly one source (env, file or command), found {found}",
+            hint=f"for example: {_SECRET_KEYS['file']}, or {_SECRET_KEYS['env']}, "
+            f"or {_SECRET_KEYS['command']}",
+        )
+    command = secret.string("command")
+    if command is not None and (not command.strip() or "\0" in command):
+        raise secret.type_error("command", "a non-empty shell command line")
+    return SecretConfig(
+        name=name,
+        units=_secret_units(secret, app),
+        env=_env_name(secret, "env", "an environment variable name"),
+        file=secret.path("file"),
+        command=command,
+        environment=_env_name(secret, "environment", "an environment variable name"),
+    )
+
+
+def _load_secrets(doc: _Doc, data: Mapping[str, object], app: str) -> dict[str, SecretConfig]:
+    value = data.get("secrets", {})
+    if not isinstance(value, dict):
+        raise doc.error(
+            "[secrets]",
+            f"expected a table of [secrets.NAME] tables, found {_found(value)}",
+            hint=f"write [secrets.api-token] on a line of its own, then {_SECRET_KEYS['file']} "
+            f"and {_SECRET_KEYS['units']}",
+        )
+    secrets = {name: _load_secret(doc, name, item, app) for name, item in sorted(value.items())}
+    # Two secrets may not give one unit the same environment variable.
+    delivered: dict[tuple[str, str], str] = {}
+    for secret in secrets.values():
+        for unit in secret.units if secret.environment else ():
+            assert secret.environment is not None
+            other = delivered.setdefault((unit, secret.environment), secret.name)
+            if other != secret.name:
+                raise doc.error(
+                    f"[secrets.{_key(secret.name)}] environment",
+                    f"expected a variable no other secret gives {unit}, found "
+                    f"{_quote(secret.environment)}, which [secrets.{_key(other)}] gives it too",
+                    hint="give each secret its own variable name",
+                )
+    return secrets
+
+
 # --- public API -------------------------------------------------------------------------------
 
 
@@ -961,6 +1109,7 @@ def load_config(path: Path) -> Config:
         hosts=_load_hosts(doc, data),
         deploy=_load_deploy(doc, data),
         verify=_load_verify(doc, data),
+        secrets=_load_secrets(doc, data, app.name),
     )
 
 

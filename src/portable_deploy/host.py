@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from invoke.exceptions import CommandTimedOut
 
 from . import interrupts, tls
-from .command import Command
+from .command import Command, mask_text
 from .errors import DeployError
 
 #: Called with (host name, rendered command, dry_run) when echo is on.
@@ -43,7 +43,9 @@ class RemoteCommandError(DeployError):
     """A remote command exited non-zero."""
 
     def __init__(self, host: str, command: Command, result: Result) -> None:
-        detail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-5:]
+        # The program may print what it was given: a secret argument is masked in its output too.
+        output = mask_text(result.stderr.strip() or result.stdout.strip(), command.secrets())
+        detail = output.splitlines()[-5:]
         super().__init__(
             f"[{host}] command failed (exit {result.exit_code}): {command.render()}"
             + (": " + " / ".join(detail) if detail else ""),

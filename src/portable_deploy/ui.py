@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -18,7 +18,38 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from .command import mask_text
+from .errors import DeployError
+
 console = Console(highlight=False)
+#: Secret values resolved for this task: never printed, whatever text they turn up in.
+_hidden: list[str] = []
+
+
+@contextlib.contextmanager
+def hiding(values: Iterable[str]) -> Iterator[None]:
+    """While inside, every line this module prints shows VALUES (and their lines) as ``***``.
+
+    A safety net under ``Secret`` masking: it catches a value echoed back by a remote program.
+    A DeployError leaving the block is masked too, so its line printed later shows no value.
+    """
+    added = [v for v in values if v]
+    _hidden.extend(added)
+    try:
+        yield
+    except DeployError as exc:
+        exc.message = redact(exc.message)
+        exc.hint = redact(exc.hint) if exc.hint is not None else None
+        exc.args = tuple(redact(a) if isinstance(a, str) else a for a in exc.args)
+        raise
+    finally:
+        for value in added:
+            _hidden.remove(value)
+
+
+def redact(text: str) -> str:
+    """TEXT with the values of ``hiding`` masked."""
+    return mask_text(text, _hidden) if _hidden else text
 
 
 class Steps:
@@ -31,29 +62,30 @@ class Steps:
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
         start = time.monotonic()
-        self.out.print(f"[bold cyan]▸[/] {escape(name)}")
+        self.out.print(f"[bold cyan]▸[/] {escape(redact(name))}")
         try:
             yield
         except BaseException:
             took = time.monotonic() - start
             self.timings.append((name, took))
-            self.out.print(f"[bold red]✗[/] {escape(name)} [dim]({took:.1f}s)[/]")
+            self.out.print(f"[bold red]✗[/] {escape(redact(name))} [dim]({took:.1f}s)[/]")
             raise
         took = time.monotonic() - start
         self.timings.append((name, took))
-        self.out.print(f"[bold green]✓[/] {escape(name)} [dim]({took:.1f}s)[/]")
+        self.out.print(f"[bold green]✓[/] {escape(redact(name))} [dim]({took:.1f}s)[/]")
 
     def info(self, message: str) -> None:
-        self.out.print(f"  {escape(message)}")
+        self.out.print(f"  {escape(redact(message))}")
 
     def warn(self, message: str) -> None:
-        self.out.print(f"  [yellow]![/] {escape(message)}")
+        self.out.print(f"  [yellow]![/] {escape(redact(message))}")
 
 
 def echo(host: str, command: str, dry_run: bool) -> None:
     """``[host] $ command``, exactly as it can be pasted into a shell on that host."""
     mark = "[yellow](dry-run)[/] " if dry_run else ""
-    console.print(f"  [dim]\\[{escape(host)}][/] {mark}$ {escape(command)}", soft_wrap=True)
+    shown = escape(redact(command))
+    console.print(f"  [dim]\\[{escape(host)}][/] {mark}$ {shown}", soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -81,11 +113,11 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> 
     for column in columns:
         t.add_column(column)
     for row in rows:
-        t.add_row(*(escape(cell) for cell in row))
+        t.add_row(*(escape(redact(cell)) for cell in row))
     console.print(t)
 
 
 def error(message: str, hint: str | None) -> None:
-    console.print(f"[bold red]error:[/] {escape(message)}")
+    console.print(f"[bold red]error:[/] {escape(redact(message))}")
     if hint:
-        console.print(f"[dim]hint:[/] {escape(hint)}")
+        console.print(f"[dim]hint:[/] {escape(redact(hint))}")

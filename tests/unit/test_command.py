@@ -128,3 +128,17 @@ def test_every_public_builder_is_stamped() -> None:
             ):
                 unstamped.append(f"{info.name}.{name}")
     assert unstamped == []
+
+
+def test_secret_value_never_in_the_shown_command() -> None:
+    """render(), str() and repr() of a command with a Secret never hold its value."""
+    c = cmd("x", Secret("s3cr3t"))
+    assert c.render() == "x ***"
+    for shown in (c.render(), str(c), repr(c), repr(Secret("s3cr3t"))):
+        assert "s3cr3t" not in shown
+
+
+def test_secrets_lists_the_values_of_secret_arguments() -> None:
+    """Command.secrets() gives the values output about the command must mask."""
+    c = cmd("a", Secret("one")).then(cmd("b", "plain", Secret("two")))
+    assert c.secrets() == ("one", "two")

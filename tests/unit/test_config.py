@@ -669,7 +669,7 @@ def _readme_defaults() -> list[tuple[str, str, str]]:
             section = ""
             if line.startswith("### `["):
                 section = line.split("`[", 1)[1].split("]", 1)[0]
-                section = "hosts" if section.startswith("hosts.") else section
+                section = section.split(".", 1)[0] if section.endswith(".NAME") else section
         elif section and line.startswith("| `"):
             cells = [cell.strip() for cell in line.strip("|").split("|")]
             rows.append((section, cells[0].strip("`"), cells[2]))
@@ -678,11 +678,14 @@ def _readme_defaults() -> list[tuple[str, str, str]]:
 
 def test_readme_defaults_are_the_loaded_defaults(tmp_path: Path) -> None:
     """Every default the README's deploy.toml reference shows is what load_config gives."""
-    cfg = load_config(write(tmp_path, APP + HOST + '[verify.tls]\nname = "a.example"\n'))
+    secret = '[secrets.t]\nenv = "X"\nunits = ["scoreboard.service"]\n'
+    cfg = load_config(write(tmp_path, APP + HOST + '[verify.tls]\nname = "a.example"\n' + secret))
     checked = 0
     for section, key, cell in _readme_defaults():
         if section == "hosts":
             table: object = cfg.hosts["prod"]
+        elif section == "secrets":
+            table = cfg.secrets["t"]
         elif section == "verify.tls":
             table = cfg.verify.tls
         else:
@@ -700,7 +703,7 @@ def test_readme_defaults_are_the_loaded_defaults(tmp_path: Path) -> None:
         else:
             continue
         checked += 1
-    assert checked == 21
+    assert checked == 22
 
 
 def test_relative_path_given_is_made_absolute(
@@ -1034,12 +1037,13 @@ def test_real_directory_without_git_is_a_config_error(tmp_path: Path) -> None:
 
 # --- property: nothing but ConfigError --------------------------------------------------------
 
-SECTIONS = ["app", "build", "image", "sign", "deploy", "verify"]
+SECTIONS = ["app", "build", "image", "sign", "deploy", "verify", "secrets"]
 KEY_NAMES = [
     "app", "build", "image", "sign", "hosts", "deploy", "verify", "files", "name", "version",
     "commands", "tree", "units", "compression", "dist", "key", "allowed_signers", "principal",
     "address", "port", "user", "identity_file", "sandbox", "keep_releases", "lock_ttl", "path",
     "status", "version_path", "timeout", "settle", "prod", "vm", "usr/bin/x", "./usr/bin/x",
+    "secrets", "env", "command", "environment", "api-token",
 ]  # fmt: skip
 PLAUSIBLE = [
     "scoreboard", "1.4.2", "git", "units", "zstd", "/healthz", "", ".", "..", "/", "~",
@@ -1158,6 +1162,22 @@ near_valid = st.fixed_dictionaries(
         "sign": table(["key", "allowed_signers", "principal"]),
         "deploy": table(["keep_releases", "lock_ttl"]),
         "verify": table(["port", "path", "status", "version_path", "timeout", "settle"]),
+        "secrets": st.dictionaries(
+            st.sampled_from(["api-token", "t", ".x", "a b"]),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "env": st.sampled_from(["TOKEN", "1X", ""]),
+                    "file": st.sampled_from([".deploy/t", ""]),
+                    "command": st.sampled_from(["pass show t", " "]),
+                    "units": st.sampled_from(
+                        [["scoreboard.service"], [], ["x.service"], "scoreboard.service"]
+                    ),
+                    "environment": st.sampled_from(["TOKEN", "A-B"]),
+                },
+            ),
+            max_size=2,
+        ),
     },
 )
 #: A few (key path, value) replacements that break a near-valid document in random places.
@@ -1186,7 +1206,8 @@ def damaged(
 
 
 shapeless = st.dictionaries(
-    st.sampled_from(["app", "build", "image", "sign", "hosts", "deploy", "verify"]) | keys,
+    st.sampled_from(["app", "build", "image", "sign", "hosts", "deploy", "verify", "secrets"])
+    | keys,
     st.dictionaries(keys, values, max_size=6) | values,
     max_size=7,
 )

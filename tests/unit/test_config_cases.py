@@ -19,6 +19,7 @@ from portable_deploy.config import (
     Config,
     DeployConfig,
     ImageConfig,
+    SecretConfig,
     SignConfig,
     VerifyConfig,
     _default,
@@ -41,7 +42,7 @@ EXACT = [
     pytest.param(
         'colour = "red"\n' + APP + HOST,
         {},
-        "colour: unknown top-level key, expected only the tables [app], [build], [image], [sign], [hosts], [deploy], [verify]",
+        "colour: unknown top-level key, expected only the tables [app], [build], [image], [sign], [hosts], [deploy], [verify], [secrets]",
         "every key belongs in a table; is a [table] header missing above it?",
         id="top-key",
     ),
@@ -49,21 +50,21 @@ EXACT = [
         APP + HOST + "[aap]\n",
         {},
         "[aap]: unknown table, did you mean [app]?",
-        "deploy.toml has the tables [app], [build], [image], [sign], [hosts], [deploy], [verify]",
+        "deploy.toml has the tables [app], [build], [image], [sign], [hosts], [deploy], [verify], [secrets]",
         id="table-typo",
     ),
     pytest.param(
         APP + HOST + "[zzz]\n",
         {},
-        "[zzz]: unknown table, valid tables are [app], [build], [image], [sign], [hosts], [deploy], [verify]",
-        "deploy.toml has the tables [app], [build], [image], [sign], [hosts], [deploy], [verify]",
+        "[zzz]: unknown table, valid tables are [app], [build], [image], [sign], [hosts], [deploy], [verify], [secrets]",
+        "deploy.toml has the tables [app], [build], [image], [sign], [hosts], [deploy], [verify], [secrets]",
         id="table-unknown",
     ),
     pytest.param(
         APP + HOST + '["a b"]\n',
         {},
-        '["a b"]: unknown table, valid tables are [app], [build], [image], [sign], [hosts], [deploy], [verify]',
-        "deploy.toml has the tables [app], [build], [image], [sign], [hosts], [deploy], [verify]",
+        '["a b"]: unknown table, valid tables are [app], [build], [image], [sign], [hosts], [deploy], [verify], [secrets]',
+        "deploy.toml has the tables [app], [build], [image], [sign], [hosts], [deploy], [verify], [secrets]",
         id="table-quoted",
     ),
     pytest.param(
@@ -1112,6 +1113,211 @@ EXACT = [
         'for example: name = "scoreboard"',
         id="render-table",
     ),
+    # --- [secrets.NAME] ---
+    pytest.param(
+        'secrets = "x"\n' + APP + HOST,
+        {},
+        '[secrets]: expected a table of [secrets.NAME] tables, found "x" (string)',
+        'write [secrets.api-token] on a line of its own, then file = ".deploy/api-token" and units = ["scoreboard.service"]',
+        id="secrets-scalar",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets]\napi-token = "x"\n',
+        {},
+        '[secrets.api-token]: expected a table, found "x" (string)',
+        'write [secrets.api-token] on a line of its own, then a source (env, file or command) and units = ["..."]',
+        id="secret-scalar",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets."-x"]\nenv = "X"\nunits = ["scoreboard.service"]\n',
+        {},
+        '[secrets.-x]: expected a name of 1 to 64 letters, digits, "_", "." and "-", not starting with "." or "-", found "-x" (string)',
+        "the name is the systemd credential name, e.g. [secrets.api-token]",
+        id="secret-name-dash",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets."a/b"]\nenv = "X"\nunits = ["scoreboard.service"]\n',
+        {},
+        '[secrets."a/b"]: expected a name of 1 to 64 letters, digits, "_", "." and "-", not starting with "." or "-", found "a/b" (string)',
+        "the name is the systemd credential name, e.g. [secrets.api-token]",
+        id="secret-name-slash",
+    ),
+    pytest.param(
+        APP + HOST + "[secrets." + "a" * 65 + ']\nenv = "X"\nunits = ["scoreboard.service"]\n',
+        {},
+        "[secrets."
+        + "a" * 65
+        + ']: expected a name of 1 to 64 letters, digits, "_", "." and "-", not starting with "." or "-", found "'
+        + "a" * 40
+        + '..." (string)',
+        "the name is the systemd credential name, e.g. [secrets.api-token]",
+        id="secret-name-65",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets.t]\nunits = ["scoreboard.service"]\n',
+        {},
+        "[secrets.t]: expected exactly one source (env, file or command), found none",
+        'for example: file = ".deploy/api-token", or env = "SCOREBOARD_TOKEN", or command = "pass show scoreboard/api-token"',
+        id="secret-no-source",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets.t]\nenv = "X"\nfile = "f"\nunits = ["scoreboard.service"]\n',
+        {},
+        "[secrets.t]: expected exactly one source (env, file or command), found env and file",
+        'for example: file = ".deploy/api-token", or env = "SCOREBOARD_TOKEN", or command = "pass show scoreboard/api-token"',
+        id="secret-two-sources",
+    ),
+    pytest.param(
+        APP
+        + HOST
+        + '[secrets.t]\nenv = "X"\nfile = "f"\ncommand = "c"\nunits = ["scoreboard.service"]\n',
+        {},
+        "[secrets.t]: expected exactly one source (env, file or command), found env and file and command",
+        'for example: file = ".deploy/api-token", or env = "SCOREBOARD_TOKEN", or command = "pass show scoreboard/api-token"',
+        id="secret-three-sources",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets.t]\nenv = "X"\nunit = ["scoreboard.service"]\n',
+        {},
+        '[secrets.t] unit: unknown key, did you mean "units"?',
+        "keys of [secrets.t]: env, file, command, units, environment; remove or rename this one",
+        id="secret-key-typo",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets.t]\nvalue = "hunter2"\nunits = ["scoreboard.service"]\n',
+        {},
+        "[secrets.t] value: unknown key, valid keys are env, file, command, units, environment",
+        "keys of [secrets.t]: env, file, command, units, environment; remove or rename this one",
+        id="secret-value-key",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets.t]\nenv = "X"\n',
+        {},
+        "[secrets.t] units: required key is missing, expected an array of the service units that receive it",
+        'for example: units = ["scoreboard.service"]',
+        id="secret-units-missing",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets.t]\nenv = "X"\nunits = []\n',
+        {},
+        "[secrets.t] units: expected a non-empty array of service unit names, found [] (array)",
+        'for example: units = ["scoreboard.service"]',
+        id="secret-units-empty",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets.t]\nenv = "X"\nunits = "scoreboard.service"\n',
+        {},
+        '[secrets.t] units: expected a non-empty array of service unit names, found "scoreboard.service" (string)',
+        'for example: units = ["scoreboard.service"]',
+        id="secret-units-string",
+    ),
+    pytest.param(
+        APP
+        + HOST
+        + '[secrets.t]\nenv = "X"\nunits = ["scoreboard.service", "scoreboard.socket"]\n',
+        {},
+        '[secrets.t] units: expected service units named "scoreboard.service", "scoreboard-*.service" or "scoreboard@*.service", found "scoreboard.socket" (string) at index 1',
+        "only the app's own services can receive a secret; name them as in the units directory",
+        id="secret-unit-socket",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets.t]\nenv = "X"\nunits = ["scoreboardx.service"]\n',
+        {},
+        '[secrets.t] units: expected service units named "scoreboard.service", "scoreboard-*.service" or "scoreboard@*.service", found "scoreboardx.service" (string) at index 0',
+        "only the app's own services can receive a secret; name them as in the units directory",
+        id="secret-unit-foreign",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets.t]\nenv = "X"\nunits = [1]\n',
+        {},
+        '[secrets.t] units: expected service units named "scoreboard.service", "scoreboard-*.service" or "scoreboard@*.service", found 1 (integer) at index 0',
+        "only the app's own services can receive a secret; name them as in the units directory",
+        id="secret-unit-int",
+    ),
+    pytest.param(
+        APP
+        + HOST
+        + '[secrets.t]\nenv = "X"\nunits = ["scoreboard.service", "scoreboard.service"]\n',
+        {},
+        '[secrets.t] units: expected each unit once, found "scoreboard.service" twice',
+        'for example: units = ["scoreboard.service"]',
+        id="secret-unit-twice",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets.t]\nenv = 1\nunits = ["scoreboard.service"]\n',
+        {},
+        "[secrets.t] env: expected a string, found 1 (integer)",
+        'for example: env = "SCOREBOARD_TOKEN"',
+        id="secret-env-int",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets.t]\nenv = "1X"\nunits = ["scoreboard.service"]\n',
+        {},
+        '[secrets.t] env: expected an environment variable name (letters, digits and "_", not starting with a digit), found "1X" (string)',
+        'for example: env = "SCOREBOARD_TOKEN"',
+        id="secret-env-digit",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets.t]\nenv = "$X"\nunits = ["scoreboard.service"]\n',
+        {},
+        '[secrets.t] env: expected an environment variable name (letters, digits and "_", not starting with a digit), found "$X" (string)',
+        'for example: env = "SCOREBOARD_TOKEN"',
+        id="secret-env-dollar",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets.t]\nfile = ""\nunits = ["scoreboard.service"]\n',
+        {},
+        '[secrets.t] file: expected a file system path, found "" (string)',
+        'for example: file = ".deploy/api-token"',
+        id="secret-file-empty",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets.t]\nfile = ["a"]\nunits = ["scoreboard.service"]\n',
+        {},
+        '[secrets.t] file: expected a string, found ["a"] (array)',
+        'for example: file = ".deploy/api-token"',
+        id="secret-file-array",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets.t]\ncommand = " "\nunits = ["scoreboard.service"]\n',
+        {},
+        '[secrets.t] command: expected a non-empty shell command line, found " " (string)',
+        'for example: command = "pass show scoreboard/api-token"',
+        id="secret-command-blank",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets.t]\ncommand = ["pass", "show"]\nunits = ["scoreboard.service"]\n',
+        {},
+        '[secrets.t] command: expected a string, found ["pass", "show"] (array)',
+        'for example: command = "pass show scoreboard/api-token"',
+        id="secret-command-array",
+    ),
+    pytest.param(
+        APP
+        + HOST
+        + '[secrets.t]\nenv = "X"\nunits = ["scoreboard.service"]\nenvironment = "A-B"\n',
+        {},
+        '[secrets.t] environment: expected an environment variable name (letters, digits and "_", not starting with a digit), found "A-B" (string)',
+        'for example: environment = "API_TOKEN"',
+        id="secret-environment-dash",
+    ),
+    pytest.param(
+        APP + HOST + '[secrets.t]\nenv = "X"\nunits = ["scoreboard.service"]\nenvironment = true\n',
+        {},
+        "[secrets.t] environment: expected a string, found true (boolean)",
+        'for example: environment = "API_TOKEN"',
+        id="secret-environment-bool",
+    ),
+    pytest.param(
+        APP
+        + HOST
+        + '[secrets.a]\nenv = "X"\nunits = ["scoreboard.service"]\nenvironment = "TOKEN"\n'
+        + '[secrets.b]\nenv = "Y"\nunits = ["scoreboard.service"]\nenvironment = "TOKEN"\n',
+        {},
+        '[secrets.b] environment: expected a variable no other secret gives scoreboard.service, found "TOKEN", which [secrets.a] gives it too',
+        "give each secret its own variable name",
+        id="secret-environment-clash",
+    ),
 ]
 
 
@@ -1304,6 +1510,57 @@ ACCEPTED = [
         lambda c: list(c.image.files),
         ["a/b", "ab/c"],
         id="files-shared-prefix",
+    ),
+    pytest.param(APP + HOST, lambda c: c.secrets, {}, id="secrets-absent"),
+    pytest.param(
+        APP + HOST + '[secrets.t]\nenv = "_X1"\nunits = ["scoreboard.service"]\n',
+        lambda c: c.secrets["t"],
+        SecretConfig(name="t", units=("scoreboard.service",), env="_X1"),
+        id="secret-env",
+    ),
+    pytest.param(
+        APP
+        + HOST
+        + '[secrets."a_B.9-z"]\ncommand = "pass show x"\nunits = ["scoreboard.service"]\n',
+        lambda c: c.secrets["a_B.9-z"],
+        SecretConfig(name="a_B.9-z", units=("scoreboard.service",), command="pass show x"),
+        id="secret-command-name-chars",
+    ),
+    pytest.param(
+        APP + HOST + "[secrets." + "a" * 64 + ']\nenv = "X"\nunits = ["scoreboard.service"]\n',
+        lambda c: list(c.secrets),
+        ["a" * 64],
+        id="secret-name-64",
+    ),
+    pytest.param(
+        APP
+        + HOST
+        + '[secrets.t]\nenv = "X"\nenvironment = "TOKEN"\n'
+        + 'units = ["scoreboard-litestream.service", "scoreboard@1.service", "scoreboard.service"]\n',
+        lambda c: (c.secrets["t"].units, c.secrets["t"].environment),
+        (
+            ("scoreboard-litestream.service", "scoreboard@1.service", "scoreboard.service"),
+            "TOKEN",
+        ),
+        id="secret-units-environment",
+    ),
+    pytest.param(
+        APP
+        + HOST
+        + '[secrets.a]\nenv = "X"\nunits = ["scoreboard.service"]\nenvironment = "TOKEN"\n'
+        + '[secrets.b]\nenv = "Y"\nunits = ["scoreboard-x.service"]\nenvironment = "TOKEN"\n',
+        lambda c: [s.environment for s in c.secrets.values()],
+        ["TOKEN", "TOKEN"],
+        id="secret-environment-same-name-other-unit",
+    ),
+    pytest.param(
+        APP
+        + HOST
+        + '[secrets.z]\nenv = "Z"\nunits = ["scoreboard.service"]\n'
+        + '[secrets.a]\nenv = "A"\nunits = ["scoreboard.service"]\n',
+        lambda c: list(c.secrets),
+        ["a", "z"],
+        id="secrets-in-name-order",
     ),
     *(
         pytest.param(
@@ -1601,3 +1858,43 @@ def test_name_may_start_with_a_digit(tmp_path: Path) -> None:
     toml = '[app]\nname = "0-a"\nversion = "1"\n' + HOST
     cfg = load_config(write(tmp_path, toml, {"units/0-a.service": UNIT}, units=False))
     assert cfg.app.name == "0-a"
+
+
+# --- [secrets.NAME] source, for messages ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("secret", "source"),
+    [
+        (SecretConfig("t", ("scoreboard.service",), env="TOKEN"), "env TOKEN"),
+        (
+            SecretConfig("t", ("scoreboard.service",), file=Path("/p/.deploy/t")),
+            "file /p/.deploy/t",
+        ),
+        (
+            SecretConfig("t", ("scoreboard.service",), command="pass show scoreboard/api-token"),
+            "command `pass show scoreboard/api-token`",
+        ),
+        (SecretConfig("t", ("scoreboard.service",), command="a\nb"), 'command "a\\nb"'),
+        (SecretConfig("t", ("scoreboard.service",)), "no source"),
+    ],
+    ids=["env", "file", "command", "command-multiline", "none"],
+)
+def test_secret_source_names_where_the_value_comes_from(secret: SecretConfig, source: str) -> None:
+    """`source` is one printable line: env VAR, file PATH, command `LINE` (quoted if multi-line)."""
+    assert secret.source == source
+
+
+def test_secret_file_is_resolved_against_the_config_directory(tmp_path: Path) -> None:
+    """A relative secret file is made absolute against deploy.toml's directory, ~ expanded."""
+    cfg = load_config(
+        write(
+            tmp_path,
+            APP
+            + HOST
+            + '[secrets.a]\nfile = ".deploy/a"\nunits = ["scoreboard.service"]\n'
+            + '[secrets.b]\nfile = "~/b"\nunits = ["scoreboard.service"]\n',
+        )
+    )
+    assert cfg.secrets["a"].file == tmp_path / ".deploy" / "a"
+    assert cfg.secrets["b"].file == Path.home() / "b"

@@ -2,14 +2,15 @@
 deploy.toml next to it is read (or the file $DEPLOY_TOML names).
 
 One module per group of tasks: ``deploy`` (the steps and the chain), ``observe`` (releases, logs,
-status), ``host`` (host.setup) and ``sandbox`` (sandbox.*); ``common`` is what they share.
+status), ``secrets`` (secrets), ``host`` (host.setup) and ``sandbox`` (sandbox.*); ``common`` is
+what they share.
 """
 
 from __future__ import annotations
 
 from invoke.collection import Collection
 
-from . import deploy, host, observe, sandbox
+from . import deploy, host, observe, sandbox, secrets
 
 ns = Collection(
     deploy.build,
@@ -22,6 +23,7 @@ ns = Collection(
     observe.releases,
     observe.logs,
     observe.status,
+    secrets.secrets,
 )
 ns.add_collection(Collection.from_module(host, name="host"))
 ns.add_collection(Collection.from_module(sandbox, name="sandbox"))

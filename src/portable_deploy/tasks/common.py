@@ -44,7 +44,7 @@ def user_errors(fn: F) -> F:
         except DeployError as e:
             if os.environ.get(DEBUG_ENV):
                 raise
-            raise Exit(f"error: {e}", code=1) from None
+            raise Exit(ui.redact(f"error: {e}"), code=1) from None
         except OSError as e:
             # A local file the task could not read or write (dist/ not writable, a full disk).
             if os.environ.get(DEBUG_ENV):
