@@ -9,7 +9,8 @@ the host is and runs now comes from ``preflight``. Every task body below opens t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from secrets import token_hex
@@ -43,7 +44,8 @@ from .preflight import (
     wanted_profile_digest,
 )
 from .release import Options, Signed, Where, release_name
-from .secrets import resolve as resolve_secrets
+from .secrets import SecretValue
+from .secrets import digest as secret_digest
 from .steps import (
     ConnectionLost,
     Interrupted,
@@ -89,21 +91,29 @@ def peek(host: Remote, cfg: Config) -> Session:
 # -- the tasks' bodies ---------------------------------------------------------------------------
 
 
-def deploy_to(host: Remote, cfg: Config, signed: Signed, opts: Options, steps: ui.Steps) -> Plan:
-    """`invoke deploy` on one host: upload, check, install, reattach, verify (-> roll back)."""
+def deploy_to(
+    host: Remote,
+    cfg: Config,
+    signed: Signed,
+    opts: Options,
+    steps: ui.Steps,
+    secrets: Sequence[SecretValue] = (),
+) -> Plan:
+    """`invoke deploy` on one host: upload, check, install, send the secrets, reattach with them,
+    verify (-> roll back, secrets too)."""
     m = signed.manifest
     with session(host, cfg, "deploy", m.release, opts.break_lock) as s:
         _check_profile(s)  # before the upload: a deploy that cannot attach sends nothing
         with steps.step(f"upload {m.image_name} to {host.name}"):
             _upload_checked(s, signed, steps, "deploy")
-            secrets = _deliver(s)
-        plan = switch(s, m, opts, steps, "deploy", secrets)
+            delivered = _deliver(s, secrets)
+        plan = switch(s, m, opts, steps, "deploy", delivered)
         if not host.dry_run:
             protect = {m.release} | ({s.state.live} if s.state.live else set())
             removed = prune(host, s.layout, cfg.deploy.keep_releases, protect, s.state.audit)
             if removed:
                 steps.info(f"removed old releases: {', '.join(removed)}")
-            prune_secret_sets(host, s.layout, s.state, secrets.id)
+            prune_secret_sets(host, s.layout, s.state, delivered.id)
         return plan
 
 
@@ -217,17 +227,23 @@ def _upload_checked(s: Session, signed: Signed, steps: ui.Steps, event: str) -> 
         raise
 
 
-def _deliver(s: Session) -> SecretSet:
-    """The [secrets] values, encrypted on the host into their set (digests keyed per host)."""
-    salt = s.state.secrets_salt or token_hex(32)
-    values = resolve_secrets(s.cfg, salt.encode())
-    if values and s.state.secrets_salt is None and not s.host.dry_run:
-        s.host.run(
-            files.mkdir(s.layout.secrets_dir, mode="0700").then(
-                creds.new_salt(s.layout.secrets_salt, salt)
+def _deliver(s: Session, values: Sequence[SecretValue]) -> SecretSet:
+    """The secrets, encrypted on the host into their set; digests keyed with the host's salt
+    (made on the first delivery)."""
+    salt = s.state.secrets_salt
+    if salt is None:
+        salt = token_hex(32)
+        if values and not s.host.dry_run:
+            s.host.run(
+                files.mkdir(s.layout.secrets_dir, mode="0700").then(
+                    creds.new_salt(s.layout.secrets_salt, salt)
+                )
             )
-        )
-    return deliver_secrets(s.host, s.layout, values, s.state.secret_sets)
+    keyed = [
+        dataclasses.replace(v, digest=secret_digest(v.name, v.value.value, salt.encode()))
+        for v in values
+    ]
+    return deliver_secrets(s.host, s.layout, keyed, s.state.secret_sets)
 
 
 def _dropins(s: Session, target: Manifest, secrets: SecretSet | None) -> dict[str, str | None]:

@@ -4,7 +4,6 @@ the units whose secrets change, put back by a failed verify and by a rollback.""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from portable_deploy.command import Secret
 from portable_deploy.credentials import SecretSet, dropin_path, dropin_text
 from portable_deploy.host import Result
 from portable_deploy.release import Options
-from portable_deploy.secrets import SecretValue
+from portable_deploy.secrets import SecretValue, digest
 
 from .conftest import FakeHost, config, manifest, signed
 
@@ -22,24 +21,23 @@ TOKEN = "s3cr3t-token-v1"
 V1 = manifest("1")
 V2 = manifest("2", app="e")
 SETS = "/var/lib/portable-deploy/scoreboard/secrets"
+SALT = "0f" * 32
 
 
 def value(name: str, secret: str, units: tuple[str, ...], env: str | None = None) -> SecretValue:
-    digest = hashlib.sha256(f"test-salt{name}{secret}".encode()).hexdigest()
-    return SecretValue(name, Secret(secret), units, env, digest)
+    return SecretValue(name, Secret(secret), units, env, digest(name, secret, SALT.encode()))
 
 
 @pytest.fixture
-def resolved(monkeypatch: pytest.MonkeyPatch, live_v1: FakeHost) -> list[SecretValue]:
-    """What resolving deploy.toml's [secrets] gives (the sources are tested elsewhere); the live
+def resolved(live_v1: FakeHost) -> list[SecretValue]:
+    """The secrets a deploy was given (resolving sources is tested elsewhere); the live
     release's image is on the host, so deploying it again sends nothing."""
     live_v1.on(
         r"sha256sum.*portables/scoreboard_1\.raw$", Result(f"{V1.image_sha256}  /x\n", "", 0)
     )
     live_v1.version = "1"
-    values: list[SecretValue] = []
-    monkeypatch.setattr(pipeline, "resolve_secrets", lambda cfg, salt: list(values))
-    return values
+    live_v1.secrets_salt = SALT
+    return []
 
 
 def _set(values: list[SecretValue]) -> SecretSet:
@@ -72,7 +70,7 @@ def test_a_secret_is_encrypted_on_the_host_from_stdin_and_never_shown(
 
     live_v1._execute = spy  # type: ignore[method-assign]
     live_v1.version = "2"
-    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps(), resolved)
     assert sent == [TOKEN]
     assert [line for line in live_v1.log if TOKEN in line] == []
     encrypt = next(i for i, line in enumerate(live_v1.log) if "systemd-creds encrypt" in line)
@@ -102,14 +100,16 @@ def test_a_secret_only_change_restarts_only_the_units_that_get_it(
         )
     }
     resolved.append(value("replica-key", "k2", ("scoreboard-litestream.service",)))
-    plan = pipeline.deploy_to(live_v1, config(tmp_path), signed(V1), Options(), ui.Steps())
+    plan = pipeline.deploy_to(
+        live_v1, config(tmp_path), signed(V1), Options(), ui.Steps(), resolved
+    )
     assert plan.restart == ("scoreboard-litestream.service",)
     assert plan.reasons["scoreboard-litestream.service"] == "its secrets changed"
 
     live_v1.log.clear()
     live_v1.secret_sets = {old_set.id, _set(list(resolved)).id}
     resolved[:] = old
-    pipeline.deploy_to(live_v1, config(tmp_path), signed(V1), Options(), ui.Steps())
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V1), Options(), ui.Steps(), resolved)
     assert not any("systemd-creds encrypt" in line for line in live_v1.log)
 
 
@@ -126,7 +126,9 @@ def test_no_secret_change_restarts_nothing(
         )
     }
     resolved.extend(values)
-    plan = pipeline.deploy_to(live_v1, config(tmp_path), signed(V1), Options(), ui.Steps())
+    plan = pipeline.deploy_to(
+        live_v1, config(tmp_path), signed(V1), Options(), ui.Steps(), resolved
+    )
     assert plan.action.value == "none"
     assert not any("portablectl reattach" in line for line in live_v1.log)
 
@@ -151,7 +153,7 @@ def test_a_failed_verify_puts_the_old_secrets_back(
 
     live_v1.on(r"portablectl reattach .*scoreboard_1\.raw", back_to_v1)
     with pytest.raises(Exception, match="rolled back"):
-        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
+        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps(), resolved)
     writes = [line for line in live_v1.log if dropin_path("scoreboard.service") in line]
     assert len(writes) == 2 and old_set.id in writes[1] and old_set.id not in writes[0]
     back = next(
@@ -188,3 +190,20 @@ def test_rollback_brings_back_the_secrets_the_target_ran_with(
     write = next(line for line in live_v1.log if dropin_path("scoreboard.service") in line)
     assert f"{SETS}/{s1.id}/api-token.cred" in write
     assert [r.secrets for r in live_v1.audited()] == [s1.id]
+
+
+def test_the_first_secret_makes_the_hosts_salt_first(
+    tmp_path: Path, live_v1: FakeHost, resolved: list[SecretValue]
+) -> None:
+    """A host with no salt gets one (root-only, kept if present) before anything is encrypted;
+    a deploy without secrets makes none."""
+    live_v1.secrets_salt = None
+    live_v1.version = "2"
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps(), [])
+    assert not any("/secrets/salt" in line for line in live_v1.log)
+    live_v1.log.clear()
+    resolved.append(value("api-token", TOKEN, ("scoreboard.service",)))
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps(), resolved)
+    salt = next(i for i, line in enumerate(live_v1.log) if "/secrets/salt" in line)
+    encrypt = next(i for i, line in enumerate(live_v1.log) if "systemd-creds encrypt" in line)
+    assert salt < encrypt

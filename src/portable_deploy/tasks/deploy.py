@@ -10,6 +10,7 @@ from .. import pipeline, release, ui
 from ..config import Config
 from ..host import Host
 from ..release import Options, Signed
+from ..secrets import resolve as resolve_secrets
 from ..targets import select
 from .common import ECHO_HELP, HOST_HELP, SWITCH_HELP, config, hosts, user_errors
 
@@ -112,10 +113,16 @@ def deploy(
     cfg, steps = config(), ui.Steps()
     opts = Options(dry_run, restart_sockets, break_lock)
     select(cfg, host)  # an unknown --host fails before the build
+    # Every secret source is read once, before the build and before any host is touched; each
+    # host keys the digests with its own salt.
+    values = resolve_secrets(cfg, b"")
     signed = release.local_release(cfg) if no_build else _built(cfg, steps)
-    with hosts(cfg, host, echo=echo, dry_run=dry_run) as opened:
+    with (
+        ui.hiding(v.value.value for v in values),
+        hosts(cfg, host, echo=echo, dry_run=dry_run) as opened,
+    ):
         for h in opened:
-            pipeline.deploy_to(h, cfg, signed, opts, steps)
+            pipeline.deploy_to(h, cfg, signed, opts, steps, values)
             if not dry_run:
                 ui.console.print(
                     f"[bold green]{signed.manifest.release} is live on {h.name}[/]"
