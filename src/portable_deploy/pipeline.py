@@ -20,7 +20,7 @@ from . import facts, interrupts, profiles, ui
 from .commands import creds, files
 from .commands.layout import Layout
 from .config import Config
-from .credentials import SecretSet, changed_units, dropin_path, set_id_of, wanted_dropins
+from .credentials import SET_FILE, SecretSet, changed_units, dropin_path, set_id_of, wanted_dropins
 from .errors import DeployError
 from .history import (
     ReleaseRow,
@@ -188,6 +188,18 @@ def rollback_on(host: Remote, cfg: Config, to: str | None, opts: Options, steps:
             # The secrets the target ran with come back with it (never today's).
             secrets = recorded_secret_set(host, s.layout, s.state, target.release)
         return switch(s, target, opts, steps, "rollback", secrets)
+
+
+def live_secrets_on(host: Remote, cfg: Config) -> tuple[dict[str, str], str | None]:
+    """`invoke secrets`: secret name -> digest in the set the units run with now, and the
+    host's digest salt (None: no secret was ever delivered there)."""
+    s = peek(host, cfg)
+    live = s.state.live_secret_set
+    if not live:
+        return {}, s.state.secrets_salt
+    text = host.run(files.cat(f"{s.layout.secret_set(live)}/{SET_FILE}")).stdout
+    digests = SecretSet.from_json(text).digests() if text.strip() else {}
+    return digests, s.state.secrets_salt
 
 
 def releases_on(host: Remote, cfg: Config) -> list[ReleaseRow]:

@@ -86,7 +86,7 @@ def test_task_lists_secrets_without_their_values(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`invoke secrets` prints the table, exit 0, and no value anywhere in its output."""
-    secrets(MockContext())
+    secrets(MockContext(), local=True)
     out, err = capsys.readouterr()
     assert "api-token" in out and "litestream" in out
     assert VALUE not in out + err
@@ -98,7 +98,7 @@ def test_task_exits_1_when_a_source_does_not_resolve(
     """An unreadable source: the table still prints, then one error line and exit code 1."""
     (project / ".deploy" / "api-token").chmod(0o644)
     with pytest.raises(Exit) as info:
-        secrets(MockContext())
+        secrets(MockContext(), local=True)
     assert info.value.code == 1
     assert str(info.value.message).startswith(
         "error: 1 of 2 secret sources do not resolve on this machine"
@@ -113,5 +113,5 @@ def test_task_without_secrets_says_so(
 ) -> None:
     """No [secrets]: one line saying there are none, exit 0."""
     monkeypatch.setenv("DEPLOY_TOML", str(write(tmp_path, APP + HOST)))
-    secrets(MockContext())
+    secrets(MockContext(), local=True)
     assert "has no [secrets.NAME] table" in capsys.readouterr().out

@@ -11,11 +11,11 @@ from invoke.context import Context
 from invoke.tasks import task
 from rich.markup import escape
 
-from .. import ui
+from .. import pipeline, ui
 from ..config import Config
 from ..errors import DeployError
-from ..secrets import COMMAND_TIMEOUT, problem
-from .common import config, user_errors
+from ..secrets import COMMAND_TIMEOUT, SecretValue, digest, problem, resolve
+from .common import config, hosts, user_errors
 
 COLUMNS = ["secret", "source", "delivery", "units", "here"]
 #: Per host, secret name -> what the host's live release holds (its digest), for a column per host.
@@ -45,17 +45,52 @@ def secret_rows(
     return columns, rows, failing
 
 
-@task
+def live_digests(cfg: Config, names: list[str] | None) -> LiveDigests:
+    """Per host: what the units run with now, as "DIGEST (same as here)" or "(differs)"."""
+    here = {v.name: v.value.value for v in resolve_quietly(cfg)}
+    out: dict[str, dict[str, str]] = {}
+    with hosts(cfg, names) as opened:
+        for h in opened:
+            digests, salt = pipeline.live_secrets_on(h, cfg)
+            cells = {}
+            for name, live in digests.items():
+                same = (
+                    salt is not None
+                    and name in here
+                    and live == digest(name, here[name], salt.encode())
+                )
+                cells[name] = f"{live[:12]} ({'same as here' if same else 'differs'})"
+            out[h.name] = cells
+    return out
+
+
+def resolve_quietly(cfg: Config) -> list[SecretValue]:
+    """The values whose sources resolve now (the table reports the others)."""
+    try:
+        return resolve(cfg, b"")
+    except DeployError:
+        return []
+
+
+@task(
+    iterable=["host"],
+    help={
+        "host": "Show what this host's live release has (repeatable; default: every host).",
+        "local": "Only check the sources here; connect to no host.",
+    },
+)
 @user_errors
-def secrets(c: Context) -> None:
-    """List the secrets in deploy.toml: source, delivery, units, and whether each resolves here."""
+def secrets(c: Context, host: list[str] | None = None, local: bool = False) -> None:
+    """List the secrets: source, delivery, units, whether each resolves here, and what each
+    host's live release has (digests, never values)."""
     cfg = config()
     if not cfg.secrets:
         ui.console.print(
             escape(f"no secrets: {cfg.path} has no [secrets.NAME] table"), soft_wrap=True
         )
         return
-    columns, rows, failing = secret_rows(cfg)
+    live = None if local else live_digests(cfg, host)
+    columns, rows, failing = secret_rows(cfg, live)
     ui.table(f"secrets of {cfg.app.name}", columns, rows)
     if failing:
         raise DeployError(
