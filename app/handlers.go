@@ -25,6 +25,7 @@ type app struct {
 	version    string
 	failHealth bool
 	debug      bool
+	token      *apiToken // nil: no API token configured
 }
 
 func (a *app) routes() http.Handler {
@@ -33,6 +34,7 @@ func (a *app) routes() http.Handler {
 	mux.HandleFunc("/api/scores", a.scores)
 	mux.HandleFunc("/healthz", a.healthz)
 	mux.HandleFunc("/version", a.versionHandler)
+	mux.HandleFunc("/api/whoami", a.whoami)
 	if a.debug {
 		mux.HandleFunc("/debug/sleep", debugSleep)
 	}

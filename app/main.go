@@ -22,6 +22,12 @@
 //	SCOREBOARD_ACME_CACHE   account key and certificate cache directory
 //	    (default /var/lib/scoreboard/acme, in the StateDirectory, so restarts,
 //	    deploys and rollbacks reuse the certificate instead of re-issuing)
+//	CREDENTIALS_DIRECTORY   set by systemd for LoadCredential=/
+//	    LoadCredentialEncrypted=. Its file "api-token" (one trailing newline
+//	    stripped) is the token GET /api/whoami requires as "Authorization:
+//	    Bearer TOKEN". No directory or no such file: no token, and
+//	    /api/whoami answers 404. An unreadable, empty or multi-word api-token
+//	    is fatal. The token is never logged.
 //	SCOREBOARD_DB           database path (default /var/lib/scoreboard/app.db)
 //	SCOREBOARD_LISTEN=ADDR  bind ADDR itself instead of using passed sockets.
 //	    For the benchmark baseline "app binds its own port" only.
@@ -96,6 +102,11 @@ func run() error {
 			strings.Join(tlsSet.domains, ","), tlsSet.directory, tlsSet.cacheDir)
 	}
 
+	token, tokenDesc, err := loadAPIToken(os.Getenv("CREDENTIALS_DIRECTORY"))
+	if err != nil {
+		return err
+	}
+
 	dbPath := os.Getenv("SCOREBOARD_DB")
 	if dbPath == "" {
 		dbPath = defaultDB
@@ -112,7 +123,9 @@ func run() error {
 		version:    version,
 		failHealth: failHealth == "1" || os.Getenv("SCOREBOARD_FAIL_HEALTH") == "1",
 		debug:      os.Getenv("SCOREBOARD_DEBUG") == "1",
+		token:      token,
 	}
+	logf("%s", tokenDesc)
 	appHandler := a.routes()
 
 	// One server per socket. All of them are set up before any serves:

@@ -105,15 +105,21 @@ class Log:
 class App:
     proc: subprocess.Popen[str]
     port: int
-    log: Log
+    log: Log  # stderr
     https_port: int | None = None
+    out: Log | None = None  # stdout
 
     def request(
-        self, method: str, path: str, body: bytes | str | None = None, timeout: float = 10
+        self,
+        method: str,
+        path: str,
+        body: bytes | str | None = None,
+        timeout: float = 10,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, str]:
         conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
         try:
-            conn.request(method, path, body=body)
+            conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
             return resp.status, resp.read().decode()
         finally:
@@ -125,6 +131,8 @@ class App:
     def wait(self, timeout: float = 20) -> tuple[int, str]:
         """Wait for the process to exit; its exit code and stderr."""
         code = self.proc.wait(timeout)
+        if self.out is not None:
+            self.out.close()
         return code, self.log.close()
 
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
@@ -217,7 +225,11 @@ class Harness:
         return next(s.rx_queue for s in tcp_sockets() if s.state == "0A" and s.inode == inode)
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "SCOREBOARD_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("LISTEN_", "SCOREBOARD_")) and k != "CREDENTIALS_DIRECTORY"
+        }
         env["SCOREBOARD_DB"] = str(self.db)
         env.update(extra)
         return env
@@ -235,12 +247,12 @@ class Harness:
             pass_fds=pass_fds,
             env=env,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        assert proc.stderr is not None
-        app = App(proc, port, Log(proc.stderr), https_port)
+        assert proc.stdout is not None and proc.stderr is not None
+        app = App(proc, port, Log(proc.stderr), https_port, out=Log(proc.stdout))
         self.apps.append(app)
         return app
 
@@ -306,6 +318,8 @@ class Harness:
             proc.wait(timeout=10)
         for app in self.apps:
             app.log.close()
+            if app.out is not None:
+                app.out.close()
         self.https_sock.close()
 
 
@@ -606,6 +620,151 @@ def test_build_rejects_bad_settings(tmp_path: Path, var: str, value: str) -> Non
     )
     assert result.returncode != 0
     assert var in result.stderr
+
+
+# --- API token from a systemd credential ($CREDENTIALS_DIRECTORY/api-token) -------------
+
+TOKEN = "s3cr3t-Tok3n_for-tests.9Zq"  # distinctive, so a leak into the logs is found
+
+
+def credentials(tmp_path: Path, content: str | None) -> Path:
+    """A credentials directory as systemd makes it, with api-token holding CONTENT (None: absent)."""
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    if content is not None:
+        (creds / "api-token").write_text(content)
+    return creds
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def token_app(harness: Harness, tmp_path: Path) -> App:
+    return harness.start(CREDENTIALS_DIRECTORY=str(credentials(tmp_path, TOKEN + "\n")))
+
+
+def test_whoami_right_token_is_200(token_app: App) -> None:
+    """GET /api/whoami with "Authorization: Bearer TOKEN" matching the credential answers 200 {"ok":true}."""
+    assert token_app.request("GET", "/api/whoami", headers=bearer(TOKEN)) == (200, '{"ok":true}\n')
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        f"Bearer {TOKEN[:-1]}",
+        f"Bearer {TOKEN}x",
+        f"Bearer {TOKEN.upper()}",
+        f"Basic {TOKEN}",
+        TOKEN,
+        f"Bearer {TOKEN}\\n",
+    ],
+)
+def test_whoami_missing_or_wrong_token_is_401(token_app: App, authorization: str | None) -> None:
+    """GET /api/whoami without the exact bearer token (absent, prefix, longer, other scheme) answers 401."""
+    headers = {} if authorization is None else {"Authorization": authorization}
+    conn = http.client.HTTPConnection(HOST, token_app.port, timeout=10)
+    try:
+        conn.request("GET", "/api/whoami", headers=headers)
+        resp = conn.getresponse()
+        assert resp.status == 401
+        assert resp.getheader("WWW-Authenticate") == 'Bearer realm="scoreboard"'
+        assert "error" in json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_whoami_scheme_is_case_insensitive(token_app: App) -> None:
+    """The auth scheme may be spelt "bearer" (RFC 7235: case-insensitive); the token may not vary."""
+    ok = token_app.request("GET", "/api/whoami", headers={"Authorization": f"bearer {TOKEN}"})
+    assert ok == (200, '{"ok":true}\n')
+
+
+def test_whoami_other_method_is_405(token_app: App) -> None:
+    """POST /api/whoami, even with the right token, answers 405."""
+    assert token_app.request("POST", "/api/whoami", headers=bearer(TOKEN))[0] == 405
+
+
+@pytest.mark.parametrize("content", [TOKEN, TOKEN + "\n", TOKEN + "\r\n"])
+def test_token_file_trailing_newline_is_stripped(
+    harness: Harness, tmp_path: Path, content: str
+) -> None:
+    """The api-token file may end in one newline (\\n or \\r\\n): the token is what precedes it."""
+    app = harness.start(CREDENTIALS_DIRECTORY=str(credentials(tmp_path, content)))
+    assert app.request("GET", "/api/whoami", headers=bearer(TOKEN)) == (200, '{"ok":true}\n')
+
+
+@pytest.mark.parametrize("with_dir", [False, True])
+def test_whoami_without_token_is_404(harness: Harness, tmp_path: Path, with_dir: bool) -> None:
+    """With no CREDENTIALS_DIRECTORY, or no api-token in it, /api/whoami is 404 and the rest works."""
+    if with_dir:
+        app = harness.start(CREDENTIALS_DIRECTORY=str(credentials(tmp_path, None)))
+    else:
+        app = harness.start()
+    for headers in ({}, bearer(TOKEN), bearer("")):
+        status, body = app.request("GET", "/api/whoami", headers=headers)
+        assert status == 404
+        assert json.loads(body) == {"error": "no API token configured"}
+    assert app.request("GET", "/healthz") == (200, "ok\n")
+    code, err = app.stop()
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "api token" in line.lower()]
+    assert len(lines) == 1, err
+    assert "api token: not configured" in lines[0]
+
+
+def test_token_is_never_logged(harness: Harness, tmp_path: Path) -> None:
+    """The start logs one line saying a token is configured; the token never reaches stdout/stderr."""
+    app = harness.start(CREDENTIALS_DIRECTORY=str(credentials(tmp_path, TOKEN + "\n")))
+    for headers in (bearer(TOKEN), bearer(TOKEN[:-1]), bearer(TOKEN + "x"), {}):
+        app.request("GET", "/api/whoami", headers=headers)
+    code, err = app.stop()
+    assert app.out is not None
+    out = app.out.close()
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "api token" in line.lower()]
+    assert len(lines) == 1, err
+    assert "api token: configured" in lines[0]
+    for text in (err, out):
+        # Not the token, nor any 8-character piece of it (a prefix, a suffix).
+        assert not any(TOKEN[i : i + 8] in text for i in range(len(TOKEN) - 7)), text
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "is empty"),
+        ("\n", "is empty"),
+        ("two words\n", "one word of visible ASCII"),
+        (TOKEN + "\n\n", "one word of visible ASCII"),
+        ("x" * 4097, "longer than 4096 bytes"),
+    ],
+)
+def test_bad_token_file_fails_start(
+    harness: Harness, tmp_path: Path, content: str, message: str
+) -> None:
+    """An api-token credential that is empty, not one word or too long fails the start clearly."""
+    creds = credentials(tmp_path, content)
+    code, err = harness.spawn(CREDENTIALS_DIRECTORY=str(creds)).wait()
+    assert code != 0
+    assert message in err
+    assert str(creds / "api-token") in err
+    assert " starting: serving " not in err
+    assert "two words" not in err
+
+
+def test_unreadable_token_file_fails_start(harness: Harness, tmp_path: Path) -> None:
+    """An api-token that cannot be read (here: a directory) fails the start, naming the file."""
+    creds = credentials(tmp_path, None)
+    (creds / "api-token").mkdir()
+    code, err = harness.spawn(CREDENTIALS_DIRECTORY=str(creds)).wait()
+    assert code != 0
+    assert f"api token credential: read {creds / 'api-token'}" in err
 
 
 # --- TLS with ACME, against a local pebble (Let's Encrypt's test CA) ---------------------
