@@ -233,7 +233,9 @@ def parse_unit(name: str, text: str) -> UnitInfo:
             service_type = value
         elif section == "Service" and key == "RemainAfterExit":
             remain = value.lower() in {"yes", "true", "1", "on"}
-        elif section == "Service" and (key in _EXEC_KEYS or key == "EnvironmentFile"):
+        elif section == "Service" and (
+            key in _EXEC_KEYS or key in ("Environment", "EnvironmentFile")
+        ):
             paths |= _paths_in(value)
         elif section == "Socket" and key == "Service":
             activates = value

@@ -194,3 +194,12 @@ def test_drop_in_hint_names_the_unit_to_merge_into(tmp_path: Path) -> None:
     with pytest.raises(UnitDirError) as info:
         unit_files(tmp_path, "app")
     assert info.value.hint == "merge its settings into the unit file itself (app.service)"
+
+
+def test_environment_paths_count_as_files_the_unit_reads() -> None:
+    """A path in Environment= (a config the unit is pointed at) is one of its paths, so a release
+    that changes it restarts the unit."""
+    from portable_deploy.units import parse_unit
+
+    text = '[Service]\nEnvironment="CONFIGS=/etc/a.yml /etc/b.yml"\nExecStart=/usr/bin/x -c ${C}\n'
+    assert {"etc/a.yml", "etc/b.yml", "usr/bin/x"} <= parse_unit("x.service", text).paths

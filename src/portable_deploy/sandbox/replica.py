@@ -1,0 +1,33 @@
+"""An SFTP replica target inside a sandbox VM: the VM's own sshd, an unprivileged ``replica``
+user allowed SFTP only, for Litestream's off-host replica in tests (no traffic leaves the VM).
+
+The sandbox sshd has one host key (ed25519), which is what Litestream pins.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+USER = "replica"
+HOME = f"/home/{USER}"
+HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
+_SSHD_DROPIN = "/etc/ssh/sshd_config.d/90-pd-sandbox-replica.conf"
+
+
+def setup_script(public_key: str) -> str:
+    """A root shell script for the VM: the replica user, SFTP only, trusting PUBLIC_KEY; prints
+    the VM's host key line (what Litestream's host-key pins)."""
+    key = shlex.quote(public_key.strip())
+    return (
+        "set -eu; "
+        f"id {USER} >/dev/null 2>&1 || useradd -m -s /bin/sh {USER}; "
+        # useradd leaves the password field '!' (locked): sshd refuses a locked account.
+        f"usermod -p '*' {USER}; "
+        f"install -d -m 0700 -o {USER} -g {USER} {HOME}/.ssh {HOME}/replicas; "
+        f"printf '%s\\n' {key} > {HOME}/.ssh/authorized_keys; "
+        f"chown {USER}: {HOME}/.ssh/authorized_keys; chmod 0600 {HOME}/.ssh/authorized_keys; "
+        f"printf 'Match User {USER}\\n  ForceCommand internal-sftp\\n  AllowTcpForwarding no\\n' "
+        f"> {_SSHD_DROPIN}; "
+        "systemctl reload ssh; "
+        f"cut -d' ' -f1,2 {HOST_KEY}"
+    )
