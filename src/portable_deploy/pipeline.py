@@ -9,11 +9,9 @@ the host is and runs now comes from ``preflight``. Every task body below opens t
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from secrets import token_hex
 from typing import NoReturn
 
 from . import facts, interrupts, profiles, ui
@@ -45,7 +43,6 @@ from .preflight import (
 )
 from .release import Options, Signed, Where, release_name
 from .secrets import SecretValue
-from .secrets import digest as secret_digest
 from .steps import (
     ConnectionLost,
     Interrupted,
@@ -106,7 +103,7 @@ def deploy_to(
         _check_profile(s)  # before the upload: a deploy that cannot attach sends nothing
         with steps.step(f"upload {m.image_name} to {host.name}"):
             _upload_checked(s, signed, steps, "deploy")
-            delivered = _deliver(s, secrets)
+            delivered = deliver_secrets(s.host, s.layout, secrets, s.state)
         plan = switch(s, m, opts, steps, "deploy", delivered)
         if not host.dry_run:
             protect = {m.release} | ({s.state.live} if s.state.live else set())
@@ -237,25 +234,6 @@ def _upload_checked(s: Session, signed: Signed, steps: ui.Steps, event: str) -> 
             if note:
                 raise DeployError(error.message + note, error.hint) from None
         raise
-
-
-def _deliver(s: Session, values: Sequence[SecretValue]) -> SecretSet:
-    """The secrets, encrypted on the host into their set; digests keyed with the host's salt
-    (made on the first delivery)."""
-    salt = s.state.secrets_salt
-    if salt is None:
-        salt = token_hex(32)
-        if values and not s.host.dry_run:
-            s.host.run(
-                files.mkdir(s.layout.secrets_dir, mode="0700").then(
-                    creds.new_salt(s.layout.secrets_salt, salt)
-                )
-            )
-    keyed = [
-        dataclasses.replace(v, digest=secret_digest(v.name, v.value.value, salt.encode()))
-        for v in values
-    ]
-    return deliver_secrets(s.host, s.layout, keyed, s.state.secret_sets)
 
 
 def _dropins(s: Session, target: Manifest, secrets: SecretSet | None) -> dict[str, str | None]:

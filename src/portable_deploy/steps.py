@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Sequence
+from secrets import token_hex
 
 from . import facts, image, ui
 from .command import Command, Secret
@@ -21,8 +22,10 @@ from .errors import DeployError
 from .host import Remote, RemoteCommandError, RemoteTimeout, TransportError
 from .manifest import Manifest
 from .plan import Action, Plan
+from .preflight import HostState
 from .release import Signed, Where
 from .secrets import SecretValue
+from .secrets import digest as secret_digest
 
 #: Seconds a reattach with its restarts may take (a unit's own start timeout is usually 90 s).
 REATTACH_TIMEOUT = 180
@@ -211,24 +214,39 @@ def describe(plan: Plan, steps: ui.Steps) -> None:
 
 
 def deliver_secrets(
-    host: Remote, layout: Layout, values: Sequence[SecretValue], present: frozenset[str]
+    host: Remote, layout: Layout, values: Sequence[SecretValue], state: HostState
 ) -> SecretSet:
     """Encrypt each secret on the host with its own key (``systemd-creds``) into the set's
-    directory; an environment secret goes to a root-only file per unit. A set the host already
-    has (the same values for the same units) is not sent again. Values travel on stdin only."""
-    entries = tuple(
-        sorted(
-            (Entry(v.name, v.digest, v.units, v.environment) for v in values),
-            key=lambda e: e.name,
+    directory; an environment secret goes to a root-only file per unit. Digests are keyed with
+    the host's salt (made on the first delivery). A set the host already has (the same values
+    for the same units) is not sent again. Values travel on stdin only."""
+    salt = state.secrets_salt
+    if salt is None:
+        salt = token_hex(32)
+        if values:
+            host.run(
+                files.mkdir(layout.secrets_dir, mode="0700").then(
+                    creds.new_salt(layout.secrets_salt, salt)
+                )
+            )
+    keyed = [
+        dataclasses.replace(v, digest=secret_digest(v.name, v.value.value, salt.encode()))
+        for v in values
+    ]
+    secrets = SecretSet(
+        tuple(
+            sorted(
+                (Entry(v.name, v.digest, v.units, v.environment) for v in keyed),
+                key=lambda e: e.name,
+            )
         )
     )
-    secrets = SecretSet(entries)
-    if not entries or secrets.id in present:
+    if not keyed or secrets.id in state.secret_sets:
         return secrets
     incoming = layout.incoming_secret_set(secrets.id)
     host.run(files.mkdir(layout.secrets_dir, mode="0700").then(creds.remove_sets(incoming)))
     env: dict[str, list[str]] = {}
-    for v in sorted(values, key=lambda v: v.name):
+    for v in sorted(keyed, key=lambda v: v.name):
         if v.environment is None:
             host.run(creds.encrypt(incoming, v.name, v.value))
         else:
