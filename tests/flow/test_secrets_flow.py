@@ -207,3 +207,23 @@ def test_the_first_secret_makes_the_hosts_salt_first(
     salt = next(i for i, line in enumerate(live_v1.log) if "/secrets/salt" in line)
     encrypt = next(i for i, line in enumerate(live_v1.log) if "systemd-creds encrypt" in line)
     assert salt < encrypt
+
+
+def test_sets_no_kept_release_ran_with_are_pruned(
+    tmp_path: Path, live_v1: FakeHost, resolved: list[SecretValue]
+) -> None:
+    """After a deploy, a set whose releases are all gone is deleted; the live set and the sets
+    of kept releases stay."""
+    live_v1.audit = (
+        '{"at":"t0","event":"deploy","live":"scoreboard_0","release":"scoreboard_0",'
+        '"result":"ok","user":"u","origin":"o","secrets":"gone0000000000000000"}\n'
+        '{"at":"t1","event":"deploy","live":"scoreboard_1","release":"scoreboard_1",'
+        '"result":"ok","user":"u","origin":"o","secrets":"kept1111111111111111"}\n'
+    )
+    live_v1.secret_sets = {"gone0000000000000000", "kept1111111111111111"}
+    resolved.append(value("api-token", TOKEN, ("scoreboard.service",)))
+    live_v1.version = "2"
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps(), resolved)
+    [removal] = [line for line in live_v1.log if line.startswith("rm -rf --")]
+    assert f"{SETS}/gone0000000000000000" in removal
+    assert "kept1111111111111111" not in removal and _set(resolved).id not in removal
