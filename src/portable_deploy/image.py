@@ -252,10 +252,7 @@ def unit_mount_points(unit_text: str, unit_name: str | None = None) -> list[str]
         if not value:
             lists[key].clear()
             continue
-        try:
-            words = shlex.split(value)
-        except ValueError as e:
-            raise DeployError(f"{source}: cannot parse {key}={value}: {e}") from None
+        words = _words(value, key, source)
         for word in words:
             name = _resolve(word.partition(":")[0], specifiers, f"{source}: {key}={word}")
             lists[key].append(_directory_name(name, key, source))
@@ -285,10 +282,7 @@ def bind_mount_points(unit_text: str, unit_name: str | None = None) -> list[str]
     for section, key, value in directives(unit_text):
         if section not in _EXEC_SECTIONS or key not in BIND_SETTINGS or not value:
             continue
-        try:
-            words = shlex.split(value)
-        except ValueError as e:
-            raise DeployError(f"{source}: cannot parse {key}={value}: {e}") from None
+        words = _words(value, key, source)
         for word in words:
             parts = word.lstrip("-+").split(":")
             dest = parts[1] if len(parts) > 1 and parts[1] else parts[0]
@@ -518,6 +512,14 @@ def _walk(top: Path) -> Iterable[Path]:
 
 
 # --- unit settings -----------------------------------------------------------------------------
+
+
+def _words(value: str, key: str, source: str) -> list[str]:
+    """A unit setting's space-separated, shell-quoted words."""
+    try:
+        return shlex.split(value)
+    except ValueError as e:
+        raise DeployError(f"{source}: cannot parse {key}={value}: {e}") from None
 
 
 def _specifiers(unit_name: str | None) -> dict[str, str]:
