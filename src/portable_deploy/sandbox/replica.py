@@ -11,7 +11,6 @@ import shlex
 USER = "replica"
 HOME = f"/home/{USER}"
 HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
-_SSHD_DROPIN = "/etc/ssh/sshd_config.d/90-pd-sandbox-replica.conf"
 
 
 def setup_script(public_key: str) -> str:
@@ -26,8 +25,10 @@ def setup_script(public_key: str) -> str:
         f"install -d -m 0700 -o {USER} -g {USER} {HOME}/.ssh {HOME}/replicas; "
         f"printf '%s\\n' {key} > {HOME}/.ssh/authorized_keys; "
         f"chown {USER}: {HOME}/.ssh/authorized_keys; chmod 0600 {HOME}/.ssh/authorized_keys; "
-        f"printf 'Match User {USER}\\n  ForceCommand internal-sftp\\n  AllowTcpForwarding no\\n' "
-        f"> {_SSHD_DROPIN}; "
-        "systemctl reload ssh; "
+        # Debian's sshd_config includes sshd_config.d/ at its top, where a Match block would
+        # swallow the rest of the file: the block goes at the end of the main file, once.
+        f"grep -q '^Match User {USER}$' /etc/ssh/sshd_config || printf '\\nMatch User {USER}\\n"
+        "  ForceCommand internal-sftp\\n  AllowTcpForwarding no\\n' >> /etc/ssh/sshd_config; "
+        "sshd -t; systemctl reload ssh; "
         f"cut -d' ' -f1,2 {HOST_KEY}"
     )
