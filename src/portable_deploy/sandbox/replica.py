@@ -29,6 +29,9 @@ def setup_script(public_key: str) -> str:
         # swallow the rest of the file: the block goes at the end of the main file, once.
         f"grep -q '^Match User {USER}$' /etc/ssh/sshd_config || printf '\\nMatch User {USER}\\n"
         "  ForceCommand internal-sftp\\n  AllowTcpForwarding no\\n' >> /etc/ssh/sshd_config; "
-        "sshd -t; systemctl reload ssh; "
+        # A reload re-executes sshd, which closes port 22 for a moment: wait until it listens.
+        "sshd -t; systemctl reload ssh; sleep 1; i=0; "
+        "until ss -Hltn 'sport = :22' | grep -q .; do i=$((i+1)); [ $i -lt 100 ] || exit 1; "
+        "sleep 0.2; done; "
         f"cut -d' ' -f1,2 {HOST_KEY}"
     )
