@@ -95,7 +95,7 @@ def test_host_info_of_a_set_up_host() -> None:
     )
 
 
-def test_state_read_splits_into_its_four_sections() -> None:
+def test_state_read_splits_into_its_sections() -> None:
     """The state script's output splits into info, attached, live-manifest and audit."""
     assert list(sections("host_state")) == [
         "info",
@@ -104,6 +104,9 @@ def test_state_read_splits_into_its_four_sections() -> None:
         "audit",
         "profile-attached",
         "profile",
+        "secrets-salt",
+        "secret-sets",
+        "secrets-dropins",
     ]
     assert sections("host_state")["info"] == recorded("host_info")
 
@@ -128,7 +131,7 @@ def test_audit_section_parses_every_record() -> None:
     records = facts.audit_log(sections("host_state")["audit"])
     assert records == [
         facts.AuditRecord(
-            "2026-11-27T02:22:21+00:00",
+            "2026-11-27T03:12:47+00:00",
             "deploy",
             "scoreboard_rec1",
             "scoreboard_rec1",
@@ -137,7 +140,7 @@ def test_audit_section_parses_every_record() -> None:
             "vm",
         ),
         facts.AuditRecord(
-            "2026-11-27T02:22:46+00:00",
+            "2026-11-27T03:13:02+00:00",
             "deploy",
             "scoreboard_rec2",
             "scoreboard_rec2",
@@ -146,7 +149,7 @@ def test_audit_section_parses_every_record() -> None:
             "vm",
         ),
         facts.AuditRecord(
-            "2026-11-27T02:24:16+00:00",
+            "2026-11-27T03:14:18+00:00",
             "deploy",
             "scoreboard_rec3",
             "scoreboard_rec2",
@@ -175,6 +178,9 @@ def test_state_read_of_a_never_deployed_host() -> None:
         "audit": "",
         "profile-attached": "",
         "profile": fresh["profile"],
+        "secrets-salt": "",
+        "secret-sets": "",
+        "secrets-dropins": "",
     }
     info = facts.host_info(fresh["info"])
     assert (info.systemd_version, info.trusted, info.set_up) == (252, False, False)
@@ -196,8 +202,8 @@ def test_unit_states_of_the_running_app() -> None:
             result="success",
             n_restarts=0,  # a socket has no NRestarts or MainPID: they default to 0
             main_pid=0,
-            active_enter_monotonic=316513322,
-            active_enter="Fri 2026-11-27 02:22:12 UTC",
+            active_enter_monotonic=27188220,
+            active_enter="Fri 2026-11-27 03:12:42 UTC",
         ),
         "scoreboard.service": facts.UnitState(
             id="scoreboard.service",
@@ -206,9 +212,9 @@ def test_unit_states_of_the_running_app() -> None:
             sub_state="running",
             result="success",
             n_restarts=0,
-            main_pid=1086,
-            active_enter_monotonic=436519854,
-            active_enter="Fri 2026-11-27 02:24:12 UTC",
+            main_pid=728,
+            active_enter_monotonic=120744251,
+            active_enter="Fri 2026-11-27 03:14:15 UTC",
         ),
         "scoreboard-litestream.service": facts.UnitState(
             id="scoreboard-litestream.service",
@@ -217,9 +223,9 @@ def test_unit_states_of_the_running_app() -> None:
             sub_state="running",
             result="success",
             n_restarts=0,
-            main_pid=831,
-            active_enter_monotonic=320938559,
-            active_enter="Fri 2026-11-27 02:22:16 UTC",
+            main_pid=475,
+            active_enter_monotonic=29094009,
+            active_enter="Fri 2026-11-27 03:12:44 UTC",
         ),
     }
 
@@ -235,8 +241,8 @@ def test_unit_state_of_a_failed_unit() -> None:
         result="exit-code",
         n_restarts=0,
         main_pid=0,
-        active_enter_monotonic=441238764,
-        active_enter="Fri 2026-11-27 02:24:16 UTC",
+        active_enter_monotonic=125083814,
+        active_enter="Fri 2026-11-27 03:14:20 UTC",
     )
     assert not state.active
 
@@ -264,7 +270,7 @@ def test_sha256sum_of_a_present_file() -> None:
     """The digest is the first field of sha256sum's line."""
     assert (
         facts.sha256sum(recorded("sha256sum_present"))
-        == "01a05ec0cd5501d0fc09ea39a74d3507f008be941eb0ba6dc211cd6415695054"
+        == "b381387d4fd084a28a5fb9aeec7b9d02365befbd7c3dd2d124839280a36e3813"
     )
 
 
