@@ -127,3 +127,25 @@ def test_release_rows_show_the_last_deploy_that_left_each_release_live() -> None
         ReleaseRow("app_1", False, True, "2024-01-01T10:00:00+00:00", "al@lap", "ok"),
         ReleaseRow("app_9", False, False, "", "", ""),
     ]
+
+
+def _rec(live: str, result: str, secrets: str = "") -> AuditRecord:
+    return AuditRecord("t", "deploy", live, live, result, "u", "o", "", secrets)
+
+
+def test_the_secret_set_of_a_release_is_the_one_it_last_ran_with() -> None:
+    """The newest record that left RELEASE live names its set; failed or refused records, and
+    records of other releases, do not count; a release never live has none."""
+    from portable_deploy.history import secret_set_of
+
+    audit = [
+        _rec("a", "ok", "s1"),
+        _rec("b", "ok", "s2"),
+        _rec("a", "rolled-back", "s3"),
+        _rec("a", "failed", "s4"),
+        _rec("a", "refused", "s5"),
+    ]
+    assert secret_set_of(audit, "a") == "s3"
+    assert secret_set_of(audit, "b") == "s2"
+    assert secret_set_of(audit, "c") is None
+    assert secret_set_of([_rec("a", "unverified")], "a") == ""
