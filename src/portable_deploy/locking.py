@@ -1,7 +1,9 @@
 """The per-app deploy lock on a host, held for the length of a deploy, rollback or upload.
 
-Taken atomically on the host (``commands.lock``); a held lock fails at once with who holds it,
-and a stale one (older than ``lock_ttl``, or its local owner gone) is broken only on request.
+Taken atomically on the host (``commands.lock``); a held lock fails at once with who holds it.
+A lock whose owner is provably gone (taken on this machine by a process that no longer exists,
+or in an earlier boot) is cleared with a message; one that is only old (``lock_ttl``) is broken
+only on request (``--break-lock``): its owner may be another machine still at work.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from . import facts
+from . import facts, ui
 from .commands import lock
 from .commands.layout import Layout
 from .config import Config
@@ -53,7 +55,15 @@ def deploy_lock(
         holder = facts.lock_record(result.stdout)
         if holder is None:  # released in between: try once more
             result = host.run(lock.acquire(layout.lock, record, layout.incoming_dir), check=False)
-        elif break_lock and _stale(holder, cfg.deploy.lock_ttl):
+        elif _owner_gone(holder) or (break_lock and _stale(holder, cfg.deploy.lock_ttl)):
+            if not break_lock:
+                ui.console.print(
+                    f"[{host.name}] clearing the deploy lock of {holder.user}@{holder.origin} "
+                    f"(pid {holder.pid}, `{holder.command}` of {holder.release}): that process "
+                    "is gone",
+                    markup=False,
+                    highlight=False,
+                )
             host.run(lock.break_(layout.lock, holder.token))
             result = host.run(lock.acquire(layout.lock, record, layout.incoming_dir), check=False)
         else:
@@ -105,8 +115,11 @@ def _read_id(path: str) -> str:
 
 def _stale(holder: facts.LockRecord, ttl: int) -> bool:
     """Older than TTL, or taken on this machine by a process that is gone (or in an earlier boot)."""
-    if time.time() - holder.at > ttl:
-        return True
+    return time.time() - holder.at > ttl or _owner_gone(holder)
+
+
+def _owner_gone(holder: facts.LockRecord) -> bool:
+    """Taken on this machine by a process that no longer exists, or in an earlier boot."""
     here = machine_id()
     if holder.machine and here:
         if holder.machine != here:
@@ -134,4 +147,4 @@ def _held_message(host: str, holder: facts.LockRecord, ttl: int, break_lock: boo
     )
     if break_lock:
         return f"{base}; it is not stale (younger than {ttl}s and its owner may be alive)"
-    return f"{base} (hint: wait for it; if its owner is gone, retry with --break-lock)"
+    return f"{base} (hint: wait for it; if its owner (on another machine) is gone, retry with --break-lock)"

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import socket
+import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -377,3 +378,26 @@ def test_the_same_profile_is_not_written_again(tmp_path: Path, live_v1: FakeHost
     live_v1.version = "2"
     pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
     assert not any("pd-hardened/service.conf" in line for line in live_v1.log)
+
+
+def test_a_lock_of_a_dead_local_process_is_cleared_without_the_flag(
+    tmp_path: Path, live_v1: FakeHost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A young lock taken on this machine (same machine id and boot) by a pid that no longer
+    exists is cleared by the next deploy, which says so; no --break-lock needed."""
+    from portable_deploy.locking import boot_id, machine_id
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    holder = json.dumps(
+        {"at": float(int(time.time())), "command": "deploy", "origin": socket.gethostname()}
+        | {"pid": dead.pid, "release": "scoreboard_9", "token": "deadtoken", "user": "alice"}
+        | {"machine": machine_id(), "boot": boot_id()}
+    )
+    attempts = iter([Result(holder + "\n", "", 3), Result("", "", 0)])
+    live_v1.on(r'ln "\$tmp"', lambda line: next(attempts))
+    live_v1.version = "2"
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
+    assert live_v1.verbs()[:3] == ["lock.acquire", "lock.release", "lock.acquire"]
+    assert "deadtoken" in live_v1.log[1]
+    assert "clearing the deploy lock of alice@" in capsys.readouterr().out

@@ -119,7 +119,7 @@ def test_the_held_message_names_the_holder_and_the_time_in_utc() -> None:
     record = LockRecord("t", "alice", "laptop", 42, 86_400.0, "app_2", "deploy")
     assert _held_message("web", record, TTL, break_lock=False) == (
         "[web] deploy lock held by alice@laptop (pid 42) since 1970-01-02 00:00:00 UTC, running "
-        "`deploy` for app_2 (hint: wait for it; if its owner is gone, retry with --break-lock)"
+        "`deploy` for app_2 (hint: wait for it; if its owner (on another machine) is gone, retry with --break-lock)"
     )
 
 
