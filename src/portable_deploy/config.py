@@ -102,6 +102,9 @@ class DeployConfig:
     #: The portable profile units are attached with (``portablectl attach --profile``):
     #: the tool's own ``pd-hardened``, or a profile on the host such as the stock ``default``.
     profile: str = profiles.DEFAULT
+    #: Seconds a switched host waits for the deployer's sign of life before it puts the
+    #: previous release back by itself (the dead-man switch).
+    confirm_timeout: int = 60
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "keep_releases": _example(DeployConfig, "keep_releases"),
         "lock_ttl": _example(DeployConfig, "lock_ttl"),
         "profile": _example(DeployConfig, "profile"),
+        "confirm_timeout": _example(DeployConfig, "confirm_timeout"),
     },
     "verify": {
         "port": _example(VerifyConfig, "port"),
@@ -860,6 +864,9 @@ def _load_deploy(doc: _Doc, data: Mapping[str, object]) -> DeployConfig:
         ),
         lock_ttl=deploy.integer("lock_ttl", 1, None, "a whole number of seconds above 0"),
         profile=_profile(deploy),
+        confirm_timeout=deploy.integer(
+            "confirm_timeout", 10, 3600, "a whole number of seconds from 10 to 3600"
+        ),
     )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from . import facts
+from .command import Command
 from .commands import creds, files, portablectl
 from .commands.layout import PORTABLES_DIR, Layout
 from .credentials import SET_FILE, SecretSet
@@ -28,9 +29,11 @@ def record(
     result: str,
     message: str = "",
     secrets: str = "",
+    first: Command | None = None,
 ) -> None:
     """Append one JSON line to the host's audit log (SECRETS: the id of the secret set the live
-    release runs with; never a value)."""
+    release runs with; never a value); FIRST runs before, in the same command (and the line is
+    appended only if it succeeds)."""
     entry = AuditRecord(
         at=datetime.now(UTC).isoformat(timespec="seconds"),
         event=event,
@@ -42,7 +45,26 @@ def record(
         message=message,
         secrets=secrets,
     )
-    host.run(files.append_log(layout.audit_log, entry.to_json()))
+    append = files.append_log(layout.audit_log, entry.to_json())
+    host.run(first.then(append) if first is not None else append)
+
+
+def record_line(
+    event: str, release: str, live: str | None, result: str, message: str, secrets: str
+) -> str:
+    """An audit line that the host writes itself later (the dead-man switch): its time is
+    stamped when it is appended (``files.STAMP``), its user is the deployer's."""
+    return AuditRecord(
+        at=files.STAMP,
+        event=event,
+        release=release,
+        live=live,
+        result=result,
+        user=getpass.getuser(),
+        origin=socket.gethostname(),
+        message=message,
+        secrets=secrets,
+    ).to_json()
 
 
 def prune(

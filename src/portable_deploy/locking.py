@@ -29,8 +29,9 @@ from .host import Remote, RemoteCommandError
 @contextlib.contextmanager
 def deploy_lock(
     host: Remote, layout: Layout, cfg: Config, release: str, command: str, break_lock: bool
-) -> Iterator[None]:
-    """Hold the app's deploy lock on the host for the duration; refuse if someone else holds it."""
+) -> Iterator[str]:
+    """Hold the app's deploy lock on the host for the duration (yields its token); refuse if
+    someone else holds it."""
     token = uuid.uuid4().hex
     record = json.dumps(
         {
@@ -48,7 +49,7 @@ def deploy_lock(
     )
     if host.dry_run:
         host.run(lock.acquire(layout.lock, record, layout.incoming_dir))
-        yield
+        yield token
         return
     result = host.run(lock.acquire(layout.lock, record, layout.incoming_dir), check=False)
     if result.exit_code == lock.HELD:
@@ -78,7 +79,7 @@ def deploy_lock(
             host.name, lock.acquire(layout.lock, record, layout.incoming_dir), result
         )
     try:
-        yield
+        yield token
     except BaseException as first:
         # Release on every path, but never let a failed release (the connection is gone) hide
         # why the task failed.

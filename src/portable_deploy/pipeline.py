@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from . import facts, interrupts, profiles, ui
-from .commands import creds, files
+from .command import Command
+from .commands import creds, deadman, files
 from .commands.layout import Layout
 from .config import Config
 from .credentials import SET_FILE, SecretSet, changed_units, dropin_path, set_id_of, wanted_dropins
+from .deadman_switch import dead_man
 from .errors import DeployError
 from .history import (
     ReleaseRow,
@@ -29,13 +31,13 @@ from .history import (
     recorded_secret_set,
     release_rows,
 )
-from .host import Remote, TransportError
+from .host import Remote, RemoteCommandError, TransportError
 from .locking import deploy_lock
 from .manifest import Manifest
 from .plan import Action, Plan, plan_release
 from .preflight import (
     HostState,
-    install_profile,
+    install_profile_command,
     profile_problem,
     read_manifest,
     read_state,
@@ -67,6 +69,8 @@ class Session:
     cfg: Config
     layout: Layout
     state: HostState
+    #: The token of the deploy lock this task holds ("" for a read-only task).
+    lock_token: str = ""
 
 
 @contextmanager
@@ -75,8 +79,8 @@ def session(
 ) -> Iterator[Session]:
     """The shared prologue: hold the deploy lock for EVENT, read the host's state."""
     layout = Layout(cfg.app.name)
-    with deploy_lock(host, layout, cfg, release, event, break_lock):
-        yield Session(host, cfg, layout, read_state(host, layout, cfg.deploy.profile))
+    with deploy_lock(host, layout, cfg, release, event, break_lock) as token:
+        yield Session(host, cfg, layout, read_state(host, layout, cfg.deploy.profile), token)
 
 
 def peek(host: Remote, cfg: Config) -> Session:
@@ -272,26 +276,37 @@ def _check_profile(s: Session) -> None:
         raise problem
 
 
-def _reattach(s: Session, plan: Plan, steps: ui.Steps, dropins: dict[str, str | None]) -> None:
-    """The reattach and its restarts run to their end even if the user interrupts. The tool's
-    own profile is (re)installed first when the host's copy differs, and the units' secrets
-    drop-ins are written (the reattach reloads systemd)."""
-    with steps.step(f"reattach {plan.release} on {s.host.name}"), interrupts.deferred():
-        _write_dropins(s, dropins)
-        own = profiles.is_own(plan.profile)
-        if (
-            own
-            and plan.action is not Action.NONE
-            and s.state.host_profile != profiles.digest(profiles.text(plan.profile))
-        ):
-            install_profile(s.host, plan.profile)
-        reattach(s.host, s.layout, plan)
-
-
-def _write_dropins(s: Session, dropins: dict[str, str | None]) -> None:
+def _reattach(
+    s: Session,
+    plan: Plan,
+    steps: ui.Steps,
+    dropins: dict[str, str | None],
+    arm: Command | None = None,
+) -> None:
+    """The reattach and its restarts run to their end even if the user interrupts. In the same
+    round trip, first: ARM (the dead-man switch), the units' secrets drop-ins, and the tool's
+    own profile when the host's copy differs (the reattach reloads systemd)."""
+    before = [arm] if arm is not None else []
     changed = changed_units(s.state.secret_dropins, dropins)
     if changed:
-        s.host.run(creds.apply_dropins({u: (dropin_path(u), dropins[u]) for u in sorted(changed)}))
+        before.append(
+            creds.apply_dropins({u: (dropin_path(u), dropins[u]) for u in sorted(changed)})
+        )
+    own = profiles.is_own(plan.profile)
+    if (
+        own
+        and plan.action is not Action.NONE
+        and s.state.host_profile != profiles.digest(profiles.text(plan.profile))
+    ):
+        before.append(install_profile_command(plan.profile))
+    first = None
+    for command in before:
+        first = command if first is None else first.then(command)
+    with steps.step(f"reattach {plan.release} on {s.host.name}"), interrupts.deferred():
+        if plan.action is Action.NONE and first is not None:
+            s.host.run(first)  # only drop-ins changed... and nothing to reattach
+        else:
+            reattach(s.host, s.layout, plan, first)
 
 
 def switch(
@@ -307,24 +322,55 @@ def switch(
     the set the target runs with (None: the units keep theirs)."""
     dropins = _dropins(s, target, secrets)
     plan = _plan(s, target, opts, steps, dropins)
+    switch_ = dead_man(s.host, s.cfg, s.layout, s.state, s.lock_token, target, plan, dropins, event)
+    armed = switch_ is not None
     try:
-        _reattach(s, plan, steps, dropins)
+        _reattach(s, plan, steps, dropins, switch_)
         with steps.step(f"verify {target.release} on {s.host.name}"):
-            verify(s.host, s.cfg, target, steps)
+            alive = deadman.heartbeat(s.layout) if switch_ else None
+            verify(s.host, s.cfg, target, steps, alive)
     except SwitchFailed as failure:
         if s.host.dry_run:
             raise
-        _revert(s, target, failure, steps, event, dropins)
+        _revert(s, target, failure, steps, event, dropins, armed)
     except TransportError as lost:
-        _revert(s, target, ConnectionLost(lost.message), steps, event, dropins)
+        _revert(s, target, ConnectionLost(lost.message), steps, event, dropins, armed)
     except KeyboardInterrupt as signal:
         interrupts.handled()
         _revert(
-            s, target, Interrupted(f"interrupted ({signal or 'SIGINT'})"), steps, event, dropins
+            s,
+            target,
+            Interrupted(f"interrupted ({signal or 'SIGINT'})"),
+            steps,
+            event,
+            dropins,
+            armed,
         )
     if not s.host.dry_run:
         live_set = secrets.id if secrets is not None else s.state.live_secret_set
-        record(s.host, s.layout, event, target.release, target.release, "ok", secrets=live_set)
+        disarm = deadman.disarm(s.layout) if switch_ else None
+        try:
+            record(
+                s.host,
+                s.layout,
+                event,
+                target.release,
+                target.release,
+                "ok",
+                secrets=live_set,
+                first=disarm,
+            )
+        except RemoteCommandError as e:
+            if e.result.exit_code != deadman.FIRED:
+                raise
+            previous = s.state.live_manifest.release if s.state.live_manifest else "?"
+            raise DeployError(
+                f"[{s.host.name}] {target.release} passed verification too late: the host's "
+                f"dead-man switch heard nothing for {s.cfg.deploy.confirm_timeout}s and put "
+                f"{previous} back",
+                hint="see `invoke releases` and the audit log; raise [deploy] confirm_timeout "
+                "if verify is slow",
+            ) from None
     return plan
 
 
@@ -335,13 +381,31 @@ def _revert(
     steps: ui.Steps,
     event: str,
     dropins: dict[str, str | None],
+    armed: bool = False,
 ) -> NoReturn:
     """Roll back to the release that was live: check its signature again, put its secrets
     drop-ins back, reattach, verify, audit; then raise one message. Interrupts wait until it is
-    done (a second one does not)."""
+    done (a second one does not). An armed dead-man switch is disarmed first; if it has fired,
+    the host is already doing this and the deployer leaves it be."""
     with interrupts.deferred():
-        _revert_now(s, failed, failure, steps, event, dropins)
+        if armed:
+            _disarm_for_revert(s, failed, failure)
+        _revert_now(s, failed, failure, steps, event, dropins, armed)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _disarm_for_revert(s: Session, failed: Manifest, failure: SwitchFailed) -> None:
+    try:
+        result = s.host.run(deadman.disarm(s.layout), check=False)
+    except TransportError:
+        return  # the revert below reconnects, or says the host will revert by itself
+    if result.exit_code == deadman.FIRED:
+        previous = s.state.live_manifest.release if s.state.live_manifest else "?"
+        raise DeployError(
+            f"[{s.host.name}] {failed.release} {failure.what}: {failure.message}; the host's "
+            f"dead-man switch has already put {previous} back",
+            hint=f"see `invoke releases --host {s.host.name}` and the audit log",
+        )
 
 
 def _revert_now(
@@ -351,6 +415,7 @@ def _revert_now(
     steps: ui.Steps,
     event: str,
     dropins: dict[str, str | None],
+    armed: bool = False,
 ) -> NoReturn:
     host, layout, previous = s.host, s.layout, s.state.live_manifest
     what = f"[{host.name}] {failed.release} {failure.what}"
@@ -390,7 +455,13 @@ def _revert_now(
         raise DeployError(
             f"{what} ({failure.message}) and the rollback to {previous.release} failed too: "
             f"{second.message}{note}",
-            hint=f"look at the host now: `invoke status --host {host.name}` and `invoke logs`",
+            hint=(
+                f"the host's dead-man switch puts {previous.release} back within "
+                f"{s.cfg.deploy.confirm_timeout}s of the last sign of life; then check it with "
+                f"`invoke status --host {host.name}`"
+                if armed
+                else f"look at the host now: `invoke status --host {host.name}` and `invoke logs`"
+            ),
         ) from None
     note = _audit(
         s,

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from . import credentials, facts, profiles, sign
+from .command import Command
 from .commands import files, trust
 from .commands.layout import PORTABLES_DIR, STATE_ROOT, TRUST_DIR, Layout
 from .commands.state import SECTION, host_state
@@ -138,11 +139,13 @@ def setup_host(host: Remote, cfg: Config) -> list[str]:
 
 def install_profile(host: Remote, name: str) -> None:
     """Write the tool's own portable profile NAME where portablectl finds it first."""
+    host.run(install_profile_command(name))
+
+
+def install_profile_command(name: str) -> Command:
     path = profiles.host_path(name)
-    host.run(
-        files.mkdir(path.rsplit("/", 1)[0], mode="0755").then(
-            files.write(path, profiles.text(name), mode="0644")
-        )
+    return files.mkdir(path.rsplit("/", 1)[0], mode="0755").then(
+        files.write(path, profiles.text(name), mode="0644")
     )
 
 

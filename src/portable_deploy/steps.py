@@ -171,23 +171,34 @@ def install(host: Remote, layout: Layout, manifest: Manifest, where: Where) -> N
     host.run(files.move(incoming, layout.manifest(manifest.release)))
 
 
-def reattach(host: Remote, layout: Layout, plan: Plan) -> Command | None:
-    """Switch the attached image, then stop, restart and start exactly the units the plan names."""
+def reattach_command(layout: Layout, plan: Plan) -> Command | None:
+    """The swap and the restarts it needs, as one command that stops at the first failure."""
     image_path = layout.image(plan.release)
     if plan.action is Action.NONE:
         return None
     if plan.action is Action.ATTACH:
-        command = portablectl.attach(image_path, plan.profile, now=True, enable=True)
-    else:
-        # One round trip: the swap and the restarts it needs, stopping at the first failure.
-        command = portablectl.reattach(image_path, plan.profile, now=False, enable=True)
-        for units, builder in (
-            (plan.stop, systemctl.stop),
-            (plan.restart, systemctl.restart),
-            (plan.start, systemctl.start),
-        ):
-            if units:
-                command = command.then(builder(units))
+        return portablectl.attach(image_path, plan.profile, now=True, enable=True)
+    command = portablectl.reattach(image_path, plan.profile, now=False, enable=True)
+    for units, builder in (
+        (plan.stop, systemctl.stop),
+        (plan.restart, systemctl.restart),
+        (plan.start, systemctl.start),
+    ):
+        if units:
+            command = command.then(builder(units))
+    return command
+
+
+def reattach(
+    host: Remote, layout: Layout, plan: Plan, before: Command | None = None
+) -> Command | None:
+    """Switch the attached image, then stop, restart and start exactly the units the plan names
+    (BEFORE, such as arming the dead-man switch, runs first in the same round trip)."""
+    command = reattach_command(layout, plan)
+    if command is None:
+        return None
+    if before is not None:
+        command = before.then(command)
     try:
         host.run(command, timeout=REATTACH_TIMEOUT)
     except (RemoteCommandError, RemoteTimeout) as e:

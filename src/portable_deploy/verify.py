@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from . import facts, tls, ui
+from .command import Command
 from .commands import systemctl
 from .config import Config, TlsConfig, VerifyConfig
 from .host import Remote
@@ -35,9 +36,34 @@ def watched_units(manifest: Manifest) -> list[str]:
     )
 
 
-def verify(host: Remote, cfg: Config, manifest: Manifest, steps: ui.Steps) -> None:
+class _Pulse:
+    """The deployer's sign of life for an armed dead-man switch (``alive``), riding on the
+    verify step's own ``systemctl show`` calls and sent alone at most every few seconds while
+    only HTTP checks run. Without a switch it adds nothing."""
+
+    EVERY = 5.0
+
+    def __init__(self, host: Remote, alive: Command | None) -> None:
+        self.host, self.alive, self.last = host, alive, time.monotonic()
+
+    def show(self, units: Sequence[str]) -> dict[str, facts.UnitState]:
+        command = systemctl.show(units)
+        if self.alive is not None:
+            command, self.last = self.alive.then(command), time.monotonic()
+        return facts.unit_states(self.host.run(command).stdout)
+
+    def beat(self) -> None:
+        if self.alive is not None and time.monotonic() - self.last >= self.EVERY:
+            self.host.run(self.alive)
+            self.last = time.monotonic()
+
+
+def verify(
+    host: Remote, cfg: Config, manifest: Manifest, steps: ui.Steps, alive: Command | None = None
+) -> None:
     """Units active, the health check through the SSH connection (over HTTPS with the certificate
-    checked, with [verify.tls]), then no restarts for a while."""
+    checked, with [verify.tls]), then no restarts for a while. ALIVE (the dead-man switch's
+    heartbeat) is sent along while it runs."""
     v = cfg.verify
     if host.dry_run:
         steps.info(
@@ -47,11 +73,12 @@ def verify(host: Remote, cfg: Config, manifest: Manifest, steps: ui.Steps) -> No
         return
     units = watched_units(manifest)
     deadline = time.monotonic() + v.timeout
-    states = _wait_active(host, units, deadline)
-    health = _wait_http(host, cfg, manifest, deadline)
+    pulse = _Pulse(host, alive)
+    states = _wait_active(pulse, units, deadline)
+    health = _wait_http(host, cfg, manifest, deadline, pulse)
     if v.settle > 0:
         time.sleep(v.settle)
-        after = facts.unit_states(host.run(systemctl.show(units)).stdout)
+        after = pulse.show(units)
         for name in units:
             before, now = states[name], after.get(name)
             if now is None or not now.active or now.n_restarts != before.n_restarts:
@@ -97,9 +124,11 @@ def _tls_plan(t: TlsConfig) -> str:
     )
 
 
-def _wait_active(host: Remote, units: Sequence[str], deadline: float) -> dict[str, facts.UnitState]:
+def _wait_active(
+    pulse: _Pulse, units: Sequence[str], deadline: float
+) -> dict[str, facts.UnitState]:
     while True:
-        states = facts.unit_states(host.run(systemctl.show(units)).stdout)
+        states = pulse.show(units)
         inactive = [u for u in units if u not in states or not states[u].active]
         if not inactive:
             return states
@@ -149,7 +178,9 @@ def _get(host: Remote, v: VerifyConfig, path: str) -> _Got:
     )
 
 
-def _wait_http(host: Remote, cfg: Config, manifest: Manifest, deadline: float) -> _Got:
+def _wait_http(
+    host: Remote, cfg: Config, manifest: Manifest, deadline: float, pulse: _Pulse
+) -> _Got:
     """GET the health path (and the version path) on the host until they answer as expected.
 
     Every failure is retried until the deadline, a refused certificate too: an app that gets its
@@ -181,6 +212,7 @@ def _wait_http(host: Remote, cfg: Config, manifest: Manifest, deadline: float) -
                 )
         if time.monotonic() > deadline:
             raise VerifyFailed(last)
+        pulse.beat()
         time.sleep(0.5)
 
 

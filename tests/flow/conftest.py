@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from portable_deploy import profiles, tls
-from portable_deploy.command import Command
+from portable_deploy.command import Command, Op, Token
 from portable_deploy.commands.layout import Layout
 from portable_deploy.commands.state import SECTION
 from portable_deploy.config import (
@@ -202,8 +202,7 @@ class FakeHost(Host):
             self.log.append("(dry-run) " + line)
 
     def _execute(self, command: Command, timeout: float | None) -> Result:
-        line = command.render()
-        self.log.append(line)
+        line = self._logged(command)
         for source, failure, left, matching in self.failures:
             if source not in command.sources or (matching and not re.search(matching, line)):
                 continue
@@ -219,6 +218,22 @@ class FakeHost(Host):
             if re.search(pattern, line):
                 return response(line) if callable(response) else response
         return Result("", "", 0)
+
+    def _logged(self, command: Command) -> str:
+        """Log COMMAND; the dead-man switch's parts that ride on it (``deadman.*``) are logged as
+        their own entries first (``deadman.arm``), so the rest reads exactly as it would without
+        them. Returns the line the responders and ``fail(matching=)`` see: the rest (the
+        switch's script names the previous release, which is not what the command does now)."""
+        if not any(src.startswith("deadman.") for src in command.sources):
+            line = command.render()
+            self.log.append(line)
+            return line
+        rest, kinds = _without_deadman(command.tokens)
+        self.log.extend(f"deadman.{kind}" for kind in kinds)
+        line = rest.render() if rest is not None else ""
+        if rest is not None:
+            self.log.append(line)
+        return line
 
     def _put(self, local: Path, remote: str, progress: Callable[[int, int], None] | None) -> None:
         self.log.append(f"put {remote}")
@@ -252,8 +267,9 @@ class FakeHost(Host):
         return audit_log("\n".join(str(_audit_record(line)) for line in self.audit_lines()))
 
     def verbs(self) -> list[str]:
-        """The log with long shell snippets shortened to what they do."""
-        return [_verb(line) for line in self.log]
+        """The log with long shell snippets shortened to what they do, without the dead-man
+        switch's heartbeats (they ride on verify's calls; ``log`` has them)."""
+        return [_verb(line) for line in self.log if line != "deadman.heartbeat"]
 
 
 def _audit_record(line: str) -> str | None:
@@ -262,6 +278,54 @@ def _audit_record(line: str) -> str | None:
         return None
     words = shlex.split(line)
     return words[5] if words[:2] == ["sh", "-c"] and words[4:5] == [AUDIT_LOG] else None
+
+
+#: How the dead-man switch's parts are told apart in a rendered command.
+_DEADMAN_MARKS = (
+    ("arm", "systemd-run --quiet --unit="),
+    ("disarm", "the dead-man switch has fired"),
+    ("heartbeat", "deadman.heartbeat"),
+)
+
+
+def _top_level_parts(tokens: tuple[Token, ...]) -> list[tuple[Token, ...]]:
+    parts: list[list[Token]] = [[]]
+    depth = 0
+    for t in tokens:
+        if isinstance(t, Op) and t.text == "{":
+            depth += 1
+        elif isinstance(t, Op) and t.text == "}":
+            depth -= 1
+        elif depth == 0 and isinstance(t, Op) and t.text == "&&":
+            parts.append([])
+            continue
+        parts[-1].append(t)
+    return [tuple(p) for p in parts]
+
+
+def _without_deadman(tokens: tuple[Token, ...]) -> tuple[Command | None, list[str]]:
+    """The command without its ``deadman.*`` parts (rebuilt with ``then``, so it renders as it
+    was built), and the kinds of the parts taken out, in order."""
+    kept: list[Command] = []
+    kinds: list[str] = []
+    for part in _top_level_parts(tokens):
+        grouped = len(part) >= 3 and part[0] == Op("{") and part[-2:] == (Op(";"), Op("}"))
+        if grouped:
+            inner, found = _without_deadman(part[1:-2])
+            kinds += found
+            if inner is not None:
+                kept.append(inner)
+            continue
+        text = Command(part).render()
+        kind = next((k for k, mark in _DEADMAN_MARKS if mark in text), None)
+        if kind:
+            kinds.append(kind)
+        else:
+            kept.append(Command(part))
+    result: Command | None = None
+    for c in kept:
+        result = c if result is None else result.then(c)
+    return result, kinds
 
 
 def _verb(line: str) -> str:

@@ -49,10 +49,13 @@ def test_deploy_of_an_app_change_runs_the_commands_in_order(
         "/var/lib/portable-deploy/scoreboard/releases/scoreboard_2.manifest.json.sig",
         "mv -f /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.manifest.json "
         "/var/lib/portable-deploy/scoreboard/releases/scoreboard_2.manifest.json",
+        # The dead-man switch rides on the swap, verify's own calls, and the audit record.
+        "deadman.arm",
         f"portablectl reattach --profile pd-hardened --copy=copy --enable {IMG} && systemctl restart scoreboard.service",
         "systemctl show",
         "GET :80/healthz",
         "GET :80/version",
+        "deadman.disarm",
         live_v1.log[-4],  # the audit line (timestamped)
         "listing",
         "images-in-use",
@@ -122,9 +125,11 @@ def test_failed_verify_reattaches_the_previous_release(tmp_path: Path, live_v1: 
         "portablectl reattach --profile pd-hardened --copy=copy --enable /var/lib/portables/scoreboard_1.raw && "
         "systemctl restart scoreboard.service"
     )
-    tail = after[after.index(back) - 2 :]
-    # The rollback checks scoreboard_1's signature and hash again before reattaching it.
-    assert tail[:6] == [
+    tail = after[after.index(back) - 3 :]
+    # The host's dead-man switch stands down; the rollback checks scoreboard_1's signature and
+    # hash again before reattaching it.
+    assert tail[:7] == [
+        "deadman.disarm",
         "verify-signature",
         "verify-image-hash",
         back,
@@ -132,7 +137,7 @@ def test_failed_verify_reattaches_the_previous_release(tmp_path: Path, live_v1: 
         "GET :80/healthz",
         "GET :80/version",
     ]
-    assert set(after[3 : after.index(back) - 2]) == {"GET :80/healthz"}
+    assert set(after[3 : after.index(back) - 3]) == {"GET :80/healthz"}
     audit = live_v1.audit_lines()
     assert (
         len(audit) == 1
@@ -351,11 +356,11 @@ def test_a_profile_change_is_announced_and_installs_the_profile_first(
     steps.info = shown.append  # type: ignore[method-assign]
     pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), steps)
     swap = next(line for line in live_v1.log if "portablectl reattach" in line)
-    install = next(i for i, line in enumerate(live_v1.log) if "pd-hardened/service.conf" in line)
-    assert install < live_v1.log.index(swap)
-    assert swap == (
+    # The profile is written in the same round trip as the swap, before it.
+    assert swap.index("pd-hardened/service.conf") < swap.index("portablectl reattach")
+    assert swap.endswith(
         f"portablectl reattach --profile pd-hardened --copy=copy --enable {IMG} && "
-        "systemctl restart scoreboard-litestream.service scoreboard.service"
+        "systemctl restart scoreboard-litestream.service scoreboard.service ; }"
     )
     assert any("the portable profile changes to pd-hardened" in line for line in shown)
 

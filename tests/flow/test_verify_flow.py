@@ -84,6 +84,7 @@ def test_a_unit_restarting_during_settle_fails_verify_and_rolls_back(
     assert verbs[verbs.index(SWAP) :] == [
         SWAP,
         *verified,
+        "deadman.disarm",  # the deployer rolls back itself: the host's switch stands down
         "verify-signature",  # the rollback checks scoreboard_1 again before reattaching it
         "verify-image-hash",
         BACK,

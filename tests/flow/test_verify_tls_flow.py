@@ -186,6 +186,7 @@ def test_a_refused_certificate_is_one_line_and_rolls_back(
         SWAP,
         "systemctl show",
         *tries,
+        "deadman.disarm",
         "verify-signature",
         "verify-image-hash",
         BACK,

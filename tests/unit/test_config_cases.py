@@ -786,8 +786,10 @@ EXACT = [
     pytest.param(
         APP + HOST + "[deploy]\nkeep = 3\n",
         {},
-        "[deploy] keep: unknown key, valid keys are keep_releases, lock_ttl, profile",
-        "keys of [deploy]: keep_releases, lock_ttl, profile; remove or rename this one",
+        "[deploy] keep: unknown key, valid keys are keep_releases, lock_ttl, profile, "
+        "confirm_timeout",
+        "keys of [deploy]: keep_releases, lock_ttl, profile, confirm_timeout; remove or rename "
+        "this one",
         id="deploy-key-typo",
     ),
     pytest.param(

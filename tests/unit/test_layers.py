@@ -15,6 +15,7 @@ LAYERS: dict[str, int] = {
     "tasks": 5,
     "pipeline": 4,
     "steps": 3,
+    "deadman_switch": 3,
     "verify": 3,
     "preflight": 3,
     "locking": 3,

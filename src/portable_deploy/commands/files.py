@@ -46,9 +46,22 @@ _APPEND_ROTATE = (
 )
 
 
+#: In a line given to ``append_log(..., stamped=True)``: replaced by the host's UTC time when the
+#: line is appended (for a record written later by the host itself, such as the dead-man switch).
+STAMP = "@AT@"
+
+
 @builder
-def append_log(path: str, line: str, max_lines: int = LOG_MAX_LINES) -> Command:
+def append_log(
+    path: str, line: str, max_lines: int = LOG_MAX_LINES, stamped: bool = False
+) -> Command:
     """Append one line (a JSON record) to a log that rotates past MAX_LINES lines."""
+    if stamped:
+        stamp = (
+            f'set -- "$1" "$(printf %s "$2" | sed "s/{STAMP}/$(date -u +%Y-%m-%dT%H:%M:%S+00:00)/")" '
+            '"$3"; '
+        )
+        return sh_args(stamp + _APPEND_ROTATE, path, line, str(max_lines), mutates=True)
     return sh_args(_APPEND_ROTATE, path, line, str(max_lines), mutates=True)
 
 

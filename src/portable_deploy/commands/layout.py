@@ -57,6 +57,11 @@ class Layout:
         return f"{self.secrets_dir}/salt"
 
     @property
+    def heartbeat(self) -> str:
+        """The dead-man switch's heartbeat: touched by the deployer; absent when not armed."""
+        return f"{self.state_dir}/deadman.heartbeat"
+
+    @property
     def lock(self) -> str:
         return f"{self.state_dir}/deploy.lock"
 

@@ -1,0 +1,74 @@
+"""The dead-man switch's revert, as the shell script the host runs if the deployer goes silent
+after a switch: the same steps as the deployer's own rollback (the previous secrets drop-ins, the
+reattach of the previous release with its restarts), then the audit record and the release of
+the deployer's lock. Rendered from the tool's builders: the host needs only sh and systemd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .command import Command
+from .commands import creds, deadman, files, lock
+from .commands.layout import Layout
+from .config import Config
+from .credentials import changed_units, dropin_path
+from .history import record_line
+from .host import Remote
+from .manifest import Manifest
+from .plan import Action, Plan, plan_release
+from .preflight import HostState
+from .steps import reattach_command
+
+
+def dead_man(
+    host: Remote,
+    cfg: Config,
+    layout: Layout,
+    state: HostState,
+    lock_token: str,
+    failed: Manifest,
+    plan: Plan,
+    dropins: Mapping[str, str | None],
+    event: str,
+) -> Command | None:
+    """The command that arms the switch for this switch to FAILED, or None when there is nothing
+    to go back to (a first deploy: the app was not serving before, so the new release stays and
+    `invoke verify` or `invoke rollback` settles it) or nothing switches."""
+    previous = state.live_manifest
+    if previous is None or host.dry_run or plan.action is Action.NONE:
+        return None
+    changed = changed_units(state.secret_dropins, dropins)
+    back = plan_release(
+        failed,
+        previous,
+        restart_sockets=True,
+        profile=cfg.deploy.profile,
+        secrets_changed=frozenset(changed),
+    )
+    timeout = cfg.deploy.confirm_timeout
+    why = (
+        f"no sign of life from the deployer for {timeout}s after the switch: "
+        f"{previous.release} put back by the host's dead-man switch"
+    )
+    audit = {
+        result: files.append_log(
+            layout.audit_log,
+            record_line(
+                event, failed.release, previous.release, result, why, state.live_secret_set
+            ),
+            stamped=True,
+        ).render(reveal=True)
+        for result in ("rolled-back", "rollback-failed")
+    }
+    parts = []
+    if changed:
+        old = {u: (dropin_path(u), state.secret_dropins.get(u)) for u in sorted(changed)}
+        parts.append(creds.apply_dropins(old).render(reveal=True))
+    swap = reattach_command(layout, back)
+    parts.append(
+        f"if {swap.render(reveal=True) if swap else 'true'}; then {audit['rolled-back']}; "
+        f"else {audit['rollback-failed']}; fi"
+    )
+    parts.append(lock.release(layout.lock, lock_token).render(reveal=True))
+    return deadman.arm(layout, timeout, "; ".join(parts))
