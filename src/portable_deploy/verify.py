@@ -52,6 +52,14 @@ class _Pulse:
             command, self.last = self.alive.then(command), time.monotonic()
         return facts.unit_states(self.host.run(command).stdout)
 
+    def wait(self, seconds: float) -> None:
+        """Sleep SECONDS, still beating (a settle longer than the confirm timeout must not look
+        like a dead deployer)."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, self.EVERY) if self.alive is not None else left)
+            self.beat()
+
     def beat(self) -> None:
         if self.alive is not None and time.monotonic() - self.last >= self.EVERY:
             self.host.run(self.alive)
@@ -77,7 +85,7 @@ def verify(
     states = _wait_active(pulse, units, deadline)
     health = _wait_http(host, cfg, manifest, deadline, pulse)
     if v.settle > 0:
-        time.sleep(v.settle)
+        pulse.wait(v.settle)
         after = pulse.show(units)
         for name in units:
             before, now = states[name], after.get(name)

@@ -1,0 +1,92 @@
+"""The dead-man switch through the pipeline: armed in the swap's round trip with a script that
+puts the live release back, fed while verify runs, disarmed with the success record; what the
+deployer says when the host's switch fired first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from portable_deploy import pipeline, ui
+from portable_deploy.command import Command
+from portable_deploy.commands import deadman
+from portable_deploy.errors import DeployError
+from portable_deploy.host import Result
+from portable_deploy.release import Options
+
+from .conftest import FakeHost, config, manifest, signed
+
+V2 = manifest("2", app="e")
+
+
+def _commands(host: FakeHost) -> list[Command]:
+    seen: list[Command] = []
+    original = host._execute
+
+    def spy(command: Command, timeout: float | None) -> Result:
+        seen.append(command)
+        return original(command, timeout)
+
+    host._execute = spy  # type: ignore[method-assign]
+    return seen
+
+
+def test_the_switch_is_armed_with_the_swap_to_put_the_live_release_back(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
+    """One round trip arms the switch and swaps; its script reattaches scoreboard_1, audits
+    rolled-back with the host's time and the reason, and frees this deploy's lock."""
+    seen = _commands(live_v1)
+    live_v1.version = "2"
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
+    [swap] = [c for c in seen if "deadman.arm" in c.sources]
+    assert "portablectl.reattach" in swap.sources
+    script = swap.tokens[swap.tokens.index("pd-deadman-scoreboard") + 3]
+    assert isinstance(script, str)
+    assert "/var/lib/portables/scoreboard_1.raw" in script
+    assert '"result":"rolled-back"' in script and "@AT@" in script and "dead-man" in script
+    assert "no sign of life from the deployer for 60s" in script
+    token = next(line for line in live_v1.log if 'ln "$tmp"' in line).split('"token": "')[1][:32]
+    assert token in script
+    assert live_v1.log.count("deadman.heartbeat") >= 1
+    assert live_v1.verbs().index("deadman.disarm") == len(live_v1.verbs()) - 5
+
+
+def test_a_first_deploy_and_a_dry_run_arm_nothing(tmp_path: Path, live_v1: FakeHost) -> None:
+    """With nothing live there is nothing to go back to; a dry run switches nothing."""
+    live_v1.live, live_v1.version = None, "2"
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
+    assert not any(line.startswith("deadman.") for line in live_v1.log)
+    live_v1.log.clear()
+    live_v1.live, live_v1.dry_run = "scoreboard_1", True
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(dry_run=True), ui.Steps())
+    assert not any("deadman" in line for line in live_v1.log)
+
+
+def test_a_switch_that_fired_before_the_confirmation_is_one_line(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
+    """Verify passed, but the host's switch had already put scoreboard_1 back: the deploy says
+    so and records no success."""
+    live_v1.version = "2"
+    live_v1.fail(deadman.disarm, Result("", "the dead-man switch has fired", deadman.FIRED))
+    with pytest.raises(DeployError) as e:
+        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
+    assert "passed verification too late" in e.value.message
+    assert "put scoreboard_1 back" in e.value.message
+    # The success record rode on the disarm, which failed: it was never appended.
+    disarm = live_v1.log.index("deadman.disarm")
+    assert live_v1.audit_lines() == [live_v1.log[disarm + 1]]
+
+
+def test_the_deployer_leaves_a_fired_switch_to_finish(tmp_path: Path, live_v1: FakeHost) -> None:
+    """Verify failed and the host's switch had already fired: the deployer does not reattach
+    scoreboard_1 itself and says the host did."""
+    live_v1.version = "2"
+    live_v1.health = 500
+    live_v1.fail(deadman.disarm, Result("", "the dead-man switch has fired", deadman.FIRED))
+    with pytest.raises(DeployError) as e:
+        pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
+    assert "dead-man switch has already put scoreboard_1 back" in e.value.message
+    assert not any("scoreboard_1.raw" in line and "reattach" in line for line in live_v1.log)

@@ -1,0 +1,71 @@
+"""The dead-man switch's host-side logic, run in a real sh (systemd-run itself is left to e2e):
+it waits while the heartbeat is fresh, claims the switch and reverts once it is stale, and
+stands down when it is disarmed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from portable_deploy.commands import deadman
+from portable_deploy.commands.layout import Layout
+
+
+def _start(heartbeat: Path, seconds: int, out: Path) -> subprocess.Popen[bytes]:
+    script = deadman._WAIT_THEN_REVERT
+    revert = f"echo reverted > {out}"
+    return subprocess.Popen(
+        ["sh", "-c", script, "sh", "unit", str(heartbeat), str(seconds), revert]
+    )
+
+
+def test_a_stale_heartbeat_fires_the_revert_once(tmp_path: Path) -> None:
+    """With no sign of life for SECONDS the revert runs and the heartbeat becomes .fired."""
+    hb, out = tmp_path / "hb", tmp_path / "out"
+    hb.touch()
+    proc = _start(hb, 1, out)
+    assert proc.wait(timeout=20) == 0
+    assert out.read_text() == "reverted\n"
+    assert not hb.exists() and (tmp_path / "hb.fired").exists()
+
+
+def test_a_fresh_heartbeat_holds_the_revert(tmp_path: Path) -> None:
+    """While the heartbeat is touched, nothing happens; once disarmed (no heartbeat) the switch
+    exits without reverting."""
+    hb, out = tmp_path / "hb", tmp_path / "out"
+    hb.touch()
+    proc = _start(hb, 3, out)
+    for _ in range(4):
+        time.sleep(1)
+        os.utime(hb)
+    assert proc.poll() is None and not out.exists()
+    hb.unlink()  # what disarm does
+    assert proc.wait(timeout=20) == 0
+    assert not out.exists()
+
+
+def test_disarm_reports_a_switch_that_fired(tmp_path: Path) -> None:
+    """disarm exits FIRED when the switch has claimed itself, and removes the heartbeat
+    otherwise."""
+    layout = Layout("app")
+    command = deadman.disarm(layout)
+    assert command.mutates
+    hb = tmp_path / "hb"
+    script = command.tokens[2]
+    run = ["sh", "-c", str(script), "sh", "pd-deadman-none", str(hb)]
+    hb.touch()
+    assert subprocess.run(run, capture_output=True).returncode == 0 and not hb.exists()
+    (tmp_path / "hb.fired").touch()
+    result = subprocess.run(run, capture_output=True, text=True)
+    assert result.returncode == deadman.FIRED and "fired" in result.stderr
+
+
+def test_arm_names_the_unit_the_timeout_and_the_script() -> None:
+    """arm starts a transient timer for the app, with the timeout and the revert script."""
+    rendered = deadman.arm(Layout("app"), 60, "echo back").render()
+    assert "systemd-run --quiet --unit=" in rendered
+    assert rendered.endswith(
+        "sh pd-deadman-app /var/lib/portable-deploy/app/deadman.heartbeat 60 'echo back'"
+    )
