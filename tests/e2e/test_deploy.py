@@ -421,12 +421,25 @@ def test_a_full_disk_fails_the_upload_in_one_line_and_cleans_up(project: Project
 
 
 def _deploy_and_then(
-    project: Project, version: str, act: Callable[[subprocess.Popen[str]], None]
+    project: Project,
+    version: str,
+    act: Callable[[subprocess.Popen[str]], None],
+    confirm_timeout: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Deploy VERSION with a long settle; once verify has begun (the switch is made), ACT."""
-    toml = _variant(
-        project, "slow-settle", {"deploy.toml": ("timeout = 60", "timeout = 60\nsettle = 20")}
-    )
+    """Deploy VERSION with a long settle (and CONFIRM_TIMEOUT, if given); once verify has begun
+    (the switch is made), ACT."""
+    edits = {"deploy.toml": ("timeout = 60", "timeout = 60\nsettle = 20")}
+    if confirm_timeout is not None:
+        edits = {
+            "deploy.toml": (
+                "[deploy]\n",
+                f"[deploy]\nconfirm_timeout = {confirm_timeout}\n",
+            )
+        }
+    name = "slow-settle" if confirm_timeout is None else f"confirm-{confirm_timeout}"
+    toml = _variant(project, name, edits)
+    if confirm_timeout is not None and "settle = 20" not in toml.read_text():
+        toml.write_text(toml.read_text().replace("timeout = 60", "timeout = 60\nsettle = 20"))
     args = ["deploy", *(["--no-build"] if project.built(version) else [])]
     env = dict(project.env, DEPLOY_VERSION=version, DEPLOY_TOML=str(toml), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
@@ -558,3 +571,33 @@ def test_a_profile_change_is_an_announced_restart_that_keeps_the_sockets(
     assert project.get("/healthz") == (200, "ok\n")
     for unit, since in sockets.items():
         assert project.unit(unit, "ActiveEnterTimestampMonotonic") == since
+
+
+def test_a_deployer_killed_after_the_switch_is_healed_by_the_host(project: Project) -> None:
+    """SIGKILL of the deploying process during verify (nothing of it runs again): within the
+    confirm timeout the host's dead-man switch puts the previous release back, audits why and
+    frees the lock, so the next plain deploy needs no --break-lock."""
+    state = project.bring_to_any(other_than="e2edead")
+    result = _deploy_and_then(
+        project, "e2edead", lambda proc: proc.send_signal(signal.SIGKILL), confirm_timeout=10
+    )
+    assert result.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if project.state().live == state.live and "free" in project.ssh(
+            f"test -e {LAYOUT.lock} && echo held || echo free"
+        ):
+            break
+        time.sleep(2)
+    assert project.state().live == state.live
+    assert project.get("/version") == (200, f"{state.live}\n")
+    audit = _last_audit(project)
+    assert (audit["release"], audit["live"], audit["result"]) == (
+        "scoreboard_e2edead",
+        f"scoreboard_{state.live}",
+        "rolled-back",
+    )
+    assert "dead-man switch" in audit["message"] and "for 10s" in audit["message"]
+    assert project.ssh(f"test -e {LAYOUT.lock} && echo held || echo free").strip() == "free"
+    ok(project.deploy_built("e2edead"))
+    assert project.get("/version") == (200, "e2edead\n")
