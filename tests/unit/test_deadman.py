@@ -69,3 +69,10 @@ def test_arm_names_the_unit_the_timeout_and_the_script() -> None:
     assert rendered.endswith(
         "sh pd-deadman-app /var/lib/portable-deploy/app/deadman.heartbeat 60 'echo back'"
     )
+
+
+def test_what_systemd_would_expand_is_doubled() -> None:
+    """systemd expands $VAR and % specifiers in ExecStart=: the switch's scripts double them."""
+    assert deadman.systemd_literal('printf "%s" "$1"') == 'printf "%%s" "$$1"'
+    rendered = deadman.arm(Layout("app"), 60, 'echo "$HOME" 100%').render()
+    assert 'echo "$$HOME" 100%%' in rendered and "date +%%s" in rendered

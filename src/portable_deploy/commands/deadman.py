@@ -27,13 +27,21 @@ _WAIT_THEN_REVERT = (
     'eval "$4"'
 )
 
+
+def systemd_literal(text: str) -> str:
+    """TEXT as a literal word of a unit's ExecStart= (what systemd-run writes): systemd expands
+    ``$VAR`` and ``%`` specifiers there, so each ``$`` and ``%`` is doubled."""
+    return text.replace("%", "%%").replace("$", "$$")
+
+
+# $4 is the revert script, already a systemd literal (systemd gives the shell the original).
 _ARM = (
     'systemctl stop "$1.timer" "$1.service" 2>/dev/null; '
     'systemctl reset-failed "$1.timer" "$1.service" 2>/dev/null; '
     'rm -f "$2.fired"; touch "$2" && '
     'systemd-run --quiet --unit="$1" --on-active="$3s" --timer-property=AccuracySec=1s '
     '--description="portable-deploy dead-man switch" '
-    f'sh -c \'{_WAIT_THEN_REVERT}\' sh "$1" "$2" "$3" "$4"'
+    f'sh -c \'{systemd_literal(_WAIT_THEN_REVERT)}\' sh "$1" "$2" "$3" "$4"'
 )
 
 _DISARM = (
@@ -50,7 +58,9 @@ def unit(layout: Layout) -> str:
 @builder
 def arm(layout: Layout, seconds: int, revert: str) -> Command:
     """Start the switch: REVERT runs unless the heartbeat is touched at least every SECONDS."""
-    return sh_args(_ARM, unit(layout), layout.heartbeat, str(seconds), revert, mutates=True)
+    return sh_args(
+        _ARM, unit(layout), layout.heartbeat, str(seconds), systemd_literal(revert), mutates=True
+    )
 
 
 @builder
