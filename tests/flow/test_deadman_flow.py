@@ -42,8 +42,10 @@ def test_the_switch_is_armed_with_the_swap_to_put_the_live_release_back(
     pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
     [swap] = [c for c in seen if "deadman.arm" in c.sources]
     assert "portablectl.reattach" in swap.sources
-    script = swap.tokens[swap.tokens.index("pd-deadman-scoreboard") + 3]
-    assert isinstance(script, str)
+    # The script goes on stdin into a root-only file that the timer runs.
+    assert "/var/lib/portable-deploy/scoreboard/deadman.sh" in swap.render()
+    assert swap.stdin is not None
+    script = swap.stdin.value
     assert "/var/lib/portables/scoreboard_1.raw" in script
     assert '"result":"rolled-back"' in script and "@AT@" in script and "dead-man" in script
     assert "no sign of life from the deployer for 60s" in script

@@ -64,7 +64,7 @@ def test_a_secret_is_encrypted_on_the_host_from_stdin_and_never_shown(
     original = live_v1._execute
 
     def spy(command, timeout):  # type: ignore[no-untyped-def]
-        if command.stdin is not None:
+        if command.stdin is not None and "creds.encrypt" in command.sources:
             sent.append(command.stdin.value)
         return original(command, timeout)
 

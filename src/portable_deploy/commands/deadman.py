@@ -11,37 +11,33 @@ host that puts the previous release back by itself within the timeout.
 
 from __future__ import annotations
 
-from ..command import Command, builder, sh_args
+from ..command import Command, Secret, builder, sh_args
 from .layout import Layout
 
 #: ``disarm`` exits with this when the switch has already fired (the host is reverting).
 FIRED = 3
 
-# $1 unit, $2 heartbeat, $3 seconds, $4 the revert script.
-_WAIT_THEN_REVERT = (
-    'while :; do [ -e "$2" ] || exit 0; '
-    'age=$(( $(date +%s) - $(stat -c %Y "$2" 2>/dev/null || echo 0) )); '
-    '[ "$age" -ge "$3" ] && break; sleep 1; done; '
+#: The switch's script, written to a root-only file by ``arm``: $1 heartbeat, $2 seconds; the
+#: revert follows it. A file, not an argument of systemd-run: a transient unit's command line is
+#: written to /run/systemd/transient/ and parsed again at every daemon-reload (the reattach does
+#: one), which mangles a shell script's quoting and semicolons (seen on systemd 252).
+WAIT = (
+    'while :; do [ -e "$1" ] || exit 0; '
+    'age=$(( $(date +%s) - $(stat -c %Y "$1" 2>/dev/null || echo 0) )); '
+    '[ "$age" -ge "$2" ] && break; sleep 1; done; '
     # Claim the switch: after this rename a disarm sees "fired" and leaves it alone.
-    'mv "$2" "$2.fired" 2>/dev/null || exit 0; '
-    'eval "$4"'
+    'mv "$1" "$1.fired" 2>/dev/null || exit 0; '
 )
 
-
-def systemd_literal(text: str) -> str:
-    """TEXT as a literal word of a unit's ExecStart= (what systemd-run writes): systemd expands
-    ``$VAR`` and ``%`` specifiers there, so each ``$`` and ``%`` is doubled."""
-    return text.replace("%", "%%").replace("$", "$$")
-
-
-# $4 is the revert script, already a systemd literal (systemd gives the shell the original).
+# $1 unit, $2 heartbeat, $3 seconds, $4 the script's path; the script's text on stdin (it is
+# long, and an error message or --echo shows the command line).
 _ARM = (
     'systemctl stop "$1.timer" "$1.service" 2>/dev/null; '
     'systemctl reset-failed "$1.timer" "$1.service" 2>/dev/null; '
     'rm -f "$2.fired"; touch "$2" && '
+    '(umask 077; cat > "$4.tmp") && mv -f "$4.tmp" "$4" && '
     'systemd-run --quiet --unit="$1" --on-active="$3s" --timer-property=AccuracySec=1s '
-    '--description="portable-deploy dead-man switch" '
-    f'sh -c \'{systemd_literal(_WAIT_THEN_REVERT)}\' sh "$1" "$2" "$3" "$4"'
+    '--description="portable-deploy dead-man switch" sh "$4" "$2" "$3"'
 )
 
 _DISARM = (
@@ -58,9 +54,8 @@ def unit(layout: Layout) -> str:
 @builder
 def arm(layout: Layout, seconds: int, revert: str) -> Command:
     """Start the switch: REVERT runs unless the heartbeat is touched at least every SECONDS."""
-    return sh_args(
-        _ARM, unit(layout), layout.heartbeat, str(seconds), systemd_literal(revert), mutates=True
-    )
+    command = sh_args(_ARM, unit(layout), layout.heartbeat, str(seconds), layout.deadman_script)
+    return Command(command.tokens, mutates=True, stdin=Secret(WAIT + revert + "\n"))
 
 
 @builder

@@ -62,6 +62,11 @@ class Layout:
         return f"{self.state_dir}/deadman.heartbeat"
 
     @property
+    def deadman_script(self) -> str:
+        """The dead-man switch's revert script (root-only), run by its transient timer."""
+        return f"{self.state_dir}/deadman.sh"
+
+    @property
     def lock(self) -> str:
         return f"{self.state_dir}/deploy.lock"
 
