@@ -34,28 +34,25 @@ def record(
     """Append one JSON line to the host's audit log (SECRETS: the id of the secret set the live
     release runs with; never a value); FIRST runs before, in the same command (and the line is
     appended only if it succeeds)."""
-    entry = AuditRecord(
-        at=datetime.now(UTC).isoformat(timespec="seconds"),
-        event=event,
-        release=release,
-        live=live,
-        result=result,
-        user=getpass.getuser(),
-        origin=socket.gethostname(),
-        message=message,
-        secrets=secrets,
-    )
-    append = files.append_log(layout.audit_log, entry.to_json())
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    line = record_line(event, release, live, result, message, secrets, at=now)
+    append = files.append_log(layout.audit_log, line)
     host.run(first.then(append) if first is not None else append)
 
 
 def record_line(
-    event: str, release: str, live: str | None, result: str, message: str, secrets: str
+    event: str,
+    release: str,
+    live: str | None,
+    result: str,
+    message: str,
+    secrets: str,
+    at: str = files.STAMP,
 ) -> str:
-    """An audit line that the host writes itself later (the dead-man switch): its time is
-    stamped when it is appended (``files.STAMP``), its user is the deployer's."""
+    """One audit line by this user from this machine. By default its time is ``files.STAMP``,
+    which the host fills in when it appends the line (the dead-man switch writes it later)."""
     return AuditRecord(
-        at=files.STAMP,
+        at=at,
         event=event,
         release=release,
         live=live,
