@@ -53,9 +53,12 @@ def test_disarm_reports_a_switch_that_fired(tmp_path: Path) -> None:
     assert command.mutates
     hb = tmp_path / "hb"
     script = command.tokens[2]
-    run = ["sh", "-c", str(script), "sh", "pd-deadman-none", str(hb)]
+    sh_file = tmp_path / "deadman.sh"
+    run = ["sh", "-c", str(script), "sh", "pd-deadman-none", str(hb), str(sh_file)]
     hb.touch()
-    assert subprocess.run(run, capture_output=True).returncode == 0 and not hb.exists()
+    sh_file.touch()
+    assert subprocess.run(run, capture_output=True).returncode == 0
+    assert not hb.exists() and not sh_file.exists()
     (tmp_path / "hb.fired").touch()
     result = subprocess.run(run, capture_output=True, text=True)
     assert result.returncode == deadman.FIRED and "fired" in result.stderr

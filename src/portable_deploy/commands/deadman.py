@@ -42,7 +42,7 @@ _ARM = (
 
 _DISARM = (
     f'if [ -e "$2.fired" ]; then echo "the dead-man switch has fired" >&2; exit {FIRED}; fi; '
-    'rm -f "$2"; systemctl stop "$1.timer" "$1.service" 2>/dev/null; '
+    'rm -f "$2" "$3"; systemctl stop "$1.timer" "$1.service" 2>/dev/null; '
     'systemctl reset-failed "$1.timer" "$1.service" 2>/dev/null; true'
 )
 
@@ -68,4 +68,4 @@ def heartbeat(layout: Layout) -> Command:
 def disarm(layout: Layout) -> Command:
     """Stop the switch; exits ``FIRED`` if it already fired (the host is putting the previous
     release back, or has)."""
-    return sh_args(_DISARM, unit(layout), layout.heartbeat, mutates=True)
+    return sh_args(_DISARM, unit(layout), layout.heartbeat, layout.deadman_script, mutates=True)
