@@ -21,6 +21,30 @@ from .preflight import HostState
 from .steps import reattach_command
 
 
+def way_back(
+    cfg: Config,
+    state: HostState,
+    failed: Manifest,
+    previous: Manifest,
+    dropins: Mapping[str, str | None],
+) -> tuple[Plan, Command | None]:
+    """From FAILED (switched to with DROPINS) back to PREVIOUS: the plan, and the command that
+    puts back the secrets drop-ins PREVIOUS ran with (None: they did not change). What both the
+    deployer's own rollback and the dead-man switch do."""
+    changed = changed_units(state.secret_dropins, dropins)
+    back = plan_release(
+        failed,
+        previous,
+        restart_sockets=True,
+        profile=cfg.deploy.profile,
+        secrets_changed=frozenset(changed),
+    )
+    if not changed:
+        return back, None
+    old = {u: (dropin_path(u), state.secret_dropins.get(u)) for u in sorted(changed)}
+    return back, creds.apply_dropins(old)
+
+
 def dead_man(
     host: Remote,
     cfg: Config,
@@ -38,14 +62,7 @@ def dead_man(
     previous = state.live_manifest
     if previous is None or host.dry_run or plan.action is Action.NONE:
         return None
-    changed = changed_units(state.secret_dropins, dropins)
-    back = plan_release(
-        failed,
-        previous,
-        restart_sockets=True,
-        profile=cfg.deploy.profile,
-        secrets_changed=frozenset(changed),
-    )
+    back, restore = way_back(cfg, state, failed, previous, dropins)
     timeout = cfg.deploy.confirm_timeout
     why = (
         f"no sign of life from the deployer for {timeout}s after the switch: "
@@ -61,10 +78,7 @@ def dead_man(
         ).render(reveal=True)
         for result in ("rolled-back", "rollback-failed")
     }
-    parts = []
-    if changed:
-        old = {u: (dropin_path(u), state.secret_dropins.get(u)) for u in sorted(changed)}
-        parts.append(creds.apply_dropins(old).render(reveal=True))
+    parts = [restore.render(reveal=True)] if restore is not None else []
     swap = reattach_command(layout, back)
     parts.append(
         f"if {swap.render(reveal=True) if swap else 'true'}; then {audit['rolled-back']}; "

@@ -20,7 +20,7 @@ from .commands import creds, deadman, files
 from .commands.layout import Layout
 from .config import Config
 from .credentials import SET_FILE, SecretSet, changed_units, dropin_path, set_id_of, wanted_dropins
-from .deadman_switch import dead_man
+from .deadman_switch import dead_man, way_back
 from .errors import DeployError
 from .history import (
     ReleaseRow,
@@ -303,10 +303,9 @@ def _reattach(
     for command in before:
         first = command if first is None else first.then(command)
     with steps.step(f"reattach {plan.release} on {s.host.name}"), interrupts.deferred():
-        if plan.action is Action.NONE and first is not None:
-            s.host.run(first)  # only drop-ins changed... and nothing to reattach
-        else:
-            reattach(s.host, s.layout, plan, first)
+        # A changed drop-in always makes a plan that reattaches (plan_release), so nothing in
+        # FIRST is lost when there is nothing to reattach.
+        reattach(s.host, s.layout, plan, first)
 
 
 def switch(
@@ -427,27 +426,13 @@ def _revert_now(
             f"{failed.release} stays attached{note}",
             hint=f"see `invoke logs --host {host.name}`, fix, and deploy again",
         )
-    changed = changed_units(s.state.secret_dropins, dropins)
-    back = plan_release(
-        failed,
-        previous,
-        restart_sockets=True,
-        profile=s.cfg.deploy.profile,
-        secrets_changed=frozenset(changed),
-    )
+    back, restore = way_back(s.cfg, s.state, failed, previous, dropins)
     try:
         with steps.step(f"roll back {host.name} to {previous.release}"):
             # A key removed from the trust root since is not honoured by a rollback either.
             check_release(host, layout, previous, s.cfg.sign.principal, Where.INSTALLED)
-            if changed:  # the secrets the previous release ran with come back with it
-                host.run(
-                    creds.apply_dropins(
-                        {
-                            u: (dropin_path(u), s.state.secret_dropins.get(u))
-                            for u in sorted(changed)
-                        }
-                    )
-                )
+            if restore is not None:  # the secrets the previous release ran with come back
+                host.run(restore)
             reattach(host, layout, back)
             verify(host, s.cfg, previous, steps)
     except DeployError as second:
