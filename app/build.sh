@@ -8,7 +8,9 @@
 #   OUT                output directory (default: build/ at the repo root;
 #                      a relative OUT is taken from the caller's working directory)
 #   SCOREBOARD_BROKEN  1 = bake in -X main.failHealth=1 (a release whose /healthz
-#                      answers 500, for deploy/rollback tests); 0 or unset = normal
+#                      answers 500, for deploy/rollback tests); start = -X main.crash=start
+#                      (exits at start); later = -X main.crash=later (exits 1 s after its
+#                      first /healthz, then crash-loops); 0 or unset = normal
 #   LITESTREAM         path of the Litestream binary to copy (default: found on PATH)
 #   GO                 go command (default: go); GOCACHE is honoured if set
 #
@@ -26,7 +28,8 @@ esac
 case ${SCOREBOARD_BROKEN:-0} in
     0) broken= ;;
     1) broken=' -X main.failHealth=1' ;;
-    *) die "SCOREBOARD_BROKEN must be 0 or 1, not '${SCOREBOARD_BROKEN}'" ;;
+    start | later) broken=" -X main.crash=${SCOREBOARD_BROKEN}" ;;
+    *) die "SCOREBOARD_BROKEN must be 0, 1, start or later, not '${SCOREBOARD_BROKEN}'" ;;
 esac
 
 if [ -n "${OUT:-}" ]; then
@@ -95,4 +98,4 @@ cp "$litestream" "$OUT/litestream.tmp"
 chmod 0755 "$OUT/scoreboard" "$OUT/litestream.tmp"
 mv -f "$OUT/litestream.tmp" "$OUT/litestream"
 
-echo "build.sh: built $OUT/scoreboard (version $APP_VERSION${broken:+, failHealth=1}) and copied $litestream to $OUT/litestream" >&2
+echo "build.sh: built $OUT/scoreboard (version $APP_VERSION${broken:+, broken:$broken}) and copied $litestream to $OUT/litestream" >&2

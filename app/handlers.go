@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -24,6 +25,9 @@ type app struct {
 	store      *store
 	version    string
 	failHealth bool
+	crashLater bool          // crash=later: close crashed 1 s after the first /healthz
+	crashed    chan struct{} // closed when the crash is due
+	crashOnce  sync.Once
 	debug      bool
 	token      *apiToken // nil: no API token configured
 }
@@ -168,6 +172,9 @@ func (a *app) healthz(w http.ResponseWriter, r *http.Request) {
 	if a.failHealth {
 		http.Error(w, "failing on purpose (failHealth)", http.StatusInternalServerError)
 		return
+	}
+	if a.crashLater {
+		a.crashOnce.Do(func() { time.AfterFunc(time.Second, func() { close(a.crashed) }) })
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()

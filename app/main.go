@@ -35,7 +35,10 @@
 //	SCOREBOARD_DEBUG=1      enable GET /debug/sleep?ms=N (tests)
 //
 // Build-time variables (go build -ldflags "-X main.NAME=VALUE"):
-// version (default "dev") and failHealth ("1" builds a deliberately broken release).
+// version (default "dev"), failHealth ("1" builds a release whose /healthz fails) and crash
+// (deliberately broken releases for the fault suite: "start" exits at once with an error;
+// "later" exits 1 s after it has answered its first /healthz, so it passes a first health
+// check and then crash-loops under Restart=on-failure).
 package main
 
 import (
@@ -55,6 +58,7 @@ import (
 var (
 	version    = "dev"
 	failHealth = ""
+	crash      = ""
 )
 
 const (
@@ -74,6 +78,9 @@ func main() {
 }
 
 func run() error {
+	if crash == "start" {
+		return fmt.Errorf("exiting at start on purpose (a release built with crash=start)")
+	}
 	passed, err := activationListeners()
 	if err != nil {
 		return err
@@ -123,6 +130,8 @@ func run() error {
 		version:    version,
 		failHealth: failHealth == "1" || os.Getenv("SCOREBOARD_FAIL_HEALTH") == "1",
 		debug:      os.Getenv("SCOREBOARD_DEBUG") == "1",
+		crashLater: crash == "later",
+		crashed:    make(chan struct{}),
 		token:      token,
 	}
 	logf("%s", tokenDesc)
@@ -187,6 +196,9 @@ func run() error {
 	case err := <-serveErr:
 		exitErr = fmt.Errorf("serve: %v", err)
 		logf("%v: shutting down", exitErr)
+	case <-a.crashed:
+		logf("crashing on purpose 1 s after the first health check (a release built with crash=later)")
+		os.Exit(1)
 	}
 
 	// Drain all servers at once, within one deadline.

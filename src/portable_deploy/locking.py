@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from . import facts, ui
-from .commands import lock
+from .commands import deadman, lock
 from .commands.layout import Layout
 from .config import Config
 from .errors import DeployError
@@ -47,15 +47,19 @@ def deploy_lock(
         },
         sort_keys=True,
     )
+    # A dead-man switch still armed when the lock is ours belongs to a deploy that is gone (or
+    # whose lock was broken): it puts back what that deploy replaced, now, before the state is
+    # read; never under a new deploy.
+    acquire = lock.acquire(layout.lock, record, layout.incoming_dir, deadman.finish(layout))
     if host.dry_run:
-        host.run(lock.acquire(layout.lock, record, layout.incoming_dir))
+        host.run(acquire)
         yield token
         return
-    result = host.run(lock.acquire(layout.lock, record, layout.incoming_dir), check=False)
+    result = host.run(acquire, check=False)
     if result.exit_code == lock.HELD:
         holder = facts.lock_record(result.stdout)
         if holder is None:  # released in between: try once more
-            result = host.run(lock.acquire(layout.lock, record, layout.incoming_dir), check=False)
+            result = host.run(acquire, check=False)
         elif _owner_gone(holder) or (break_lock and _stale(holder, cfg.deploy.lock_ttl)):
             if not break_lock:
                 ui.console.print(
@@ -66,7 +70,7 @@ def deploy_lock(
                     highlight=False,
                 )
             host.run(lock.break_(layout.lock, holder.token))
-            result = host.run(lock.acquire(layout.lock, record, layout.incoming_dir), check=False)
+            result = host.run(acquire, check=False)
         else:
             raise DeployError(_held_message(host.name, holder, cfg.deploy.lock_ttl, break_lock))
     if result.exit_code == lock.NOT_SET_UP:
@@ -75,8 +79,13 @@ def deploy_lock(
             hint=f"run `invoke host.setup --host {host.name}` once",
         )
     if result.exit_code != 0:
-        raise RemoteCommandError(
-            host.name, lock.acquire(layout.lock, record, layout.incoming_dir), result
+        raise RemoteCommandError(host.name, acquire, result)
+    if deadman.FINISHED in result.stdout:
+        ui.console.print(
+            f"[{host.name}] a deploy that is gone left the host's dead-man switch armed: it "
+            "put back the release that deploy had replaced, first (see the audit log)",
+            markup=False,
+            highlight=False,
         )
     try:
         yield token

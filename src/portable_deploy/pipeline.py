@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NoReturn
 
-from . import facts, interrupts, profiles, ui
+from . import facts, failpoints, interrupts, profiles, ui
 from .command import Command
 from .commands import creds, deadman, files
 from .commands.layout import Layout
@@ -186,6 +186,7 @@ def rollback_on(host: Remote, cfg: Config, to: str | None, opts: Options, steps:
             )
         with steps.step(f"check {target.release} on {host.name}"):
             check_release(host, s.layout, target, cfg.sign.principal, Where.INSTALLED)
+            failpoints.reach("checked")
             # The secrets the target ran with come back with it (never today's).
             secrets = recorded_secret_set(host, s.layout, s.state, target.release)
         return switch(s, target, opts, steps, "rollback", secrets)
@@ -227,7 +228,9 @@ def _upload_checked(s: Session, signed: Signed, steps: ui.Steps, event: str) -> 
     m = signed.manifest
     try:
         where = upload(s.host, s.layout, signed, steps)
+        failpoints.reach("uploaded")
         check_release(s.host, s.layout, m, s.cfg.sign.principal, where)
+        failpoints.reach("checked")
         install(s.host, s.layout, m, where)
     except DeployError as error:
         if not s.host.dry_run:
@@ -384,27 +387,33 @@ def _revert(
 ) -> NoReturn:
     """Roll back to the release that was live: check its signature again, put its secrets
     drop-ins back, reattach, verify, audit; then raise one message. Interrupts wait until it is
-    done (a second one does not). An armed dead-man switch is disarmed first; if it has fired,
-    the host is already doing this and the deployer leaves it be."""
+    done (a second one does not). An armed dead-man switch stays armed until the rollback is
+    audited, with the deployer's heartbeat on each of its commands: a deployer that dies during
+    its own rollback leaves the rest to the host. If the switch has fired, the host is doing this
+    already and the deployer leaves it be."""
     with interrupts.deferred():
         if armed:
-            _disarm_for_revert(s, failed, failure)
+            _hold_switch(s, failed, failure)
         _revert_now(s, failed, failure, steps, event, dropins, armed)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _disarm_for_revert(s: Session, failed: Manifest, failure: SwitchFailed) -> None:
+def _hold_switch(s: Session, failed: Manifest, failure: SwitchFailed) -> None:
     try:
-        result = s.host.run(deadman.disarm(s.layout), check=False)
-    except TransportError:
-        return  # the revert below reconnects, or says the host will revert by itself
+        result = s.host.run(deadman.hold(s.layout), check=False)
+    except DeployError:
+        return  # unreachable: the revert below tries again, or says the host will revert
     if result.exit_code == deadman.FIRED:
-        previous = s.state.live_manifest.release if s.state.live_manifest else "?"
         raise DeployError(
-            f"[{s.host.name}] {failed.release} {failure.what}: {failure.message}; the host's "
-            f"dead-man switch has already put {previous} back",
+            f"[{s.host.name}] {failed.release} {failure.what}: {failure.message}; "
+            + _switch_fired(s),
             hint=f"see `invoke releases --host {s.host.name}` and the audit log",
         )
+
+
+def _switch_fired(s: Session) -> str:
+    previous = s.state.live_manifest.release if s.state.live_manifest else "?"
+    return f"the host's dead-man switch has already put {previous} back"
 
 
 def _revert_now(
@@ -427,16 +436,26 @@ def _revert_now(
             hint=f"see `invoke logs --host {host.name}`, fix, and deploy again",
         )
     back, restore = way_back(s.cfg, s.state, failed, previous, dropins)
+    alive = deadman.heartbeat(layout) if armed else None
     try:
         with steps.step(f"roll back {host.name} to {previous.release}"):
             # A key removed from the trust root since is not honoured by a rollback either.
             check_release(host, layout, previous, s.cfg.sign.principal, Where.INSTALLED)
             if restore is not None:  # the secrets the previous release ran with come back
                 host.run(restore)
-            reattach(host, layout, back)
-            verify(host, s.cfg, previous, steps)
+            failpoints.reach("rolling-back")
+            reattach(host, layout, back, alive)
+            verify(host, s.cfg, previous, steps, alive)
     except DeployError as second:
-        note = _audit(s, event, failed.release, previous.release, "rollback-failed", second.message)
+        note = _audit(
+            s,
+            event,
+            failed.release,
+            previous.release,
+            "rollback-failed",
+            second.message,
+            disarm=armed,
+        )
         raise DeployError(
             f"{what} ({failure.message}) and the rollback to {previous.release} failed too: "
             f"{second.message}{note}",
@@ -444,7 +463,7 @@ def _revert_now(
                 f"the host's dead-man switch puts {previous.release} back within "
                 f"{s.cfg.deploy.confirm_timeout}s of the last sign of life; then check it with "
                 f"`invoke status --host {host.name}`"
-                if armed
+                if armed and note
                 else f"look at the host now: `invoke status --host {host.name}` and `invoke logs`"
             ),
         ) from None
@@ -456,6 +475,7 @@ def _revert_now(
         "rolled-back",
         failure.message,
         s.state.live_secret_set,
+        disarm=armed,
     )
     raise DeployError(
         f"{what}: {failure.message}; rolled back, {previous.release} is live{note}",
@@ -471,10 +491,18 @@ def _audit(
     result: str,
     message: str,
     secrets: str = "",
+    disarm: bool = False,
 ) -> str:
-    """Append the audit record; if even that fails (the host is unreachable), say so instead."""
+    """Append the audit record (after disarming the dead-man switch, in the same command, with
+    DISARM); if that fails (the host is unreachable), say so instead: the switch, if armed,
+    stays armed and finishes the job on the host."""
     try:
-        record(s.host, s.layout, event, release, live, result, message, secrets)
+        first = deadman.disarm(s.layout) if disarm else None
+        record(s.host, s.layout, event, release, live, result, message, secrets, first=first)
+    except RemoteCommandError as e:
+        if disarm and e.result.exit_code == deadman.FIRED:
+            return f" ({_switch_fired(s)} and audited it)"
+        return f" (not audited: {e.message})"
     except DeployError as e:
         return f" (not audited: {e.message})"
     return ""

@@ -13,13 +13,13 @@ import dataclasses
 from collections.abc import Sequence
 from secrets import token_hex
 
-from . import facts, image, ui
+from . import facts, failpoints, image, ui
 from .command import Command, Secret
 from .commands import creds, files, portablectl, systemctl, trust
 from .commands.layout import Layout
 from .credentials import Entry, SecretSet, env_file, env_line
 from .errors import DeployError
-from .host import Remote, RemoteCommandError, RemoteTimeout, TransportError
+from .host import Progress, Remote, RemoteCommandError, RemoteTimeout, TransportError
 from .manifest import Manifest
 from .plan import Action, Plan
 from .preflight import HostState
@@ -90,7 +90,7 @@ def upload(host: Remote, layout: Layout, signed: Signed, steps: ui.Steps) -> Whe
             steps.info(f"{m.image_name} already on {host.name} (same sha256): not sent again")
             return Where.STAGED_MANIFEST
         with ui.transfer(f"{m.image_name} -> {host.name}", m.image_size) as progress:
-            host.put(signed.artifact.image, target, progress)
+            host.put(signed.artifact.image, target, _halfway(progress, "upload"))
     except TransportError:
         # A full disk: delete what was staged now, so that the host has room again (for the
         # audit line, first of all). If the connection is gone, the next lock empties staging.
@@ -110,6 +110,19 @@ def upload(host: Remote, layout: Layout, signed: Signed, steps: ui.Steps) -> Whe
             hint="retry the deploy",
         )
     return Where.STAGED
+
+
+def _halfway(progress: Progress, failpoint: str) -> Progress:
+    """PROGRESS, and the failpoint FAILPOINT once half of the bytes are sent."""
+    if not failpoints.armed(failpoint):
+        return progress
+
+    def update(done: int, total: int) -> None:
+        progress(done, total)
+        if 2 * done >= total:
+            failpoints.reach(failpoint)
+
+    return update
 
 
 def check_release(
@@ -161,24 +174,29 @@ def check_release(
 
 
 def install(host: Remote, layout: Layout, manifest: Manifest, where: Where) -> None:
-    """Move the checked release into place (a rename: the image is complete or absent)."""
-    if where is Where.STAGED:
-        host.run(
-            files.move(layout.incoming_image(manifest.release), layout.image(manifest.release))
-        )
+    """Move the checked release into place, in one command: the signed manifest first and the
+    image last (renames, so each is complete or absent; synced, so a power cut keeps them so)."""
     incoming = f"{layout.incoming_dir}/{manifest.manifest_name}"
-    host.run(files.move(incoming + ".sig", layout.signature(manifest.release)))
-    host.run(files.move(incoming, layout.manifest(manifest.release)))
+    moves = [
+        (incoming + ".sig", layout.signature(manifest.release)),
+        (incoming, layout.manifest(manifest.release)),
+    ]
+    if where is Where.STAGED:
+        moves.append((layout.incoming_image(manifest.release), layout.image(manifest.release)))
+    host.run(files.install(moves))
 
 
-def reattach_command(layout: Layout, plan: Plan) -> Command | None:
-    """The swap and the restarts it needs, as one command that stops at the first failure."""
+def reattach_command(layout: Layout, plan: Plan, pause: Command | None = None) -> Command | None:
+    """The swap and the restarts it needs, as one command that stops at the first failure
+    (PAUSE, a failpoint, runs between the swap and the restarts)."""
     image_path = layout.image(plan.release)
     if plan.action is Action.NONE:
         return None
     if plan.action is Action.ATTACH:
         return portablectl.attach(image_path, plan.profile, now=True, enable=True)
     command = portablectl.reattach(image_path, plan.profile, now=False, enable=True)
+    if pause is not None:
+        command = command.then(pause)
     for units, builder in (
         (plan.stop, systemctl.stop),
         (plan.restart, systemctl.restart),
@@ -194,7 +212,7 @@ def reattach(
 ) -> Command | None:
     """Switch the attached image, then stop, restart and start exactly the units the plan names
     (BEFORE, such as arming the dead-man switch, runs first in the same round trip)."""
-    command = reattach_command(layout, plan)
+    command = reattach_command(layout, plan, failpoints.host_pause("reattached"))
     if command is None:
         return None
     if before is not None:

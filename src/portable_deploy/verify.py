@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from . import facts, tls, ui
+from . import facts, failpoints, tls, ui
 from .command import Command
 from .commands import systemctl
 from .config import Config, TlsConfig, VerifyConfig
@@ -84,6 +84,7 @@ def verify(
     pulse = _Pulse(host, alive)
     states = _wait_active(pulse, units, deadline)
     health = _wait_http(host, cfg, manifest, deadline, pulse)
+    failpoints.reach("verifying")
     if v.settle > 0:
         pulse.wait(v.settle)
         after = pulse.show(units)

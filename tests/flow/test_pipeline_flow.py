@@ -44,11 +44,7 @@ def test_deploy_of_an_app_change_runs_the_commands_in_order(
         "sha256",
         "verify-signature",
         "verify-image-hash",
-        f"mv -f /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.raw {IMG}",
-        "mv -f /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.manifest.json.sig "
-        "/var/lib/portable-deploy/scoreboard/releases/scoreboard_2.manifest.json.sig",
-        "mv -f /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.manifest.json "
-        "/var/lib/portable-deploy/scoreboard/releases/scoreboard_2.manifest.json",
+        "install",
         # The dead-man switch rides on the swap, verify's own calls, and the audit record.
         "deadman.arm",
         f"portablectl reattach --profile pd-hardened --copy=copy --enable {IMG} && systemctl restart scoreboard.service",
@@ -126,10 +122,10 @@ def test_failed_verify_reattaches_the_previous_release(tmp_path: Path, live_v1: 
         "systemctl restart scoreboard.service"
     )
     tail = after[after.index(back) - 3 :]
-    # The host's dead-man switch stands down; the rollback checks scoreboard_1's signature and
+    # The host's dead-man switch is held back; the rollback checks scoreboard_1's signature and
     # hash again before reattaching it.
     assert tail[:7] == [
-        "deadman.disarm",
+        "deadman.hold",
         "verify-signature",
         "verify-image-hash",
         back,

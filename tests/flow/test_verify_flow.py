@@ -84,11 +84,14 @@ def test_a_unit_restarting_during_settle_fails_verify_and_rolls_back(
     assert verbs[verbs.index(SWAP) :] == [
         SWAP,
         *verified,
-        "deadman.disarm",  # the deployer rolls back itself: the host's switch stands down
+        # The deployer rolls back itself, holding the host's switch back (its heartbeat rides
+        # on the rollback's commands) until the rollback is audited.
+        "deadman.hold",
         "verify-signature",  # the rollback checks scoreboard_1 again before reattaching it
         "verify-image-hash",
         BACK,
         *verified,
+        "deadman.disarm",
         audit_line,
         "lock.release",
     ]

@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from portable_deploy.command import Command
 from portable_deploy.commands import deadman
 from portable_deploy.commands.layout import Layout
 
@@ -65,12 +66,70 @@ def test_disarm_reports_a_switch_that_fired(tmp_path: Path) -> None:
 
 
 def test_arm_names_the_unit_the_timeout_and_the_script() -> None:
-    """arm starts a transient timer for the app, with the timeout and the revert script."""
+    """arm starts a transient timer for the app, with the timeout and the revert script, and
+    installs the boot unit for the app."""
     command = deadman.arm(Layout("app"), 60, "echo back")
-    rendered = command.render()
-    assert "systemd-run --quiet --unit=" in rendered
-    assert rendered.endswith(
-        "sh pd-deadman-app /var/lib/portable-deploy/app/deadman.heartbeat 60 "
-        "/var/lib/portable-deploy/app/deadman.sh"
+    assert "systemd-run --quiet --unit=" in command.render()
+    assert command.tokens[4:8] == (
+        "pd-deadman-app",
+        "/var/lib/portable-deploy/app/deadman.heartbeat",
+        "60",
+        "/var/lib/portable-deploy/app/deadman.sh",
     )
+    assert command.tokens[8] == "app"
+    boot = "\n".join(str(t) for t in command.tokens[9:])
+    assert "ConditionPathExists=/var/lib/portable-deploy/%i/deadman.heartbeat" in boot
+    assert "deadman.heartbeat 0" in boot and "WantedBy=multi-user.target" in boot
+    assert "\n" not in command.render()  # an error message with it stays one line
     assert command.stdin is not None and command.stdin.value.endswith("echo back\n")
+
+
+def _no_systemd(tmp_path: Path) -> dict[str, str]:
+    """An environment whose systemctl answers "inactive" to everything."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "systemctl"
+    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.chmod(0o755)
+    return dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+
+
+def _run(
+    command: Command, hb: Path, script: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """COMMAND's script with this test's heartbeat and script paths in place of the layout's."""
+    layout = Layout("app")
+    tokens = [
+        {layout.heartbeat: str(hb), layout.deadman_script: str(script)}.get(str(t), str(t))
+        for t in command.tokens
+    ]
+    return subprocess.run(tokens, capture_output=True, text=True, env=env, timeout=30)
+
+
+def test_hold_pushes_the_switch_back_or_says_it_fired(tmp_path: Path) -> None:
+    """hold touches a live heartbeat and exits FIRED once the switch has claimed itself."""
+    hb = tmp_path / "hb"
+    hb.touch()
+    os.utime(hb, (0, 0))
+    env = _no_systemd(tmp_path)
+    assert _run(deadman.hold(Layout("app")), hb, tmp_path / "s", env).returncode == 0
+    assert time.time() - hb.stat().st_mtime < 60
+    hb.rename(tmp_path / "hb.fired")
+    result = _run(deadman.hold(Layout("app")), hb, tmp_path / "s", env)
+    assert result.returncode == deadman.FIRED
+
+
+def test_finish_runs_an_armed_switch_now_and_only_once(tmp_path: Path) -> None:
+    """finish claims an armed switch and runs its revert at once (the heartbeat fresh or not);
+    with nothing armed it does nothing."""
+    hb, out, script = tmp_path / "hb", tmp_path / "out", tmp_path / "deadman.sh"
+    script.write_text(deadman.WAIT + f"echo reverted >> {out}\n")
+    hb.touch()  # fresh: the timer would still wait
+    env = _no_systemd(tmp_path)
+    first = _run(deadman.finish(Layout("app")), hb, script, env)
+    assert first.returncode == 0 and deadman.FINISHED in first.stdout
+    assert out.read_text() == "reverted\n"
+    assert not hb.exists() and (tmp_path / "hb.fired").exists()
+    again = _run(deadman.finish(Layout("app")), hb, script, env)
+    assert again.returncode == 0 and deadman.FINISHED not in again.stdout
+    assert out.read_text() == "reverted\n"

@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "plan": 1,
     "host": 1,
     "tls": 1,
+    "failpoints": 1,
     "commands": 1,
     "facts": 1,
     "config": 1,

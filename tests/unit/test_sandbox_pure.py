@@ -145,7 +145,6 @@ def test_qemu_argv_is_pinned() -> None:
         "-display", "none",
         "-monitor", "none",
         "-nodefaults",
-        "-no-reboot",
         "-daemonize",
         "-pidfile", "/state/sandbox-1/qemu.pid",
     ]  # fmt: skip

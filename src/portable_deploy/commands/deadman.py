@@ -12,7 +12,7 @@ host that puts the previous release back by itself within the timeout.
 from __future__ import annotations
 
 from ..command import Command, Secret, builder, sh_args
-from .layout import Layout
+from .layout import STATE_ROOT, Layout
 
 #: ``disarm`` exits with this when the switch has already fired (the host is reverting).
 FIRED = 3
@@ -29,15 +29,44 @@ WAIT = (
     'mv "$1" "$1.fired" 2>/dev/null || exit 0; '
 )
 
-# $1 unit, $2 heartbeat, $3 seconds, $4 the script's path; the script's text on stdin (it is
-# long, and an error message or --echo shows the command line).
+#: After a reboot, an armed switch finishes at once: a template unit (instance: the app) that
+#: the arm installs and enables by plain files (no daemon-reload of its own). It starts the same
+#: transient timer, outside the boot transaction, with a limit of 0 s: the deployer's session
+#: did not survive the reboot.
+BOOT_UNIT = "pd-deadman-boot@.service"
+_BOOT_UNIT_LINES = (
+    "[Unit]",
+    "Description=portable-deploy: finish the dead-man switch of %i after a reboot",
+    f"ConditionPathExists={STATE_ROOT}/%i/deadman.heartbeat",
+    "",
+    "[Service]",
+    "Type=oneshot",
+    "ExecStart=/usr/bin/systemd-run --quiet --unit=pd-deadman-%i --on-active=1s "
+    "--timer-property=AccuracySec=1s --description=portable-deploy-dead-man-switch "
+    f"/bin/sh {STATE_ROOT}/%i/deadman.sh {STATE_ROOT}/%i/deadman.heartbeat 0",
+    "",
+    "[Install]",
+    "WantedBy=multi-user.target",
+)
+
+# $1 unit, $2 heartbeat, $3 seconds, $4 the script's path, $5 the app (the boot unit's
+# instance), then the boot unit's lines; the script's text on stdin (it is long, and an error
+# message or --echo shows the command line). The script and the heartbeat are synced: a power
+# cut in the switch that follows finds them on the disk.
 _ARM = (
     'systemctl stop "$1.timer" "$1.service" 2>/dev/null; '
     'systemctl reset-failed "$1.timer" "$1.service" 2>/dev/null; '
     'rm -f "$2.fired"; touch "$2" && '
     '(umask 077; cat > "$4.tmp") && mv -f "$4.tmp" "$4" && '
-    'systemd-run --quiet --unit="$1" --on-active="$3s" --timer-property=AccuracySec=1s '
-    '--description="portable-deploy dead-man switch" sh "$4" "$2" "$3"'
+    f'unit=$1 hb=$2 after=$3 script=$4 wants="/etc/systemd/system/multi-user.target.wants" && '
+    f'boot="/etc/systemd/system/{BOOT_UNIT}" && link="$wants/pd-deadman-boot@$5.service" && '
+    'shift 5 && text=$(printf "%s\\n" "$@") && '
+    '{ [ "$(cat "$boot" 2>/dev/null)" = "$text" ] || '
+    '{ printf "%s\\n" "$text" > "$boot.tmp" && mv -f "$boot.tmp" "$boot"; }; } && '
+    f'mkdir -p "$wants" && ln -sf "../{BOOT_UNIT}" "$link" && '
+    'sync "$script" "$hb" "${script%/*}" "$boot" "$wants" && '
+    'systemd-run --quiet --unit="$unit" --on-active="${after}s" --timer-property=AccuracySec=1s '
+    '--description="portable-deploy dead-man switch" sh "$script" "$hb" "$after"'
 )
 
 _DISARM = (
@@ -54,7 +83,15 @@ def unit(layout: Layout) -> str:
 @builder
 def arm(layout: Layout, seconds: int, revert: str) -> Command:
     """Start the switch: REVERT runs unless the heartbeat is touched at least every SECONDS."""
-    command = sh_args(_ARM, unit(layout), layout.heartbeat, str(seconds), layout.deadman_script)
+    command = sh_args(
+        _ARM,
+        unit(layout),
+        layout.heartbeat,
+        str(seconds),
+        layout.deadman_script,
+        layout.app,
+        *_BOOT_UNIT_LINES,
+    )
     return Command(command.tokens, mutates=True, stdin=Secret(WAIT + revert + "\n"))
 
 
@@ -62,6 +99,41 @@ def arm(layout: Layout, seconds: int, revert: str) -> Command:
 def heartbeat(layout: Layout) -> Command:
     """The deployer is alive: push the switch back (nothing if it is not armed)."""
     return sh_args('[ ! -e "$1" ] || touch "$1"', layout.heartbeat, mutates=True)
+
+
+_HOLD = (
+    f'if [ -e "$1.fired" ]; then echo "the dead-man switch has fired" >&2; exit {FIRED}; fi; '
+    '[ ! -e "$1" ] || touch "$1"'
+)
+
+
+@builder
+def hold(layout: Layout) -> Command:
+    """The deployer rolls back by itself: push the switch back, so that it fires only if the
+    deployer dies during the rollback; exits ``FIRED`` if it already fired."""
+    return sh_args(_HOLD, layout.heartbeat, mutates=True)
+
+
+#: $1 unit, $2 heartbeat, $3 script. Claim the switch (a rename), stop its timer, then run its
+#: script at once with the heartbeat back and long stale; or, if the switch is firing right now,
+#: wait (bounded) until it has finished. Prints FINISHED when it ran the revert.
+FINISHED = "dead-man switch finished"
+_FINISH = (
+    'if mv "$2" "$2.claim" 2>/dev/null; then '
+    'systemctl stop "$1.timer" "$1.service" 2>/dev/null; '
+    'systemctl reset-failed "$1.timer" "$1.service" 2>/dev/null; '
+    'mv "$2.claim" "$2" && touch -d @0 "$2" && sh "$3" "$2" 1 >&2; '
+    f'echo "{FINISHED}"; exit 0; fi; '
+    'n=0; while systemctl -q is-active "$1.service" 2>/dev/null && [ "$n" -lt 360 ]; do '
+    "sleep 0.5; n=$((n + 1)); done; true"
+)
+
+
+@builder
+def finish(layout: Layout) -> Command:
+    """Finish the switch of a deploy that no longer holds the lock (it died, or its lock was
+    broken): put the release it switched from back now, before a new deploy reads the state."""
+    return sh_args(_FINISH, unit(layout), layout.heartbeat, layout.deadman_script, mutates=True)
 
 
 @builder

@@ -31,6 +31,18 @@ def move(src: str, dst: str) -> Command:
 
 
 @builder
+def install(moves: Sequence[tuple[str, str]]) -> Command:
+    """Move staged files (SRC, DST) into place, in order and durably: their data reaches the
+    disk before the first rename, and the renames before the command returns, so a host that
+    loses power never has a name in place on a half-written file."""
+    command = cmd("sync", *(src for src, _ in moves), mutates=True)
+    for src, dst in moves:
+        command = command.then(cmd("mv", "-f", src, dst, mutates=True))
+    directories = sorted({dst.rsplit("/", 1)[0] or "/" for _, dst in moves})
+    return command.then(cmd("sync", *directories, mutates=True))
+
+
+@builder
 def remove(*paths: str) -> Command:
     return cmd("rm", "-f", *paths, mutates=True)
 

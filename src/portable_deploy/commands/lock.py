@@ -15,15 +15,19 @@ _ACQUIRE = (
     # Holding the lock, nobody else is uploading: what staging ($3) holds is left over from a
     # deploy that died; it goes now, so a partial upload never stays on the disk.
     'if ln "$tmp" "$1" 2>/dev/null; then rm -f "$tmp"; '
-    'for f in "$3"/*; do [ -e "$f" ] && rm -f "$f"; done; exit 0; fi; '
+    'for f in "$3"/*; do [ -e "$f" ] && rm -f "$f"; done; '
+    # $4: what the new holder runs first (the dead-man switch of a deploy that is gone).
+    '[ -z "$4" ] || sh -c "$4"; exit 0; fi; '
     f'rm -f "$tmp"; cat "$1" 2>/dev/null; exit {HELD}'
 )
 
 
 @builder
-def acquire(lock: str, record: str, staging: str) -> Command:
-    """Take the lock and empty STAGING, or print the holder's record and exit with ``HELD``."""
-    return sh_args(_ACQUIRE, lock, record, staging, mutates=True)
+def acquire(lock: str, record: str, staging: str, then: Command | None = None) -> Command:
+    """Take the lock, empty STAGING and run THEN; or print the holder's record and exit with
+    ``HELD``."""
+    after = then.render(reveal=True) if then is not None else ""
+    return sh_args(_ACQUIRE, lock, record, staging, after, mutates=True)
 
 
 #: Remove the lock only if it holds token $2, without a check-then-act race: rename it away

@@ -112,7 +112,7 @@ def qemu_argv(spec: QemuSpec, ports: Ports) -> list[str]:
         "-display", "none",
         "-monitor", "none",
         "-nodefaults",
-        "-no-reboot",
+        # No -no-reboot: a reboot inside the VM (the fault suite's hard reboot) resets it.
         "-daemonize",
         "-pidfile", str(spec.pidfile),
     ]  # fmt: skip
