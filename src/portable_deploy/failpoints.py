@@ -58,5 +58,9 @@ def _wait_on_host() -> Command:
 
 
 def host_pause(name: str) -> Command | None:
-    """The command that waits on the host at NAME when it is armed, else None."""
-    return _wait_on_host() if armed(name) else None
+    """The command that waits on the host at NAME the first time it is asked for, when NAME is
+    armed (a rollback's own reattach does not stop again); else None."""
+    if not armed(name) or name in _reached:
+        return None
+    _reached.add(name)
+    return _wait_on_host()

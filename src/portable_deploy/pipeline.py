@@ -437,16 +437,27 @@ def _revert_now(
         )
     back, restore = way_back(s.cfg, s.state, failed, previous, dropins)
     alive = deadman.heartbeat(layout) if armed else None
-    try:
-        with steps.step(f"roll back {host.name} to {previous.release}"):
-            # A key removed from the trust root since is not honoured by a rollback either.
-            check_release(host, layout, previous, s.cfg.sign.principal, Where.INSTALLED)
-            if restore is not None:  # the secrets the previous release ran with come back
-                host.run(restore)
-            failpoints.reach("rolling-back")
-            reattach(host, layout, back, alive)
-            verify(host, s.cfg, previous, steps, alive)
-    except DeployError as second:
+    second: DeployError | None = None
+    for attempt in (1, 2):  # a connection lost in the rollback: once more, on a new one
+        second = None
+        try:
+            with steps.step(f"roll back {host.name} to {previous.release}"):
+                # A key removed from the trust root since is not honoured by a rollback either.
+                check_release(host, layout, previous, s.cfg.sign.principal, Where.INSTALLED)
+                if restore is not None:  # the secrets the previous release ran with come back
+                    host.run(restore)
+                failpoints.reach("rolling-back")
+                reattach(host, layout, back, alive)
+                verify(host, s.cfg, previous, steps, alive)
+        except TransportError as lost:
+            second = lost
+            if attempt == 1:
+                continue
+        except DeployError as error:
+            second = error
+        break
+    if second is not None:
+        # Lost twice, the rollback is left to an armed switch: it finishes it on the host.
         note = _audit(
             s,
             event,
@@ -454,8 +465,9 @@ def _revert_now(
             previous.release,
             "rollback-failed",
             second.message,
-            disarm=armed,
+            disarm=armed and not isinstance(second, TransportError),
         )
+        left = armed and isinstance(second, TransportError)
         raise DeployError(
             f"{what} ({failure.message}) and the rollback to {previous.release} failed too: "
             f"{second.message}{note}",
@@ -463,7 +475,7 @@ def _revert_now(
                 f"the host's dead-man switch puts {previous.release} back within "
                 f"{s.cfg.deploy.confirm_timeout}s of the last sign of life; then check it with "
                 f"`invoke status --host {host.name}`"
-                if armed and note
+                if left or (armed and note)
                 else f"look at the host now: `invoke status --host {host.name}` and `invoke logs`"
             ),
         ) from None

@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from project import LAYOUT, STATE, HostState, Project, make_project, ok
 
 from portable_deploy import facts
 from portable_deploy.sandbox import VM
+from tests.project import LAYOUT, STATE, HostState, Project, make_project, ok
 
 pytestmark = pytest.mark.e2e
 

@@ -14,10 +14,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from conftest import BOOT_TIMEOUT, pid_alive, ssh_run, teardown_sandbox
 
 from portable_deploy.errors import DeployError
 from portable_deploy.sandbox import VM, Sandbox, base_key
+from tests.conftest import BOOT_TIMEOUT, pid_alive, ssh_run, teardown_sandbox
 
 pytestmark = pytest.mark.e2e
 

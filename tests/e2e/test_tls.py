@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from project import Project, make_project, ok
 
 from portable_deploy.sandbox import VM, acme
+from tests.project import Project, make_project, ok
 
 pytestmark = pytest.mark.e2e
 

@@ -283,7 +283,7 @@ def _audit_record(line: str) -> str | None:
 #: How the dead-man switch's parts are told apart in a rendered command.
 _DEADMAN_MARKS = (
     ("arm", "systemd-run --quiet --unit="),
-    ("hold", 'exit 3; fi; [ ! -e "$1" ] || touch "$1"'),
+    ("hold", 'exit 3; fi; [ ! -e "$1" ]'),
     ("disarm", "the dead-man switch has fired"),
     ("heartbeat", "deadman.heartbeat"),
 )

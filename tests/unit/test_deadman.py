@@ -46,6 +46,36 @@ def test_a_fresh_heartbeat_holds_the_revert(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+def test_a_command_still_running_on_the_host_holds_the_switch(tmp_path: Path) -> None:
+    """A stale heartbeat does not fire while the deployer's marked shell (this boot's) runs;
+    a mark from another boot counts for nothing."""
+    hb, out = tmp_path / "hb", tmp_path / "out"
+    hb.touch()
+    os.utime(hb, (0, 0))
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    Path(f"{hb}.busy").write_text(f"{os.getpid()} {boot}\n")
+    proc = _start(hb, 1, out)
+    time.sleep(3)
+    assert proc.poll() is None and not out.exists()
+    Path(f"{hb}.busy").write_text(f"{os.getpid()} another-boot\n")
+    assert proc.wait(timeout=20) == 0
+    assert out.read_text() == "reverted\n"
+
+
+def test_a_heartbeat_marks_the_running_command_line(tmp_path: Path) -> None:
+    """heartbeat touches the heartbeat and marks its parent shell, with the boot id, as busy."""
+    hb = tmp_path / "hb"
+    hb.touch()
+    command = deadman.heartbeat(Layout("app"))
+    script = str(command.tokens[2])
+    subprocess.run(
+        ["sh", "-c", f"sh -c '{script}' sh {hb}; echo $$ > {tmp_path}/shell"], check=True
+    )
+    pid, boot = Path(f"{hb}.busy").read_text().split()
+    assert pid == (tmp_path / "shell").read_text().strip()
+    assert boot == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
 def test_disarm_reports_a_switch_that_fired(tmp_path: Path) -> None:
     """disarm exits FIRED when the switch has claimed itself, and removes the heartbeat
     otherwise."""

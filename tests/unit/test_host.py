@@ -12,6 +12,7 @@ from invoke.exceptions import CommandTimedOut
 from portable_deploy.command import Command, Secret, cmd
 from portable_deploy.commands import files, portablectl
 from portable_deploy.errors import DeployError
+from portable_deploy import host as host_module
 from portable_deploy.host import Host, RemoteCommandError, Result, Target
 
 
@@ -97,3 +98,11 @@ def test_timeout_and_transport_errors_mask_the_secret(raised: BaseException) -> 
         Scripted(error=raised).run(SECRET_CMD, timeout=5)
     assert "systemd-creds encrypt ***" in str(info.value)
     assert "s3cr3t" not in str(info.value)
+
+
+def test_a_commands_stdin_is_given_whole_to_each_read() -> None:
+    """Invoke reads a non-terminal stdin one byte per 10 ms: the stream hands it all at once
+    (a 3 KB dead-man script took 30 s), then reports the end."""
+    stream = host_module._AllAtOnce("x" * 3000)
+    assert stream.read(1) == "x" * 3000
+    assert stream.read(1) == ""

@@ -22,12 +22,21 @@ FIRED = 3
 #: written to /run/systemd/transient/ and parsed again at every daemon-reload (the reattach does
 #: one), which mangles a shell script's quoting and semicolons (seen on systemd 252).
 WAIT = (
+    "boot=$(cat /proc/sys/kernel/random/boot_id); "
     'while :; do [ -e "$1" ] || exit 0; '
+    # A deployer's command still running on the host (a long reattach) is a sign of life.
+    'b=; bb=; [ -r "$1.busy" ] && read -r b bb < "$1.busy"; '
+    'if [ -n "$b" ] && [ "$bb" = "$boot" ] && kill -0 "$b" 2>/dev/null; then '
+    'touch -c "$1"; sleep 1; continue; fi; '
     'age=$(( $(date +%s) - $(stat -c %Y "$1" 2>/dev/null || echo 0) )); '
     '[ "$age" -ge "$2" ] && break; sleep 1; done; '
     # Claim the switch: after this rename a disarm sees "fired" and leaves it alone.
     'mv "$1" "$1.fired" 2>/dev/null || exit 0; '
 )
+
+#: Marks the shell that runs the deployer's command line on the host ($PPID of this snippet)
+#: as a sign of life while it runs: "PID BOOT_ID" in HEARTBEAT.busy ($1: the heartbeat).
+_BUSY = 'echo "$PPID $(cat /proc/sys/kernel/random/boot_id)" > "$1.busy"'
 
 #: After a reboot, an armed switch finishes at once: a template unit (instance: the app) that
 #: the arm installs and enables by plain files (no daemon-reload of its own). It starts the same
@@ -56,7 +65,7 @@ _BOOT_UNIT_LINES = (
 _ARM = (
     'systemctl stop "$1.timer" "$1.service" 2>/dev/null; '
     'systemctl reset-failed "$1.timer" "$1.service" 2>/dev/null; '
-    'rm -f "$2.fired"; touch "$2" && '
+    'rm -f "$2.fired"; touch "$2" && ' + _BUSY.replace("$1", "$2") + " && "
     '(umask 077; cat > "$4.tmp") && mv -f "$4.tmp" "$4" && '
     f'unit=$1 hb=$2 after=$3 script=$4 wants="/etc/systemd/system/multi-user.target.wants" && '
     f'boot="/etc/systemd/system/{BOOT_UNIT}" && link="$wants/pd-deadman-boot@$5.service" && '
@@ -71,7 +80,7 @@ _ARM = (
 
 _DISARM = (
     f'if [ -e "$2.fired" ]; then echo "the dead-man switch has fired" >&2; exit {FIRED}; fi; '
-    'rm -f "$2" "$3"; systemctl stop "$1.timer" "$1.service" 2>/dev/null; '
+    'rm -f "$2" "$2.busy" "$3"; systemctl stop "$1.timer" "$1.service" 2>/dev/null; '
     'systemctl reset-failed "$1.timer" "$1.service" 2>/dev/null; true'
 )
 
@@ -97,13 +106,14 @@ def arm(layout: Layout, seconds: int, revert: str) -> Command:
 
 @builder
 def heartbeat(layout: Layout) -> Command:
-    """The deployer is alive: push the switch back (nothing if it is not armed)."""
-    return sh_args('[ ! -e "$1" ] || touch "$1"', layout.heartbeat, mutates=True)
+    """The deployer is alive: push the switch back, and hold it while the rest of this command
+    line runs (nothing if it is not armed)."""
+    return sh_args(f'[ ! -e "$1" ] || {{ touch "$1" && {_BUSY}; }}', layout.heartbeat, mutates=True)
 
 
 _HOLD = (
     f'if [ -e "$1.fired" ]; then echo "the dead-man switch has fired" >&2; exit {FIRED}; fi; '
-    '[ ! -e "$1" ] || touch "$1"'
+    '[ ! -e "$1" ] || { touch "$1" && ' + _BUSY + "; }"
 )
 
 

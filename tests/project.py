@@ -18,7 +18,7 @@ from portable_deploy.commands.layout import STATE_ROOT, Layout
 from portable_deploy.commands.state import SECTION, host_state
 from portable_deploy.sandbox import VM
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 STATE = "/var/lib/portable-deploy/scoreboard"
 LAYOUT = Layout("scoreboard")
 
