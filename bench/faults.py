@@ -33,8 +33,8 @@ from common import REPO
 
 sys.path.insert(0, str(REPO))
 
-from portable_deploy.sandbox import Sandbox  # noqa: E402
-from tests.faults.harness import (  # noqa: E402
+from portable_deploy.sandbox import Sandbox
+from tests.faults.harness import (
     CASES,
     CONFIRM_TIMEOUT,
     REBOOT,
@@ -51,7 +51,7 @@ from tests.faults.harness import (  # noqa: E402
     run_case,
     ssh,
 )
-from tests.project import Project, make_project  # noqa: E402
+from tests.project import Project, make_project
 
 
 def baseline(project: Project, runs: int, act: Callable[[], None]) -> list[float]:
@@ -125,7 +125,9 @@ def main() -> None:
                 )
             }
             for name, worst in base.items():
-                print(f"baseline {name}: longest unavailability {worst:.1f} s (worst of {args.runs})")
+                print(
+                    f"baseline {name}: longest unavailability {worst:.1f} s (worst of {args.runs})"
+                )
             results: dict[str, list[Outcome]] = {}
             n = 0
             for case in cases:
@@ -150,7 +152,9 @@ def report(
     cases: list[Case], results: dict[str, list[Outcome]], base: dict[str, float], runs: int
 ) -> None:
     print()
-    print("| fault | runs | longest unavailable | target | rows lost (of acknowledged) | manual steps | time to heal (median / max) | problems |")
+    print(
+        "| fault | runs | longest unavailable | target | rows lost (of acknowledged) | manual steps | time to heal (median / max) | problems |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     all_met = True
     for case in cases:
@@ -175,7 +179,9 @@ def report(
     print(f"baselines (worst of {runs}): " + ", ".join(f"{k} {v:.1f} s" for k, v in base.items()))
     print(f"target: 0 rows lost -> {'met' if total_lost == 0 else 'NOT met'}")
     print(f"target: 0 manual steps -> {'met' if total_manual == 0 else 'NOT met'}")
-    print(f"target: every case within its unavailability bound, no problem -> {'met' if all_met else 'NOT met'}")
+    print(
+        f"target: every case within its unavailability bound, no problem -> {'met' if all_met else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

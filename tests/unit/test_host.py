@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from invoke.exceptions import CommandTimedOut
 
+from portable_deploy import host as host_module
 from portable_deploy.command import Command, Secret, cmd
 from portable_deploy.commands import files, portablectl
 from portable_deploy.errors import DeployError
-from portable_deploy import host as host_module
 from portable_deploy.host import Host, RemoteCommandError, Result, Target
 
 
