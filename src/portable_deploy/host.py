@@ -47,7 +47,7 @@ class RemoteCommandError(DeployError):
         output = mask_text(result.stderr.strip() or result.stdout.strip(), command.secrets())
         detail = output.splitlines()[-5:]
         super().__init__(
-            f"[{host}] command failed (exit {result.exit_code}): {command.render()}"
+            f"[{host}] command failed (exit {result.exit_code}): {_shown(command, quoted=False)}"
             + (": " + " / ".join(detail) if detail else ""),
             hint="run it by hand on the host to see more (invoke sandbox.ssh for the sandbox)",
         )
@@ -79,15 +79,19 @@ class _AllAtOnce(io.StringIO):
         return super().read()
 
 
+#: What Invoke reports for a command whose SSH session closed without an exit status (its sshd
+#: was killed, the connection cut): the connection failed, not the command.
+_NO_EXIT_STATUS = -1
+
 #: A command longer than this is named by its builder in a one-line error, not shown whole.
 _SHOWN_MAX = 160
 
 
-def _shown(command: Command) -> str:
+def _shown(command: Command, quoted: bool = True) -> str:
     """COMMAND for an error message: whole when short, else its builders and its start."""
     text = command.render()
     if len(text) <= _SHOWN_MAX:
-        return f"`{text}`"
+        return f"`{text}`" if quoted else text
     names = " + ".join(command.sources) or "a command"
     return f"{names} (`{text[:80]}...`)"
 
@@ -254,6 +258,11 @@ class Host:
         except _transport_exceptions() as e:
             raise self._lost(f"running {_shown(command)}", e) from None
         interrupts.raise_pending()
+        if result.exit_code == _NO_EXIT_STATUS:
+            raise self._lost(
+                f"running {_shown(command)}",
+                ConnectionError("the command's session ended without an exit status"),
+            )
         if check and not result.ok:
             raise RemoteCommandError(self.name, command, result)
         return result
