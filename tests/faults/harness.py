@@ -323,12 +323,12 @@ VERIFY_TIMEOUT = 15
 
 
 def prepare(project: Project) -> None:
-    """The fault project: a short confirm timeout and verify timeout, the app's debug route on
+    """The fault project: a short confirm timeout and verify timeout, two kept releases (the
+    checks read every kept image), the app's debug route on
     (the slow request of the RESTARTING cases), and two releases deployed (one to roll back to)."""
     toml = project.root / "deploy.toml"
-    text = toml.read_text().replace(
-        "[deploy]\n", f"[deploy]\nconfirm_timeout = {CONFIRM_TIMEOUT}\n"
-    )
+    text = toml.read_text().replace("keep_releases = 5", "keep_releases = 2")
+    text = text.replace("[deploy]\n", f"[deploy]\nconfirm_timeout = {CONFIRM_TIMEOUT}\n")
     toml.write_text(text.replace("timeout = 60", f"timeout = {VERIFY_TIMEOUT}"))
     ssh(project, "printf 'SCOREBOARD_DEBUG=1\\n' > /etc/default/scoreboard")
     for version in ("fa", "fb"):
@@ -352,7 +352,7 @@ def run_case(project: Project, case: Case, new: str) -> Outcome:
         env[failpoints.ENV] = "reattached" if case.where == RESTARTING else case.where
     marks = [time.monotonic()]
     with Load(project.vm.http_port, f"{case.id}-{new}") as load:
-        time.sleep(1)  # some rows before the deploy
+        time.sleep(0.5)  # some rows before the deploy
         proc = subprocess.Popen(
             [sys.executable, "-m", "invoke", *args],
             cwd=project.root,
@@ -385,7 +385,7 @@ def run_case(project: Project, case: Case, new: str) -> Outcome:
         marks.append(time.monotonic())
         healed = _wait_healed(project, (old, target))
         marks.append(time.monotonic())
-        time.sleep(1)  # rows after healing
+        time.sleep(0.5)  # rows after healing
         report = load.stop()
     stdout, stderr = out.get("stdout", ""), out.get("stderr", "")
     outcome = Outcome(
