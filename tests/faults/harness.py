@@ -210,6 +210,8 @@ class Outcome:
     problems: list[str] = field(default_factory=list)  # what a check found wrong
     next_deploy: int = -1  # exit code of the next plain deploy
     phases: dict[str, float] = field(default_factory=dict)  # seconds each part of the case took
+    lock_held: bool = False  # after healing, before the next deploy
+    staged: list[str] = field(default_factory=list)  # files left in staging, likewise
 
     @property
     def manual_steps(self) -> int:
@@ -516,6 +518,9 @@ def check(project: Project, outcome: Outcome) -> None:
         problems.append(f"answered as {sorted(strange)}, neither {outcome.old} nor {outcome.new}")
     if outcome.live not in (outcome.old, outcome.new):
         problems.append(f"{outcome.live} is live, neither {outcome.old} nor {outcome.new}")
+    left = ssh(project, f"test -e {LAYOUT.lock} && echo LOCKED; ls -A {LAYOUT.incoming_dir}")
+    outcome.lock_held = "LOCKED" in left.split()
+    outcome.staged = [name for name in left.split() if name != "LOCKED"]
     status, body = project.get("/api/scores")
     present = {row["player"] for row in json.loads(body)} if status == 200 else set()
     outcome.lost = [row for row in outcome.load.acked if row not in present]

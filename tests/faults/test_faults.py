@@ -17,6 +17,7 @@ import pytest
 from portable_deploy.sandbox import VM
 from tests.faults.harness import (
     CASES,
+    CONFIRM_TIMEOUT,
     CUT,
     DISK_FULL,
     KILL_LITESTREAM,
@@ -67,10 +68,12 @@ def _expected_ending(project: Project, o: Outcome) -> None:
     c = o.case
     if c.fault == SIGKILL:
         assert o.exit_code == -9, shown(o)
-        if c.after_switch:  # the host's dead-man switch put the old release back
-            assert o.live == o.old, shown(o)
+        if c.after_switch:  # the host's dead-man switch put the old release back, freed the lock
+            assert o.live == o.old and not o.lock_held, shown(o)
             record = audit_tail(project, 2)[0]  # the next plain deploy's record comes last
-            assert record["result"] == "rolled-back" and "dead-man switch" in record["message"]
+            assert record["result"] == "rolled-back", record
+            assert f"for {CONFIRM_TIMEOUT}s" in record["message"]
+            assert "dead-man switch" in record["message"]
     elif c.fault == CUT and o.exit_code == 0:
         # The cut came while the deployer was idle (the settle wait): its next command opened a
         # new connection and the deploy went on. Only possible where it had a command to send.
@@ -82,8 +85,11 @@ def _expected_ending(project: Project, o: Outcome) -> None:
         if c.after_switch:
             assert o.live == o.old, shown(o)
     elif c.fault == DISK_FULL:
+        # One line naming the disk; the partial upload deleted, the failure audited.
         assert o.exit_code == 1 and "disk full" in _one_line(o.stderr), shown(o)
-        assert o.live == o.old
+        assert o.live == o.old and not o.lock_held and o.staged == []
+        record = audit_tail(project, 2)[0]
+        assert (record["release"], record["result"]) == (f"scoreboard_{o.new}", "failed")
     elif c.fault == REBOOT:
         assert o.live == o.old, shown(o)
         record = audit_tail(project, 2)[0]

@@ -4,13 +4,16 @@ deployer says when the host's switch fired first."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from portable_deploy import pipeline, ui
 from portable_deploy.command import Command
-from portable_deploy.commands import deadman
+from portable_deploy.commands import deadman, portablectl
+from portable_deploy.config import VerifyConfig
 from portable_deploy.errors import DeployError
 from portable_deploy.host import Result
 from portable_deploy.release import Options
@@ -92,3 +95,49 @@ def test_the_deployer_leaves_a_fired_switch_to_finish(tmp_path: Path, live_v1: F
         pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
     assert "dead-man switch has already put scoreboard_1 back" in e.value.message
     assert not any("scoreboard_1.raw" in line and "reattach" in line for line in live_v1.log)
+
+
+def _failing_verify_then_lost_rollback(live_v1: FakeHost, tmp_path: Path, lost: int) -> str:
+    """scoreboard_2 fails verify; the rollback's reattach of scoreboard_1 loses the connection
+    LOST times. The deploy's one-line message."""
+    live_v1.version, live_v1.health = "1", 500
+
+    def back_to_v1(line: str) -> Result:
+        live_v1.health = 200
+        return Result("", "", 0)
+
+    live_v1.on(r"portablectl reattach .*scoreboard_1\.raw", back_to_v1)
+    live_v1.fail(
+        portablectl.reattach,
+        paramiko.SSHException("Socket is closed"),
+        times=lost,
+        matching=r"scoreboard_1\.raw",
+    )
+    cfg = dataclasses.replace(config(tmp_path), verify=VerifyConfig(timeout=1))
+    with pytest.raises(DeployError) as e:
+        pipeline.deploy_to(live_v1, cfg, signed(V2), Options(), ui.Steps())
+    return e.value.message + " (hint: " + (e.value.hint or "") + ")"
+
+
+def test_a_rollback_that_loses_its_connection_once_is_tried_again(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
+    """The rollback's reattach runs again on a new connection; it succeeds, and the switch is
+    disarmed with the rolled-back record."""
+    message = _failing_verify_then_lost_rollback(live_v1, tmp_path, lost=1)
+    assert "rolled back, scoreboard_1 is live" in message
+    verbs = live_v1.verbs()
+    assert verbs.index("deadman.hold") < verbs.index("deadman.disarm")
+    assert [r.result for r in live_v1.audited()] == ["rolled-back"]
+
+
+def test_a_rollback_lost_twice_leaves_the_switch_armed_for_the_host(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
+    """Lost again, the deployer does not disarm the switch (it finishes the rollback on the
+    host) and says so; the failure is audited."""
+    message = _failing_verify_then_lost_rollback(live_v1, tmp_path, lost=2)
+    assert "the rollback to scoreboard_1 failed too" in message
+    assert "dead-man switch puts scoreboard_1 back within 60s" in message
+    assert "deadman.disarm" not in live_v1.verbs()
+    assert [r.result for r in live_v1.audited()] == ["rollback-failed"]
