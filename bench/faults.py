@@ -45,7 +45,7 @@ from tests.faults.harness import (
     Outcome,
     _slow_request,
     _wait_healed,
-    _wait_ssh,
+    hard_reboot,
     no_fault_left,
     prepare,
     run_case,
@@ -78,16 +78,7 @@ def busy_restart(project: Project) -> None:
 
 
 def reboot(project: Project) -> None:
-    import subprocess
-
-    subprocess.run(
-        project.vm.ssh_argv(["echo b > /proc/sysrq-trigger"], batch=True),
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-    time.sleep(5)
-    _wait_ssh(project, 300)
+    hard_reboot(project)
 
 
 def bound(case: Case, base: dict[str, float]) -> tuple[float, str]:

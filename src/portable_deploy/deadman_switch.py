@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .command import Command
-from .commands import creds, deadman, files, lock
+from .commands import creds, deadman, files, lock, systemctl
 from .commands.layout import Layout
 from .config import Config
 from .credentials import changed_units, dropin_path
@@ -19,6 +19,7 @@ from .manifest import Manifest
 from .plan import Action, Plan, plan_release
 from .preflight import HostState
 from .steps import reattach_command
+from .verify import watched_units
 
 
 def way_back(
@@ -80,8 +81,13 @@ def dead_man(
     }
     parts = [restore.render(reveal=True)] if restore is not None else []
     swap = reattach_command(layout, back)
+    # Then every long-running unit of PREVIOUS is started (a no-op for those running): after a
+    # reboot the swap can race the boot's own start jobs, and a sidecar left stopped would
+    # otherwise stay so.
+    running = systemctl.start(watched_units(previous))
+    back_again = running if swap is None else swap.then(running)
     parts.append(
-        f"if {swap.render(reveal=True) if swap else 'true'}; then {audit['rolled-back']}; "
+        f"if {back_again.render(reveal=True)}; then {audit['rolled-back']}; "
         f"else {audit['rollback-failed']}; fi"
     )
     parts.append(lock.release(layout.lock, lock_token).render(reveal=True))

@@ -9,6 +9,7 @@ count and time.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -375,12 +376,13 @@ def run_case(project: Project, case: Case, new: str) -> Outcome:
         ]
         for r in readers:
             r.start()
-        faulted = _fault(project, case, proc)
-        marks.append(time.monotonic())
         try:
+            faulted = _fault(project, case, proc)
+            marks.append(time.monotonic())
             proc.wait(timeout=420)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        finally:  # never leave a deployer behind, whatever failed
+            if proc.poll() is None:
+                proc.kill()
             proc.wait()
         for r in readers:
             r.join(timeout=10)
@@ -453,14 +455,7 @@ def _fault(project: Project, case: Case, proc: subprocess.Popen[str]) -> float:
         finally:
             ssh(project, f"rm -f {FILL} {FILL}.top")
     elif case.fault == REBOOT:
-        subprocess.run(
-            # No sync: a power cut, as far as the guest can tell.
-            project.vm.ssh_argv(["echo b > /proc/sysrq-trigger"], batch=True),
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-        time.sleep(5)
+        hard_reboot(project)
         _wait_ssh(project, 300)
         # The deployer waits on a connection whose peer rebooted (its reattach would time out
         # after minutes); it has nothing left to do that the host has not done.
@@ -469,6 +464,20 @@ def _fault(project: Project, case: Case, proc: subprocess.Popen[str]) -> float:
     elif case.fault == KILL_LITESTREAM:
         _release_flag(project, first="systemctl kill -s KILL scoreboard-litestream.service")
     return at
+
+
+def hard_reboot(project: Project) -> None:
+    """Reset the VM from inside, with no sync (a power cut, as far as the guest can tell), and
+    wait until it has booted again."""
+    with contextlib.suppress(subprocess.TimeoutExpired):  # the connection dies with the kernel
+        subprocess.run(
+            project.vm.ssh_argv(["echo b > /proc/sysrq-trigger"], batch=True),
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    time.sleep(5)
+    _wait_ssh(project, 300)
 
 
 def _healed(project: Project) -> str | None:

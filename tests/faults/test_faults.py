@@ -75,9 +75,15 @@ def _expected_ending(project: Project, o: Outcome) -> None:
             assert f"for {CONFIRM_TIMEOUT}s" in record["message"]
             assert "dead-man switch" in record["message"]
     elif c.fault == CUT and o.exit_code == 0:
-        # The cut came while the deployer was idle (the settle wait): its next command opened a
-        # new connection and the deploy went on. Only possible where it had a command to send.
-        assert c.where == "verifying" and o.live == o.new, shown(o)
+        # The cut came while the deployer was idle (stopped at its boundary): its next command
+        # found the connection closed, opened a new one, and the task went on to its end.
+        assert o.live == o.new, shown(o)
+    elif c.fault == CUT and c.where == "rolling-back":
+        # The release failed verification; its rollback lost the connection and ran again on a
+        # new one.
+        line = _one_line(o.stderr)
+        assert o.exit_code == 1 and f"rolled back, scoreboard_{o.old} is live" in line, shown(o)
+        assert o.live == o.old
     elif c.fault == CUT:
         assert o.exit_code == 1, shown(o)
         line = _one_line(o.stderr)
