@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from portable_deploy.command import Command
 from portable_deploy.commands import lock
 
 
@@ -58,3 +59,28 @@ def test_taking_the_lock_empties_staging_and_a_held_lock_does_not(tmp_path: Path
     held = _sh(lock.acquire(path, '{"token":"t2"}', str(staging)).render())
     assert held.returncode == lock.HELD
     assert [p.name for p in staging.iterdir()] == ["app_3.raw"]
+
+
+def test_an_empty_lock_left_by_a_power_cut_holds_nobody(tmp_path: Path) -> None:
+    """A lock file with no record (what a power cut leaves of an unsynced write) is replaced;
+    a lock with a record is held."""
+    path = tmp_path / "deploy.lock"
+    path.touch()
+    taken = _sh(lock.acquire(str(path), '{"token":"t1"}', str(tmp_path / "incoming")).render())
+    assert taken.returncode == 0 and path.read_text() == '{"token":"t1"}\n'
+    held = _sh(lock.acquire(str(path), '{"token":"t2"}', str(tmp_path / "incoming")).render())
+    assert held.returncode == lock.HELD and '"t1"' in held.stdout
+
+
+def test_the_new_holder_runs_its_first_command_only_once_it_holds_the_lock(
+    tmp_path: Path,
+) -> None:
+    """THEN (the dead-man switch of a deploy that is gone) runs after the lock is taken, and
+    not for a contender that finds it held."""
+    path, mark = tmp_path / "deploy.lock", tmp_path / "ran"
+    then = Command(("sh", "-c", f"echo x >> {mark}"))
+    incoming = str(tmp_path / "incoming")
+    assert _sh(lock.acquire(str(path), '{"token":"t1"}', incoming, then).render()).returncode == 0
+    assert mark.read_text() == "x\n"
+    held = _sh(lock.acquire(str(path), '{"token":"t2"}', incoming, then).render())
+    assert held.returncode == lock.HELD and mark.read_text() == "x\n"

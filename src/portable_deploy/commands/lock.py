@@ -11,7 +11,10 @@ NOT_SET_UP = 4
 
 _ACQUIRE = (
     f'[ -d "${{1%/*}}" ] || exit {NOT_SET_UP}; '
-    'tmp="$1.$$"; printf "%s\\n" "$2" > "$tmp" || exit 1; '
+    # Synced before it is linked: a lock never exists without its record, even after a power
+    # cut. An empty lock file is what a power cut left of an older, unsynced one: nobody's.
+    'tmp="$1.$$"; { printf "%s\\n" "$2" > "$tmp" && sync "$tmp"; } || exit 1; '
+    '[ -f "$1" ] && [ ! -s "$1" ] && rm -f "$1"; '
     # Holding the lock, nobody else is uploading: what staging ($3) holds is left over from a
     # deploy that died; it goes now, so a partial upload never stays on the disk.
     'if ln "$tmp" "$1" 2>/dev/null; then rm -f "$tmp"; '
