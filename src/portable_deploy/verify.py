@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from . import facts, failpoints, tls, ui
@@ -83,7 +83,7 @@ def verify(
     deadline = time.monotonic() + v.timeout
     pulse = _Pulse(host, alive)
     states = _wait_active(pulse, units, deadline)
-    health = _wait_http(host, cfg, manifest, deadline, pulse)
+    health = _wait_http(host, cfg, manifest, deadline, pulse, states)
     failpoints.reach("verifying")
     if v.settle > 0:
         pulse.wait(v.settle)
@@ -138,6 +138,9 @@ def _wait_active(
 ) -> dict[str, facts.UnitState]:
     while True:
         states = pulse.show(units)
+        crash = _crashed({}, states)
+        if crash:
+            raise VerifyFailed(crash)
         inactive = [u for u in units if u not in states or not states[u].active]
         if not inactive:
             return states
@@ -187,13 +190,35 @@ def _get(host: Remote, v: VerifyConfig, path: str) -> _Got:
     )
 
 
+def _crashed(
+    before: Mapping[str, facts.UnitState], now: Mapping[str, facts.UnitState]
+) -> str | None:
+    """Why a unit in NOW has crashed since BEFORE (it failed, waits to be restarted, or was
+    restarted), else None: no point waiting for the timeout, the release does not stay up."""
+    for name, state in sorted(now.items()):
+        if state.active_state == "failed" or state.sub_state == "auto-restart":
+            return f"{name} exited ({state.active_state}/{state.sub_state}, {state.result})"
+        if name in before and state.n_restarts > before[name].n_restarts:
+            return (
+                f"{name} exited and was restarted (restarts {before[name].n_restarts} -> "
+                f"{state.n_restarts})"
+            )
+    return None
+
+
 def _wait_http(
-    host: Remote, cfg: Config, manifest: Manifest, deadline: float, pulse: _Pulse
+    host: Remote,
+    cfg: Config,
+    manifest: Manifest,
+    deadline: float,
+    pulse: _Pulse,
+    states: Mapping[str, facts.UnitState],
 ) -> _Got:
     """GET the health path (and the version path) on the host until they answer as expected.
 
     Every failure is retried until the deadline, a refused certificate too: an app that gets its
-    first certificate from an ACME CA fails handshakes for a few seconds. The last one is reported.
+    first certificate from an ACME CA fails handshakes for a few seconds. The last one is
+    reported; but a unit that crashes meanwhile (compared with STATES) fails at once.
     """
     v = cfg.verify
     last = "health check failed: no answer"
@@ -221,7 +246,9 @@ def _wait_http(
                 )
         if time.monotonic() > deadline:
             raise VerifyFailed(last)
-        pulse.beat()
+        crash = _crashed(states, pulse.show(list(states)))
+        if crash:
+            raise VerifyFailed(f"{crash}; {last}")
         time.sleep(0.5)
 
 

@@ -133,7 +133,7 @@ def test_failed_verify_reattaches_the_previous_release(tmp_path: Path, live_v1: 
         "GET :80/healthz",
         "GET :80/version",
     ]
-    assert set(after[3 : after.index(back) - 3]) == {"GET :80/healthz"}
+    assert set(after[3 : after.index(back) - 3]) == {"GET :80/healthz", "systemctl show"}
     audit = live_v1.audit_lines()
     assert (
         len(audit) == 1

@@ -102,3 +102,32 @@ def test_a_unit_restarting_during_settle_fails_verify_and_rolls_back(
         "rolled-back",
         why,
     )
+
+
+def test_a_release_that_crashes_while_its_health_check_fails_is_judged_at_once(
+    tmp_path: Path, live_v1: FakeHost
+) -> None:
+    """The health check fails and meanwhile the app was restarted by systemd (a crash): verify
+    fails after that one look, not at [verify] timeout, and says both."""
+    app_unsettles(live_v1, restarts=1, pid=77)
+    live_v1.health = 500
+
+    def healthy_again(line: str) -> Result:
+        live_v1.health, live_v1.version = 200, "1"
+        return Result("", "", 0)
+
+    live_v1.on(r"portablectl reattach .*scoreboard_1\.raw", healthy_again)
+    cfg = dataclasses.replace(config(tmp_path), verify=VerifyConfig(timeout=300))
+    with pytest.raises(DeployError) as failed:
+        pipeline.deploy_to(live_v1, cfg, signed(V2), Options(), ui.Steps())
+    assert failed.value.message.startswith(
+        "[fake] scoreboard_2 failed verification: scoreboard.service exited and was restarted "
+        "(restarts 0 -> 1); health check failed: GET /healthz -> 500"
+    )
+    verbs = live_v1.verbs()
+    assert verbs[verbs.index(SWAP) :][:4] == [
+        SWAP,
+        "systemctl show",
+        "GET :80/healthz",
+        "systemctl show",
+    ]

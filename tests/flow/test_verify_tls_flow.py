@@ -180,7 +180,10 @@ def test_a_refused_certificate_is_one_line_and_rolls_back(
     )
     verbs = live_v1.verbs()
     # Retried until [verify] timeout (2 s, every 0.5 s); the version page is never asked.
-    tries = [f"GET https://{NAME}:443/healthz"] * 6
+    # Between tries the units are looked at (a crash fails at once).
+    tries = [f"GET https://{NAME}:443/healthz", "systemctl show"] * 5 + [
+        f"GET https://{NAME}:443/healthz"
+    ]
     [audit_line] = live_v1.audit_lines()
     assert verbs[verbs.index(SWAP) :] == [
         SWAP,
