@@ -141,3 +141,19 @@ def test_a_rollback_lost_twice_leaves_the_switch_armed_for_the_host(
     assert "dead-man switch puts scoreboard_1 back within 60s" in message
     assert "deadman.disarm" not in live_v1.verbs()
     assert [r.result for r in live_v1.audited()] == ["rollback-failed"]
+
+
+def test_a_switch_left_armed_is_finished_by_the_next_lock_holder_and_said(
+    tmp_path: Path, live_v1: FakeHost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The lock's acquire carries deadman.finish; when it ran a gone deploy's revert, the task
+    says so; when there was nothing to finish it says nothing."""
+    live_v1.version = "2"
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
+    acquire = next(line for line in live_v1.log if 'ln "$tmp"' in line)
+    assert "deadman.heartbeat" in acquire and "deadman.sh" in acquire
+    assert "left the host's dead-man switch armed" not in capsys.readouterr().out
+    live_v1.on(r'ln "\$tmp"', lambda line: Result(deadman.FINISHED + "\n", "", 0))
+    pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "a deploy that is gone left the host's dead-man switch armed" in shown
