@@ -40,6 +40,7 @@ from tests.faults.harness import (
     REBOOT,
     RESTARTING,
     SIGKILL,
+    SLOW_MS,
     Case,
     Load,
     Outcome,
@@ -72,7 +73,7 @@ def restart(project: Project) -> None:
 
 
 def busy_restart(project: Project) -> None:
-    _slow_request(project, 6000)
+    _slow_request(project, SLOW_MS)
     time.sleep(0.5)
     restart(project)
 

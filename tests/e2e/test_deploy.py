@@ -157,7 +157,8 @@ def test_failed_health_check_is_rolled_back(project: Project) -> None:
     project.bring_to("e2e2")
     project.add_points("alice", 1)
     scores = project.scores()
-    result = project.deploy("e2e3", SCOREBOARD_BROKEN="1")
+    quick = _variant(project, "quick-verify", {"deploy.toml": ("timeout = 60", "timeout = 10")})
+    result = project.invoke("deploy", version="e2e3", toml=quick, SCOREBOARD_BROKEN="1")
     assert result.returncode == 1
     assert "scoreboard_e2e3 failed verification" in result.stderr
     assert "rolled back, scoreboard_e2e2 is live" in result.stderr

@@ -151,6 +151,8 @@ SIGKILL, CUT, DISK_FULL, REBOOT, KILL_LITESTREAM, NONE = (
 #: Not a failpoint of the tool's: the case stops at "reattached", holds a slow request in the
 #: app, lets the restarts begin and does its fault while the app's restart job is running.
 RESTARTING = "restarting"
+#: How long the RESTARTING cases' request keeps the app's restart (its drain) going.
+SLOW_MS = 3000
 
 
 @dataclass(frozen=True)
@@ -321,8 +323,8 @@ def _wait_ssh(project: Project, timeout: float) -> None:
 # -- one case ------------------------------------------------------------------------------------
 
 
-#: The fault project's verify: a release that fails its health check is judged in 15 s, not 60.
-VERIFY_TIMEOUT = 15
+#: The fault project's verify: a release that fails its health check is judged in 10 s, not 60.
+VERIFY_TIMEOUT = 10
 
 
 def prepare(project: Project) -> None:
@@ -431,7 +433,7 @@ def _fault(project: Project, case: Case, proc: subprocess.Popen[str]) -> float:
 
     _wait(f"the deployer to reach {case.where}", reached, 300, every=0.3 if on_host else 0.05)
     if case.where == RESTARTING:
-        _slow_request(project, 6000)
+        _slow_request(project, SLOW_MS)
         time.sleep(0.5)
         _release_flag(project)
         _wait("the app's restart job", lambda: _restart_job_running(project), 60, every=0.2)
