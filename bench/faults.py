@@ -44,13 +44,13 @@ from tests.faults.harness import (
     Case,
     Load,
     Outcome,
-    _slow_request,
-    _wait_healed,
     hard_reboot,
     no_fault_left,
     prepare,
     run_case,
+    slow_request,
     ssh,
+    wait_healed,
 )
 from tests.project import Project, make_project
 
@@ -62,7 +62,7 @@ def baseline(project: Project, runs: int, act: Callable[[], None]) -> list[float
         with Load(project.vm.http_port, f"baseline-{time.monotonic_ns()}-{i}") as load:
             time.sleep(1)
             act()
-            _wait_healed(project, ())
+            wait_healed(project, ())
             time.sleep(1)
             gaps.append(load.stop().longest_gap)
     return gaps
@@ -73,7 +73,7 @@ def restart(project: Project) -> None:
 
 
 def busy_restart(project: Project) -> None:
-    _slow_request(project, SLOW_MS)
+    slow_request(project, SLOW_MS)
     time.sleep(0.5)
     restart(project)
 

@@ -277,7 +277,7 @@ def _release_flag(project: Project, first: str = "") -> None:
     ssh(project, f"{first + '; ' if first else ''}rm -f {failpoints.HOST_FLAG}")
 
 
-def _slow_request(project: Project, ms: int) -> threading.Thread:
+def slow_request(project: Project, ms: int) -> threading.Thread:
     """A request the app holds for MS milliseconds: its restart waits for it (drain)."""
 
     def hold() -> None:
@@ -389,7 +389,7 @@ def run_case(project: Project, case: Case, new: str) -> Outcome:
         for r in readers:
             r.join(timeout=10)
         marks.append(time.monotonic())
-        healed = _wait_healed(project, (old, target))
+        healed = wait_healed(project, (old, target))
         marks.append(time.monotonic())
         time.sleep(0.5)  # rows after healing
         report = load.stop()
@@ -433,7 +433,7 @@ def _fault(project: Project, case: Case, proc: subprocess.Popen[str]) -> float:
 
     _wait(f"the deployer to reach {case.where}", reached, 300, every=0.3 if on_host else 0.05)
     if case.where == RESTARTING:
-        _slow_request(project, SLOW_MS)
+        slow_request(project, SLOW_MS)
         time.sleep(0.5)
         _release_flag(project)
         _wait("the app's restart job", lambda: _restart_job_running(project), 60, every=0.2)
@@ -461,7 +461,7 @@ def _fault(project: Project, case: Case, proc: subprocess.Popen[str]) -> float:
         _wait_ssh(project, 300)
         # The deployer waits on a connection whose peer rebooted (its reattach would time out
         # after minutes); it has nothing left to do that the host has not done.
-        _wait_healed(project, ())
+        wait_healed(project, ())
         proc.kill()
     elif case.fault == KILL_LITESTREAM:
         _release_flag(project, first="systemctl kill -s KILL scoreboard-litestream.service")
@@ -505,7 +505,7 @@ def _healed(project: Project) -> str | None:
     return body.strip() if status == 200 else None
 
 
-def _wait_healed(project: Project, versions: tuple[str, ...]) -> float:
+def wait_healed(project: Project, versions: tuple[str, ...]) -> float:
     """Wait until the host has healed (and answers one of VERSIONS, if given); the time."""
 
     def healed() -> bool:
