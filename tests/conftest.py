@@ -119,3 +119,16 @@ def sandbox_vm(sandbox: Sandbox) -> VM:
 def sandbox_fleet(sandbox: Sandbox, sandbox_vm: VM) -> list[VM]:
     """sandbox-1..3; sandbox-1 is the already running sandbox_vm."""
     return _up(sandbox, 3)
+
+
+#: Tests that share a sandbox VM run in one xdist worker (`pytest -n 2 --dist loadgroup`): the
+#: e2e layer on one, the fault suite on another, so the two layers run side by side, each on VMs
+#: of its own. Unit, flow and app tests have no group and fill whichever worker is free.
+VM_GROUPS = {"e2e": "e2e", "faults": "faults"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        layer = item.path.parent.name
+        if layer in VM_GROUPS:
+            item.add_marker(pytest.mark.xdist_group(VM_GROUPS[layer]))

@@ -9,6 +9,7 @@ import pytest
 from invoke.context import MockContext
 from invoke.exceptions import Exit
 
+from portable_deploy import ui
 from portable_deploy.config import load_config
 from portable_deploy.tasks.secrets import secret_rows, secrets
 
@@ -93,9 +94,11 @@ def test_task_lists_secrets_without_their_values(
 
 
 def test_task_exits_1_when_a_source_does_not_resolve(
-    project: Path, capsys: pytest.CaptureFixture[str]
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An unreadable source: the table still prints, then one error line and exit code 1."""
+    # Wide enough that the problem stays on one line of its cell, whatever the temp path's length.
+    monkeypatch.setattr(ui.console, "_width", 400)
     (project / ".deploy" / "api-token").chmod(0o644)
     with pytest.raises(Exit) as info:
         secrets(MockContext(), local=True)
