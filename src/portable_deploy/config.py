@@ -108,6 +108,12 @@ class DeployConfig:
 
 
 @dataclass(frozen=True)
+class UploadConfig:
+    #: Send only the chunks the host lacks (``chunks``, ``transfer``); false sends whole images.
+    delta: bool = True
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     """[verify.tls]: the health and version checks go over HTTPS and check the certificate."""
 
@@ -181,6 +187,7 @@ class Config:
     sign: SignConfig
     hosts: Mapping[str, HostConfig]
     deploy: DeployConfig = DeployConfig()
+    upload: UploadConfig = UploadConfig()
     verify: VerifyConfig = VerifyConfig()
     #: [secrets.NAME] by name (empty: the app gets no secrets).
     secrets: Mapping[str, SecretConfig] = field(default_factory=dict)
@@ -208,6 +215,7 @@ _ConfigClass = type[
     | SignConfig
     | HostConfig
     | DeployConfig
+    | UploadConfig
     | VerifyConfig
     | TlsConfig
     | SecretConfig
@@ -264,6 +272,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "profile": _example(DeployConfig, "profile"),
         "confirm_timeout": _example(DeployConfig, "confirm_timeout"),
     },
+    "upload": {"delta": "delta = true"},
     "verify": {
         "port": _example(VerifyConfig, "port"),
         "path": _example(VerifyConfig, "path"),
@@ -870,6 +879,12 @@ def _load_deploy(doc: _Doc, data: Mapping[str, object]) -> DeployConfig:
     )
 
 
+def _load_upload(doc: _Doc, data: Mapping[str, object]) -> UploadConfig:
+    upload = _section(doc, data, "upload", UploadConfig)
+    delta = upload.boolean("delta") if "delta" in upload.data else _default(UploadConfig, "delta")
+    return UploadConfig(delta=bool(delta))
+
+
 def _profile(table: _Table) -> str:
     name = table.string("profile")
     if name is None:
@@ -1115,6 +1130,7 @@ def load_config(path: Path) -> Config:
         sign=_load_sign(doc, data),
         hosts=_load_hosts(doc, data),
         deploy=_load_deploy(doc, data),
+        upload=_load_upload(doc, data),
         verify=_load_verify(doc, data),
         secrets=_load_secrets(doc, data, app.name),
     )

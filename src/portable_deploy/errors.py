@@ -19,3 +19,8 @@ class DeployError(Exception):
 
 class ConfigError(DeployError):
     """deploy.toml is wrong: the message names the file and the key path."""
+
+
+class Refused(DeployError):
+    """The release was refused before anything changed (damaged, unsigned, or not the signed
+    image); its staged files are deleted. The pipeline audits it as refused."""

@@ -241,3 +241,28 @@ def exposure(output: str) -> float | None:
     """The overall score ``systemd-analyze security UNIT`` prints (0 safest .. 10), or None."""
     m = _EXPOSURE.search(output)
     return float(m.group(1)) if m else None
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What a delta upload plans from (``delta.inventory``)."""
+
+    #: sha256 of the release's image already in place, if any.
+    image: str | None
+    #: Kept release -> sha256 of its chunk index, in the order listed.
+    indexes: dict[str, str]
+    #: File name of a left-over delta stream -> its size.
+    partials: dict[str, int]
+
+
+def inventory(output: str) -> Inventory:
+    image, indexes, partials = None, {}, {}
+    for line in output.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == "image":
+            image = fields[1]
+        elif len(fields) == 3 and fields[0] == "index":
+            indexes[fields[1]] = fields[2]
+        elif len(fields) == 3 and fields[0] == "partial" and fields[2].isdigit():
+            partials[fields[1]] = int(fields[2])
+    return Inventory(image, indexes, partials)

@@ -73,7 +73,9 @@ def prune(
     running = facts.images_in_use(host.run(portablectl.images_in_use()).stdout, PORTABLES_DIR)
     doomed = prunable(releases, keep, protect | running, audit)
     for r in doomed:
-        host.run(files.remove(layout.image(r), layout.manifest(r), layout.signature(r)))
+        host.run(
+            files.remove(layout.image(r), layout.index(r), layout.manifest(r), layout.signature(r))
+        )
     return doomed
 
 

@@ -60,6 +60,9 @@ class TransportError(DeployError):
     The connection is closed; the next operation opens a new one (a rollback needs it).
     """
 
+    #: The host refused the bytes (SFTP's generic failure, a short file): most likely a full disk.
+    disk_full = False
+
 
 class RemoteTimeout(TransportError):
     """A remote command ran longer than its limit (it may still be running on the host)."""
@@ -82,6 +85,9 @@ class _AllAtOnce(io.StringIO):
 #: What Invoke reports for a command whose SSH session closed without an exit status (its sshd
 #: was killed, the connection cut): the connection failed, not the command.
 _NO_EXIT_STATUS = -1
+
+#: Bytes an upload writes at a time (SFTP's usual packet payload).
+_BLOCK = 32768
 
 #: A command longer than this is named by its builder in a one-line error, not shown whole.
 _SHOWN_MAX = 160
@@ -115,6 +121,14 @@ def check_host_keys(conn: Any, known_hosts: Path) -> None:
         hop = hop.gateway
 
 
+class Readable(Protocol):
+    """What an upload reads from: a file opened for reading, or a stream made on the fly."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+    def seek(self, offset: int, /) -> int: ...
+
+
 class Remote(Protocol):
     """What the pipeline needs from a host; ``Host`` is the real one, tests use a recording fake."""
 
@@ -126,6 +140,17 @@ class Remote(Protocol):
     ) -> Result: ...
 
     def put(self, local: Path, remote: str, progress: Progress | None = None) -> None: ...
+
+    def put_stream(
+        self,
+        stream: Readable,
+        size: int,
+        remote: str,
+        start: int = 0,
+        progress: Progress | None = None,
+    ) -> None: ...
+
+    def get(self, remote: str) -> bytes: ...
 
     def http_get(self, port: int, path: str, timeout: float = 5.0) -> tuple[int, str]: ...
 
@@ -287,12 +312,45 @@ class Host:
         try:
             self._put(local, remote, progress)
         except _transport_exceptions() as e:
-            detail = _detail(e)
-            # SFTP's generic status, or a file that did not get all its bytes: a full disk.
-            if detail.endswith("Failure") or "size mismatch" in detail:
-                hint = "is the host's disk full? check `df -h /var/lib/portables` there, then retry"
-                raise self._lost(f"uploading {local.name} to {remote}", e, hint) from None
-            raise self._lost(f"uploading {local.name} to {remote}", e) from None
+            raise self._upload_lost(f"uploading {local.name} to {remote}", e) from None
+
+    def put_stream(
+        self,
+        stream: Readable,
+        size: int,
+        remote: str,
+        start: int = 0,
+        progress: Progress | None = None,
+    ) -> None:
+        """Write the SIZE bytes of STREAM to REMOTE, from START on: a resumed upload keeps the
+        first START bytes the host has and sends the rest (REMOTE is cut to START first)."""
+        if self.echo is not None:
+            self.echo(self.name, f"sftp write {remote} (bytes {start}-{size})", self.dry_run)
+        if self.dry_run:
+            return
+        try:
+            self._put_stream(stream, size, remote, start, progress)
+        except _transport_exceptions() as e:
+            raise self._upload_lost(f"uploading {remote.rsplit('/', 1)[-1]}", e) from None
+
+    def get(self, remote: str) -> bytes:
+        """The bytes of a (small) file on the host, over SFTP."""
+        if self.echo is not None:
+            self.echo(self.name, f"sftp get {remote}", False)
+        try:
+            return self._get(remote)
+        except _transport_exceptions() as e:
+            raise self._lost(f"reading {remote}", e) from None
+
+    def _upload_lost(self, doing: str, e: BaseException) -> TransportError:
+        # SFTP's generic status, or a file that did not get all its bytes: a full disk.
+        detail = _detail(e)
+        if detail.endswith("Failure") or "size mismatch" in detail:
+            hint = "is the host's disk full? check `df -h /var/lib/portables` there, then retry"
+            lost = self._lost(doing, e, hint)
+            lost.disk_full = True
+            return lost
+        return self._lost(doing, e)
 
     def http_get(self, port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
         """GET http://127.0.0.1:PORT/PATH on the host, through this SSH connection.
@@ -337,6 +395,33 @@ class Host:
     def _put(self, local: Path, remote: str, progress: Progress | None) -> None:
         sftp = self.connection().sftp()
         sftp.put(str(local), remote, callback=progress, confirm=True)
+
+    def _put_stream(
+        self, stream: Readable, size: int, remote: str, start: int, progress: Progress | None
+    ) -> None:
+        sftp = self.connection().sftp()
+        with sftp.open(remote, "r+b" if start else "wb") as f:
+            if start:
+                f.truncate(start)
+                f.seek(start)
+            f.set_pipelined(True)
+            stream.seek(start)
+            done = start
+            while done < size:
+                block = stream.read(min(_BLOCK, size - done))
+                if not block:
+                    raise EOFError(f"the local stream ended at byte {done} of {size}")
+                f.write(block)
+                done += len(block)
+                if progress is not None:
+                    progress(done, size)
+        got = sftp.stat(remote).st_size
+        if got != size:
+            raise OSError(f"size mismatch in put: {got} != {size}")
+
+    def _get(self, remote: str) -> bytes:
+        with self.connection().sftp().open(remote, "rb") as f:
+            return bytes(f.read())
 
     def _http_get(self, port: int, path: str, timeout: float) -> tuple[int, str]:
         try:

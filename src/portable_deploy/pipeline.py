@@ -21,7 +21,7 @@ from .commands.layout import Layout
 from .config import Config
 from .credentials import SET_FILE, SecretSet, changed_units, dropin_path, set_id_of, wanted_dropins
 from .deadman_switch import dead_man, way_back
-from .errors import DeployError
+from .errors import DeployError, Refused
 from .history import (
     ReleaseRow,
     kept_releases,
@@ -48,7 +48,6 @@ from .secrets import SecretValue
 from .steps import (
     ConnectionLost,
     Interrupted,
-    Refused,
     SwitchFailed,
     VerifyFailed,
     check_release,
@@ -226,8 +225,9 @@ def _upload_checked(s: Session, signed: Signed, steps: ui.Steps, event: str) -> 
     "refused", any other failure (a full disk, a dropped connection) as "failed", when the host
     can still be reached; nothing was switched."""
     m = signed.manifest
+    prefer = [r for r in (s.state.live, s.state.previous) if r]
     try:
-        where = upload(s.host, s.layout, signed, steps)
+        where = upload(s.host, s.layout, signed, steps, s.cfg.upload.delta, prefer)
         failpoints.reach("uploaded")
         check_release(s.host, s.layout, m, s.cfg.sign.principal, where)
         failpoints.reach("checked")

@@ -13,13 +13,15 @@ import dataclasses
 from collections.abc import Sequence
 from secrets import token_hex
 
-from . import facts, failpoints, image, ui
+from . import facts, failpoints, image, transfer, ui
+from .chunks import Index
 from .command import Command, Secret
 from .commands import creds, files, portablectl, systemctl, trust
+from .commands import delta as deltacmd
 from .commands.layout import Layout
 from .credentials import Entry, SecretSet, env_file, env_line
-from .errors import DeployError
-from .host import Progress, Remote, RemoteCommandError, RemoteTimeout, TransportError
+from .errors import DeployError, Refused
+from .host import Remote, RemoteCommandError, RemoteTimeout, TransportError
 from .manifest import Manifest
 from .plan import Action, Plan
 from .preflight import HostState
@@ -62,67 +64,84 @@ class Interrupted(SwitchFailed):
     what = "was interrupted"
 
 
-class Refused(DeployError):
-    """The release was refused before anything changed (damaged, unsigned, or not the signed
-    image); its staged files are deleted. The pipeline audits it as refused."""
-
-
-def upload(host: Remote, layout: Layout, signed: Signed, steps: ui.Steps) -> Where:
-    """Send the image (unless the host has it already), manifest and signature to the staging dir.
+def upload(
+    host: Remote,
+    layout: Layout,
+    signed: Signed,
+    steps: ui.Steps,
+    delta: bool = True,
+    prefer: Sequence[str] = (),
+) -> Where:
+    """Send the image (unless the host has it already), its index, manifest and signature to the
+    staging dir: by delta against the releases the host keeps (PREFER first), or whole.
 
     Returns where the release now is: ``STAGED``, or ``STAGED_MANIFEST`` when the host already
     had the same image in place.
     """
     m = signed.manifest
-    on_host = facts.sha256sum(host.run(files.sha256(layout.image(m.release))).stdout)
-    if on_host is not None and on_host != m.image_sha256:
+    inventory = facts.inventory(
+        host.run(
+            deltacmd.inventory(layout.image(m.release), layout.releases_dir, layout.partial_dir)
+        ).stdout
+    )
+    if inventory.image is not None and inventory.image != m.image_sha256:
         raise Refused(
-            f"[{host.name}] already has a different {m.image_name} (sha256 {on_host[:12]}...)",
+            f"[{host.name}] already has a different {m.image_name} "
+            f"(sha256 {inventory.image[:12]}...)",
             hint='releases are immutable: change [app] version (or commit, with version = "git")',
         )
-    host.run(files.mkdir(layout.incoming_dir, layout.releases_dir))
-    target = layout.incoming_image(m.release)
     staged = f"{layout.incoming_dir}/{m.manifest_name}"
+    planned = None
+    if inventory.image is None and delta:
+        planned = transfer.plan_delta(host, layout, signed, inventory, prefer)
+        host.run(transfer.prepare(layout, planned))
+    else:
+        host.run(files.mkdir(layout.incoming_dir, layout.releases_dir))
     try:
         host.put(signed.artifact.manifest_path, staged)
         host.put(signed.signature, staged + ".sig")
-        if on_host is not None:
+        if inventory.image is not None:
             steps.info(f"{m.image_name} already on {host.name} (same sha256): not sent again")
             return Where.STAGED_MANIFEST
-        with ui.transfer(f"{m.image_name} -> {host.name}", m.image_size) as progress:
-            host.put(signed.artifact.image, target, _halfway(progress, "upload"))
-    except TransportError:
+        whole = planned is None or transfer.send_delta(host, layout, signed, planned, steps)
+        if planned is None:
+            transfer.send_whole(host, layout, signed, Index.of_file(signed.artifact.image))
+    except TransportError as lost:
         # A full disk: delete what was staged now, so that the host has room again (for the
-        # audit line, first of all). If the connection is gone, the next lock empties staging.
+        # audit line, first of all), the delta stream too. If the connection is gone, the next
+        # lock empties staging; the delta stream stays for the next upload to resume.
+        doomed = doomed_staging(layout, m)
         with contextlib.suppress(DeployError):
-            host.run(files.remove(staged, staged + ".sig", target))
+            host.run(
+                files.remove(*doomed)
+                if not lost.disk_full
+                else files.remove(*doomed).then(deltacmd.forget(layout.partial_dir))
+            )
         raise
-    if host.dry_run:
-        return Where.STAGED
-    # Transfer integrity: what arrived is what was sent. Whether that matches the signed
-    # manifest is the host's own check, next.
-    local = image.file_sha256(signed.artifact.image)[0]
-    sent = facts.sha256sum(host.run(files.sha256(target)).stdout)
-    if sent != local:
-        host.run(files.remove(staged, staged + ".sig", target))
-        raise Refused(
-            f"[{host.name}] upload of {m.image_name} arrived damaged (sha256 {sent})",
-            hint="retry the deploy",
-        )
+    if whole and not host.dry_run:
+        # Transfer integrity: what arrived is what was sent (an assembled image was checked
+        # on the host already). Whether that matches the signed manifest is the host's own
+        # check, next.
+        local = image.file_sha256(signed.artifact.image)[0]
+        sent = facts.sha256sum(host.run(files.sha256(layout.incoming_image(m.release))).stdout)
+        if sent != local:
+            host.run(files.remove(*doomed_staging(layout, m)))
+            raise Refused(
+                f"[{host.name}] upload of {m.image_name} arrived damaged (sha256 {sent})",
+                hint="retry the deploy",
+            )
     return Where.STAGED
 
 
-def _halfway(progress: Progress, failpoint: str) -> Progress:
-    """PROGRESS, and the failpoint FAILPOINT once half of the bytes are sent."""
-    if not failpoints.armed(failpoint):
-        return progress
-
-    def update(done: int, total: int) -> None:
-        progress(done, total)
-        if 2 * done >= total:
-            failpoints.reach(failpoint)
-
-    return update
+def doomed_staging(layout: Layout, m: Manifest) -> list[str]:
+    """What an upload of M puts in staging: manifest, signature, image, index."""
+    staged = f"{layout.incoming_dir}/{m.manifest_name}"
+    return [
+        staged,
+        staged + ".sig",
+        layout.incoming_image(m.release),
+        layout.incoming_index(m.release),
+    ]
 
 
 def check_release(
@@ -149,9 +168,10 @@ def check_release(
         result = host.run(dataclasses.replace(check, mutates=host.dry_run), check=False)
         if result.ok:
             continue
-        if where is not Where.INSTALLED:
-            doomed = [manifest_path, manifest_path + ".sig"]
-            host.run(files.remove(*doomed, *([image_path] if where is Where.STAGED else [])))
+        if where is Where.STAGED:
+            host.run(files.remove(*doomed_staging(layout, manifest)))
+        elif where is Where.STAGED_MANIFEST:
+            host.run(files.remove(manifest_path, manifest_path + ".sig"))
         if index == 0:
             reason = (result.stderr.strip() or result.stdout.strip()).splitlines()
             raise Refused(
@@ -182,6 +202,7 @@ def install(host: Remote, layout: Layout, manifest: Manifest, where: Where) -> N
         (incoming, layout.manifest(manifest.release)),
     ]
     if where is Where.STAGED:
+        moves.append((layout.incoming_index(manifest.release), layout.index(manifest.release)))
         moves.append((layout.incoming_image(manifest.release), layout.image(manifest.release)))
     host.run(files.install(moves))
 

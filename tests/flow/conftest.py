@@ -26,7 +26,7 @@ from portable_deploy.config import (
     VerifyConfig,
 )
 from portable_deploy.facts import AuditRecord, audit_log
-from portable_deploy.host import Host, Result, Target
+from portable_deploy.host import Host, Readable, Result, Target
 from portable_deploy.image import Artifact
 from portable_deploy.manifest import Manifest
 from portable_deploy.release import Signed
@@ -154,6 +154,9 @@ class FakeHost(Host):
     tls_detail: str = ""
     #: HTTPS answers given first, one per request, before the steady state above.
     handshakes: list[tls.Answer] = field(default_factory=list)
+    #: What SFTP reads find (``Host.get``), and what streamed uploads wrote, by remote path.
+    files: dict[str, bytes] = field(default_factory=dict)
+    streams: dict[str, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__init__(Target(self.name, "fake"), echo=self._shown, dry_run=self.dry_run)
@@ -240,6 +243,25 @@ class FakeHost(Host):
         if self.put_error is not None and remote.endswith(".raw"):
             error, self.put_error = self.put_error, None
             raise error
+
+    def _put_stream(
+        self,
+        stream: Readable,
+        size: int,
+        remote: str,
+        start: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.log.append(f"put {remote}" + (f" from {start}" if start else ""))
+        if self.put_error is not None and remote.endswith((".raw", ".delta")):
+            error, self.put_error = self.put_error, None
+            raise error
+        stream.seek(start)
+        self.streams[remote] = stream.read(size - start)
+
+    def _get(self, remote: str) -> bytes:
+        self.log.append(f"get {remote}")
+        return self.files.get(remote, b"")
 
     def _http_get(self, port: int, path: str, timeout: float) -> tuple[int, str]:
         self.log.append(f"GET :{port}{path}")
@@ -336,6 +358,8 @@ def _without_deadman(tokens: tuple[Token, ...]) -> tuple[Command | None, list[st
 
 
 def _verb(line: str) -> str:
+    # A delta stream is named by its recipe's id: "put .../partial/scoreboard_2.delta".
+    line = re.sub(r"(/partial/[^/ ]+)\.[0-9a-f]{16}\.delta", r"\1.delta", line)
     for needle, name in (
         ('ln "$tmp"', "lock.acquire"),
         ('mv "$1" "$moved"', "lock.release"),
@@ -344,6 +368,9 @@ def _verb(line: str) -> str:
         ("ssh-keygen -Y verify", "verify-signature"),
         ("image_sha256", "verify-image-hash"),
         ('sha256sum "$1" || true', "sha256"),
+        ('echo "image ', "inventory"),
+        ('[ "${f##*/}" != "$2" ]', "delta.prepare"),
+        ("head -c", "delta.assemble"),
         ('cat "$1" || true', "cat"),
         ("for f in $2", "listing"),
         ('for p in "$@"', "exists"),

@@ -139,8 +139,14 @@ def test_a_full_disk_upload_is_one_line_with_a_hint(tmp_path: Path, live_v1: Fak
     assert not any(line.startswith("portablectl") for line in live_v1.log)
     incoming = "/var/lib/portable-deploy/scoreboard/incoming/scoreboard_2"
     # The partial image goes at once, before the audit line, which then has room again.
-    removal = f"rm -f {incoming}.manifest.json {incoming}.manifest.json.sig {incoming}.raw"
-    assert live_v1.log.index(removal) < live_v1.log.index(live_v1.audit_lines()[0])
+    removal = (
+        f"rm -f {incoming}.manifest.json {incoming}.manifest.json.sig {incoming}.raw "
+        f"{incoming}.index && sh -c"
+    )
+    [cleanup] = [line for line in live_v1.log if line.startswith(removal)]
+    # ... and the delta stream with it (kept after a dropped connection, to resume).
+    assert "/var/lib/portable-deploy/scoreboard/partial" in cleanup
+    assert live_v1.log.index(cleanup) < live_v1.log.index(live_v1.audit_lines()[0])
     assert live_v1.verbs()[-1] == "lock.release"
 
 

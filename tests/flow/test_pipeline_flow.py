@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from portable_deploy import pipeline, ui
+from portable_deploy.commands import delta as deltacmd
 from portable_deploy.commands import portablectl
 from portable_deploy.config import DeployConfig
 from portable_deploy.errors import DeployError
@@ -36,12 +37,12 @@ def test_deploy_of_an_app_change_runs_the_commands_in_order(
     assert live_v1.verbs() == [
         "lock.acquire",
         "state",
-        "sha256",
-        "mkdir -p /var/lib/portable-deploy/scoreboard/incoming /var/lib/portable-deploy/scoreboard/releases",
+        "inventory",
+        "delta.prepare",
         "put /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.manifest.json",
         "put /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.manifest.json.sig",
-        "put /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.raw",
-        "sha256",
+        "put /var/lib/portable-deploy/scoreboard/partial/scoreboard_2.delta",
+        "delta.assemble",
         "verify-signature",
         "verify-image-hash",
         "install",
@@ -237,6 +238,7 @@ def test_prune_after_deploy_spares_live_target_and_running_images(
     pipeline.deploy_to(live_v1, cfg, signed(V2), Options(), ui.Steps())
     assert [line for line in live_v1.log if line.startswith("rm ")] == [
         "rm -f /var/lib/portables/scoreboard_9.raw "
+        "/var/lib/portable-deploy/scoreboard/releases/scoreboard_9.index "
         "/var/lib/portable-deploy/scoreboard/releases/scoreboard_9.manifest.json "
         "/var/lib/portable-deploy/scoreboard/releases/scoreboard_9.manifest.json.sig"
     ]
@@ -247,7 +249,7 @@ def test_dry_run_changes_nothing(tmp_path: Path, live_v1: FakeHost) -> None:
     live_v1.dry_run = True
     pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(dry_run=True), ui.Steps())
     executed = [line for line in live_v1.log if not line.startswith("(dry-run)")]
-    assert all(v in ("state", "sha256") for v in (FakeHost(log=executed).verbs())), executed
+    assert all(v in ("state", "inventory") for v in (FakeHost(log=executed).verbs())), executed
     shown = [line for line in live_v1.log if line.startswith("(dry-run)")]
     assert (
         f"(dry-run) portablectl reattach --profile pd-hardened --copy=copy --enable {IMG} && systemctl restart scoreboard.service"
@@ -306,10 +308,7 @@ def test_break_lock_does_not_break_a_young_lock_of_a_live_local_process(
 
 def test_different_image_under_same_name_is_refused(tmp_path: Path, live_v1: FakeHost) -> None:
     """Releases are immutable: a host copy with another hash is never overwritten."""
-    live_v1.on(
-        r"sha256sum \"\$1\" \|\| true' sh /var/lib/portables/scoreboard_2\.raw",
-        Result("f" * 64 + "  x\n", "", 0),
-    )
+    live_v1.fail(deltacmd.inventory, Result(f"image {'f' * 64}\n", "", 0))
     with pytest.raises(DeployError, match="immutable"):
         pipeline.deploy_to(live_v1, config(tmp_path), signed(V2), Options(), ui.Steps())
     assert not any(line.startswith("put") for line in live_v1.log)

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import pytest
 
 from portable_deploy import pipeline, ui
-from portable_deploy.commands import files, trust
+from portable_deploy.commands import delta, files, trust
 from portable_deploy.errors import DeployError
 from portable_deploy.host import Result
 from portable_deploy.release import Options
@@ -21,16 +21,16 @@ INCOMING = "/var/lib/portable-deploy/scoreboard/incoming"
 UPLOADED = [
     "lock.acquire",
     "state",
-    "sha256",
-    "mkdir -p /var/lib/portable-deploy/scoreboard/incoming /var/lib/portable-deploy/scoreboard/releases",
+    "inventory",
+    "delta.prepare",
     f"put {INCOMING}/scoreboard_2.manifest.json",
     f"put {INCOMING}/scoreboard_2.manifest.json.sig",
-    f"put {INCOMING}/scoreboard_2.raw",
-    "sha256",
+    "put /var/lib/portable-deploy/scoreboard/partial/scoreboard_2.delta",
+    "delta.assemble",
 ]
 CLEANED = (
     f"rm -f {INCOMING}/scoreboard_2.manifest.json {INCOMING}/scoreboard_2.manifest.json.sig "
-    f"{INCOMING}/scoreboard_2.raw"
+    f"{INCOMING}/scoreboard_2.raw {INCOMING}/scoreboard_2.index"
 )
 
 
@@ -43,6 +43,8 @@ def refuse_image_hash(host: FakeHost) -> None:
 
 
 def damage_in_transit(host: FakeHost) -> None:
+    """The assembled image is not the one planned, and neither is the whole image sent then."""
+    host.fail(delta.assemble, Result("0" * 64 + "\n", "", delta.MISMATCH))
     host.on(rf"{INCOMING}/scoreboard_2\.raw$", Result("0" * 64 + f"  {INCOMING}/x\n", "", 0))
 
 
@@ -71,7 +73,7 @@ REFUSALS = {
     ),
     "damaged-arrival": Refusal(
         damage_in_transit,
-        [],
+        [f"put {INCOMING}/scoreboard_2.raw", f"put {INCOMING}/scoreboard_2.index", "sha256"],
         f"[fake] upload of scoreboard_2.raw arrived damaged (sha256 {'0' * 64})",
         "retry the deploy",
     ),

@@ -41,6 +41,15 @@ class Layout:
         return f"{self.state_dir}/incoming"
 
     @property
+    def partial_dir(self) -> str:
+        """The delta stream of an upload that did not finish: kept across locks, so the next
+        upload of the same recipe resumes it (one at most)."""
+        return f"{self.state_dir}/partial"
+
+    def partial(self, release: str, recipe_id: str) -> str:
+        return f"{self.partial_dir}/{release}.{recipe_id}.delta"
+
+    @property
     def secrets_dir(self) -> str:
         """Root-only: one directory per secret set (encrypted credentials, environment files)."""
         return f"{self.state_dir}/secrets"
@@ -82,6 +91,13 @@ class Layout:
 
     def manifest(self, release: str) -> str:
         return f"{self.releases_dir}/{release}.manifest.json"
+
+    def index(self, release: str) -> str:
+        """The release image's chunk index (``chunks.Index``), what delta uploads copy by."""
+        return f"{self.releases_dir}/{release}.index"
+
+    def incoming_index(self, release: str) -> str:
+        return f"{self.incoming_dir}/{release}.index"
 
     def signature(self, release: str) -> str:
         return f"{self.manifest(release)}.sig"
