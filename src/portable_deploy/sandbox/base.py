@@ -41,6 +41,8 @@ PACKAGES = (
     "sqlite3",
     # Let's Encrypt's test CA: the ACME server of the TLS tests and benchmarks (sandbox/acme.py).
     "pebble",
+    # The baseline bench/upload.py measures delta uploads against (never used by the tool).
+    "rsync",
 )
 DISK_SIZE = "3G"
 
