@@ -54,9 +54,11 @@ from .steps import (
     deliver_secrets,
     describe,
     install,
+    read_checked,
     reattach,
     upload,
 )
+from .verify import now as verify_clock
 from .verify import unit_states, verify
 
 
@@ -177,14 +179,14 @@ def rollback_on(host: Remote, cfg: Config, to: str | None, opts: Options, steps:
                 f"[{host.name}] no previous release in the deploy history",
                 hint="name one with --to VERSION (see `invoke releases`)",
             )
-        target = read_manifest(host, s.layout, name)
-        if target is None:
-            raise DeployError(
-                f"[{host.name}] release {name} is not on the host",
-                hint="see `invoke releases` for the ones kept there",
-            )
-        with steps.step(f"check {target.release} on {host.name}"):
-            check_release(host, s.layout, target, cfg.sign.principal, Where.INSTALLED)
+        with steps.step(f"check {name} on {host.name}"):
+            # Read and checked in one round trip (signature, then the image's sha256).
+            target = read_checked(host, s.layout, name, cfg.sign.principal)
+            if target is None:
+                raise DeployError(
+                    f"[{host.name}] release {name} is not on the host",
+                    hint="see `invoke releases` for the ones kept there",
+                )
             failpoints.reach("checked")
             # The secrets the target ran with come back with it (never today's).
             secrets = recorded_secret_set(host, s.layout, s.state, target.release)
@@ -328,9 +330,10 @@ def switch(
     armed = switch_ is not None
     try:
         _reattach(s, plan, steps, dropins, switch_)
+        switched = verify_clock()
         with steps.step(f"verify {target.release} on {s.host.name}"):
             alive = deadman.heartbeat(s.layout) if switch_ else None
-            verify(s.host, s.cfg, target, steps, alive)
+            verify(s.host, s.cfg, target, steps, alive, since=switched)
     except SwitchFailed as failure:
         if s.host.dry_run:
             raise
@@ -448,7 +451,7 @@ def _revert_now(
                     host.run(restore)
                 failpoints.reach("rolling-back")
                 reattach(host, layout, back, alive)
-                verify(host, s.cfg, previous, steps, alive)
+                verify(host, s.cfg, previous, steps, alive, since=verify_clock())
         except TransportError as lost:
             second = lost
             if attempt == 1:

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 from collections.abc import Sequence
 from secrets import token_hex
+from typing import NoReturn
 
 from . import facts, failpoints, image, transfer, ui
 from .chunks import Index
@@ -21,7 +22,7 @@ from .commands import delta as deltacmd
 from .commands.layout import Layout
 from .credentials import Entry, SecretSet, env_file, env_line
 from .errors import DeployError, Refused
-from .host import Remote, RemoteCommandError, RemoteTimeout, TransportError
+from .host import Remote, RemoteCommandError, RemoteTimeout, Result, TransportError
 from .manifest import Manifest
 from .plan import Action, Plan
 from .preflight import HostState
@@ -147,50 +148,80 @@ def doomed_staging(layout: Layout, m: Manifest) -> list[str]:
 def check_release(
     host: Remote, layout: Layout, manifest: Manifest, principal: str, where: Where
 ) -> None:
-    """On the host, before anything changes: the signature against the host's own trust root,
-    then the image's sha256 against the signed manifest. A refused upload is deleted from staging.
-    """
+    """On the host, before anything changes, in one round trip: the signature against the
+    host's own trust root, then the image's sha256 against the signed manifest. A refused upload
+    is deleted from staging."""
+    check = _check_command(layout, manifest.release, principal, where)
+    # It reads files that a dry run never uploaded: show it, do not run it.
+    result = host.run(dataclasses.replace(check, mutates=host.dry_run), check=False)
+    if not result.ok:
+        _refuse(host, layout, manifest, where, result)
+
+
+def read_checked(host: Remote, layout: Layout, release: str, principal: str) -> Manifest | None:
+    """An installed RELEASE's manifest, read and checked (as ``check_release``) in one round
+    trip; None if the host does not have it."""
+    check = _check_command(layout, release, principal, Where.INSTALLED, show=True)
+    result = host.run(check, check=False)
+    if result.exit_code == trust.NO_MANIFEST:
+        return None
+    text, _, checked = result.stdout.partition(trust.CHECKED)
+    if not checked and not result.ok:
+        raise RemoteCommandError(host.name, check, result)
+    manifest = Manifest.from_json(text, f"{host.name}:{layout.manifest(release)}")
+    if not result.ok:
+        _refuse(
+            host, layout, manifest, Where.INSTALLED, dataclasses.replace(result, stdout=checked)
+        )
+    return manifest
+
+
+def _check_command(
+    layout: Layout, release: str, principal: str, where: Where, show: bool = False
+) -> Command:
     base = layout.releases_dir if where is Where.INSTALLED else layout.incoming_dir
-    manifest_path = f"{base}/{manifest.manifest_name}"
-    image_path = (
-        layout.incoming_image(manifest.release)
-        if where is Where.STAGED
-        else layout.image(manifest.release)
+    manifest_path = f"{base}/{release}.manifest.json"
+    image_path = layout.incoming_image(release) if where is Where.STAGED else layout.image(release)
+    return trust.check_release(
+        manifest_path,
+        manifest_path + ".sig",
+        principal,
+        layout.allowed_signers,
+        image_path,
+        release,
+        show=show,
     )
-    checks = (
-        trust.verify_signature(
-            manifest_path, manifest_path + ".sig", principal, layout.allowed_signers
-        ),
-        trust.image_matches_manifest(image_path, manifest_path, manifest.release),
-    )
-    for index, check in enumerate(checks):
-        # These read files that a dry run never uploaded: show them, do not run them.
-        result = host.run(dataclasses.replace(check, mutates=host.dry_run), check=False)
-        if result.ok:
-            continue
-        if where is Where.STAGED:
-            host.run(files.remove(*doomed_staging(layout, manifest)))
-        elif where is Where.STAGED_MANIFEST:
-            host.run(files.remove(manifest_path, manifest_path + ".sig"))
-        if index == 0:
-            reason = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            raise Refused(
-                f"[{host.name}] refused {manifest.release}: signature check failed"
-                + (f" ({reason[-1]})" if reason else ""),
-                hint=f"sign with a key listed in the host's {layout.allowed_signers} "
-                "(invoke host.setup installs it)",
-            )
-        if result.exit_code == trust.OTHER_RELEASE:
-            raise Refused(
-                f"[{host.name}] refused {manifest.release}: its signed manifest is another "
-                "release's (staged under this name)",
-                hint="rebuild and sign again: `invoke build sign`",
-            )
+
+
+def _refuse(
+    host: Remote, layout: Layout, manifest: Manifest, where: Where, result: Result
+) -> NoReturn:
+    """Delete what was staged for MANIFEST and raise the one-line refusal RESULT means."""
+    if where is Where.STAGED:
+        host.run(files.remove(*doomed_staging(layout, manifest)))
+    elif where is Where.STAGED_MANIFEST:
+        staged = f"{layout.incoming_dir}/{manifest.manifest_name}"
+        host.run(files.remove(staged, staged + ".sig"))
+    if result.exit_code == trust.BAD_SIGNATURE:
+        reason = result.stderr.strip().splitlines()
         raise Refused(
-            f"[{host.name}] refused {manifest.release}: image sha256 {result.stdout.strip()[:16]}... "
-            "does not match the signed manifest",
+            f"[{host.name}] refused {manifest.release}: signature check failed"
+            + (f" ({reason[-1]})" if reason else ""),
+            hint=f"sign with a key listed in the host's {layout.allowed_signers} "
+            "(invoke host.setup installs it)",
+        )
+    if result.exit_code == trust.OTHER_RELEASE:
+        raise Refused(
+            f"[{host.name}] refused {manifest.release}: its signed manifest is another "
+            "release's (staged under this name)",
             hint="rebuild and sign again: `invoke build sign`",
         )
+    got = (result.stdout.strip().splitlines() or [""])[-1]
+    raise Refused(
+        f"[{host.name}] refused {manifest.release}: image sha256 {got[:16]}... "
+        "does not match the signed manifest",
+        hint="rebuild and sign again: `invoke build sign`",
+    )
 
 
 def install(host: Remote, layout: Layout, manifest: Manifest, where: Where) -> None:

@@ -23,6 +23,11 @@ from .steps import VerifyFailed
 from .units import Kind
 
 
+def now() -> float:
+    """The clock verify's settle window is measured on (give its ``since`` from here)."""
+    return time.monotonic()
+
+
 def unit_states(host: Remote, units: Sequence[str]) -> dict[str, facts.UnitState]:
     return facts.unit_states(host.run(systemctl.show(units)).stdout)
 
@@ -67,11 +72,21 @@ class _Pulse:
 
 
 def verify(
-    host: Remote, cfg: Config, manifest: Manifest, steps: ui.Steps, alive: Command | None = None
+    host: Remote,
+    cfg: Config,
+    manifest: Manifest,
+    steps: ui.Steps,
+    alive: Command | None = None,
+    since: float | None = None,
 ) -> None:
     """Units active, the health check through the SSH connection (over HTTPS with the certificate
     checked, with [verify.tls]), then no restarts for a while. ALIVE (the dead-man switch's
-    heartbeat) is sent along while it runs."""
+    heartbeat) is sent along while it runs.
+
+    The settle window is [verify] settle seconds from SINCE (``time.monotonic()`` when the
+    switch's restarts ended), so the health checks run inside it rather than before it; the
+    units are read once more at its end, and at least once after the health check passed.
+    Without SINCE (a verify of its own) the window starts when the health check passes."""
     v = cfg.verify
     if host.dry_run:
         steps.info(
@@ -86,18 +101,20 @@ def verify(
     health = _wait_http(host, cfg, manifest, deadline, pulse, states)
     failpoints.reach("verifying")
     if v.settle > 0:
-        pulse.wait(v.settle)
+        start = since if since is not None else time.monotonic()
+        window = "of the switch" if since is not None else "after the health check"
+        pulse.wait(max(0.0, start + v.settle - time.monotonic()))
         after = pulse.show(units)
         for name in units:
             before, now = states[name], after.get(name)
             if now is None or not now.active or now.n_restarts != before.n_restarts:
                 raise VerifyFailed(
-                    f"{name} restarted or stopped within {v.settle:g}s after the health check "
+                    f"{name} restarted or stopped within {v.settle:g}s {window} "
                     f"(restarts {before.n_restarts} -> {now.n_restarts if now else '?'})"
                 )
             if before.main_pid and now.main_pid != before.main_pid:
                 raise VerifyFailed(
-                    f"{name} changed its main PID within {v.settle:g}s (restart loop?)"
+                    f"{name} changed its main PID within {v.settle:g}s {window} (restart loop?)"
                 )
     passed = f"{', '.join(units)} active; GET {_url(v, v.path)} -> {health.status}"
     cert = health.certificate

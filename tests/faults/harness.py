@@ -246,10 +246,11 @@ CUT_SSH = (
     'case " $mine " in *" $s "*) ;; *) kill -9 "$s";; esac; done'
 )
 FILL = "/var/tmp/portable-deploy-faults-fill"
-#: All free space but 4 MiB: room for the lock and the manifest, not for the image.
+#: All free space but 512 KiB: room for the lock and the manifest, not for the delta stream
+#: (an app-only change sends a few MB).
 FILL_DISK = (
     f"fallocate -l $(( $(stat -f -c '%f * %S' /) - 64 * 1024 * 1024 )) {FILL} && "
-    f"{{ dd if=/dev/zero of={FILL}.top bs=1M 2>/dev/null || true; }} && truncate -s -4M {FILL}.top"
+    f"{{ dd if=/dev/zero of={FILL}.top bs=1M 2>/dev/null || true; }} && truncate -s -512K {FILL}.top"
 )
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from portable_deploy import profiles, tls
 from portable_deploy.command import Command, Op, Token
+from portable_deploy.commands import trust
 from portable_deploy.commands.layout import Layout
 from portable_deploy.commands.state import SECTION
 from portable_deploy.config import (
@@ -217,10 +218,27 @@ class FakeHost(Host):
                 return failure
         if SECTION in line:
             return self.state(line)
+        if '"$7" = show' in line and shlex.split(line)[-2] == "show":
+            return self._checked(line)
+        return self._respond(line)
+
+    def _respond(self, line: str) -> Result:
         for pattern, response in self.responders:
             if re.search(pattern, line):
                 return response(line) if callable(response) else response
         return Result("", "", 0)
+
+    def _checked(self, line: str) -> Result:
+        """``trust.check_release(show=True)``: the manifest as ``cat`` of it answers (a
+        responder, else ``manifests``), then the checks, passed."""
+        release = shlex.split(line)[-1]
+        path = f"/var/lib/portable-deploy/scoreboard/releases/{release}.manifest.json"
+        text = self._respond(f"cat {path}").stdout
+        if not text.strip() and release in self.manifests:
+            text = self.manifests[release].to_json()
+        if not text.strip():
+            return Result("", f"cat: {path}: No such file or directory", trust.NO_MANIFEST)
+        return Result(f"{text}\n{trust.CHECKED}\n{'0' * 64}\n", "", 0)
 
     def _logged(self, command: Command) -> str:
         """Log COMMAND; the dead-man switch's parts that ride on it (``deadman.*``) are logged as
@@ -365,6 +383,7 @@ def _verb(line: str) -> str:
         ('mv "$1" "$moved"', "lock.release"),
         ("### portable-deploy:", "state"),
         ("systemctl --version", "host_info"),
+        ('"$7" = show', "check-release"),
         ("ssh-keygen -Y verify", "verify-signature"),
         ("image_sha256", "verify-image-hash"),
         ('sha256sum "$1" || true', "sha256"),

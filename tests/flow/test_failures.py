@@ -39,7 +39,7 @@ def _rolled_back(host: FakeHost) -> None:
     verbs = host.verbs()
     assert SWAP in verbs and BACK in verbs
     back = verbs.index(BACK)
-    assert verbs[back - 2 : back] == ["verify-signature", "verify-image-hash"]
+    assert verbs[back - 1 : back] == ["check-release"]
     assert verbs[-1] == "lock.release"
 
 
@@ -118,8 +118,8 @@ def test_rollback_refuses_a_previous_release_no_longer_trusted(
     key removed from the trust root is not honoured, and the message says both failures."""
     live_v1.health = 500
     live_v1.fail(
-        trust.verify_signature,
-        Result("", "Could not verify signature.", 255),
+        trust.check_release,
+        Result("", "Could not verify signature.", trust.BAD_SIGNATURE),
         matching=r"/releases/scoreboard_1\.manifest\.json",
     )
     error = _deploy(live_v1, tmp_path)
@@ -175,7 +175,7 @@ def test_a_host_never_set_up_is_named_at_the_lock(tmp_path: Path, live_v1: FakeH
 
 def test_a_signed_manifest_of_another_release_is_refused(tmp_path: Path, live_v1: FakeHost) -> None:
     """A validly signed old manifest staged under a new name is refused, audited, not installed."""
-    live_v1.fail(trust.image_matches_manifest, Result("", "", trust.OTHER_RELEASE))
+    live_v1.fail(trust.check_release, Result("", "", trust.OTHER_RELEASE))
     error = _deploy(live_v1, tmp_path)
     assert error.message == (
         "[fake] refused scoreboard_2: its signed manifest is another release's "

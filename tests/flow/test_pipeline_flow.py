@@ -15,7 +15,7 @@ import pytest
 
 from portable_deploy import pipeline, ui
 from portable_deploy.commands import delta as deltacmd
-from portable_deploy.commands import portablectl
+from portable_deploy.commands import portablectl, trust
 from portable_deploy.config import DeployConfig
 from portable_deploy.errors import DeployError
 from portable_deploy.host import Result
@@ -43,8 +43,7 @@ def test_deploy_of_an_app_change_runs_the_commands_in_order(
         "put /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.manifest.json.sig",
         "put /var/lib/portable-deploy/scoreboard/partial/scoreboard_2.delta",
         "delta.assemble",
-        "verify-signature",
-        "verify-image-hash",
+        "check-release",
         "install",
         # The dead-man switch rides on the swap, verify's own calls, and the audit record.
         "deadman.arm",
@@ -122,19 +121,18 @@ def test_failed_verify_reattaches_the_previous_release(tmp_path: Path, live_v1: 
         "portablectl reattach --profile pd-hardened --copy=copy --enable /var/lib/portables/scoreboard_1.raw && "
         "systemctl restart scoreboard.service"
     )
-    tail = after[after.index(back) - 3 :]
+    tail = after[after.index(back) - 2 :]
     # The host's dead-man switch is held back; the rollback checks scoreboard_1's signature and
-    # hash again before reattaching it.
-    assert tail[:7] == [
+    # hash again (one command) before reattaching it.
+    assert tail[:6] == [
         "deadman.hold",
-        "verify-signature",
-        "verify-image-hash",
+        "check-release",
         back,
         "systemctl show",
         "GET :80/healthz",
         "GET :80/version",
     ]
-    assert set(after[3 : after.index(back) - 3]) == {"GET :80/healthz", "systemctl show"}
+    assert set(after[3 : after.index(back) - 2]) == {"GET :80/healthz", "systemctl show"}
     audit = live_v1.audit_lines()
     assert (
         len(audit) == 1
@@ -160,11 +158,8 @@ def test_rollback_goes_to_the_previous_release_in_history(
     plan = pipeline.rollback_on(live_v1, config(tmp_path), None, Options(), ui.Steps())
     assert plan.release == "scoreboard_1"
     verbs = live_v1.verbs()
-    assert verbs[verbs.index("verify-signature") - 1 : verbs.index("verify-signature") + 2] == [
-        "cat",
-        "verify-signature",
-        "verify-image-hash",
-    ]
+    # The target's manifest is read and checked in one round trip, right after the state.
+    assert verbs[:3] == ["lock.acquire", "state", "check-release"]
     assert (
         "portablectl reattach --profile pd-hardened --copy=copy --enable /var/lib/portables/scoreboard_1.raw && "
         "systemctl restart scoreboard.service"
@@ -331,7 +326,9 @@ def test_host_without_portablectl_names_the_package(tmp_path: Path, live_v1: Fak
 
 def test_refused_upload_is_audited_as_upload(tmp_path: Path, live_v1: FakeHost) -> None:
     """`invoke upload` of a release the host refuses writes an audit line with event "upload"."""
-    live_v1.on(r"ssh-keygen -Y verify", Result("", "Could not verify signature.", 255))
+    live_v1.fail(
+        trust.check_release, Result("", "Could not verify signature.", trust.BAD_SIGNATURE)
+    )
     with pytest.raises(DeployError, match="signature check failed"):
         pipeline.upload_to(live_v1, config(tmp_path), signed(V2), ui.Steps())
     assert [(r.event, r.result) for r in live_v1.audited()] == [("upload", "refused")]

@@ -35,11 +35,14 @@ CLEANED = (
 
 
 def refuse_signature(host: FakeHost) -> None:
-    host.fail(trust.verify_signature, Result("", "Good try\nCould not verify signature.\n", 255))
+    host.fail(
+        trust.check_release,
+        Result("", "Good try\nCould not verify signature.\n", trust.BAD_SIGNATURE),
+    )
 
 
 def refuse_image_hash(host: FakeHost) -> None:
-    host.fail(trust.image_matches_manifest, Result("f" * 64 + "\n", "", 1))
+    host.fail(trust.check_release, Result("f" * 64 + "\n", "", 1))
 
 
 def damage_in_transit(host: FakeHost) -> None:
@@ -59,14 +62,14 @@ class Refusal(NamedTuple):
 REFUSALS = {
     "signature": Refusal(
         refuse_signature,
-        ["verify-signature"],
+        ["check-release"],
         "[fake] refused scoreboard_2: signature check failed (Could not verify signature.)",
         "sign with a key listed in the host's /etc/portable-deploy/scoreboard/allowed_signers "
         "(invoke host.setup installs it)",
     ),
     "image-hash": Refusal(
         refuse_image_hash,
-        ["verify-signature", "verify-image-hash"],
+        ["check-release"],
         "[fake] refused scoreboard_2: image sha256 ffffffffffffffff... does not match the "
         "signed manifest",
         "rebuild and sign again: `invoke build sign`",
@@ -113,7 +116,7 @@ def test_a_refusal_is_one_line_with_a_hint(tmp_path: Path, live_v1: FakeHost, re
 
 
 def test_fake_host_fails_a_command_by_its_builder_not_its_text(live_v1: FakeHost) -> None:
-    """fail(trust.verify_signature, ...) fails that builder's commands, not look-alike text."""
+    """fail(trust.check_release, ...) fails that builder's commands, not look-alike text."""
     refuse_signature(live_v1)
     assert live_v1.run(files.cat("ssh-keygen -Y verify"), check=False).ok
-    assert not live_v1.run(trust.verify_signature("m", "s", "p", "/a"), check=False).ok
+    assert not live_v1.run(trust.check_release("m", "s", "p", "/a", "i", "r"), check=False).ok

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from portable_deploy import pipeline, ui
+from portable_deploy import pipeline, ui, verify
 from portable_deploy.config import VerifyConfig
 from portable_deploy.errors import DeployError
 from portable_deploy.host import Result
 from portable_deploy.release import Options
 
-from .conftest import FakeHost, config, manifest, signed
+from .conftest import FakeClock, FakeHost, config, manifest, signed
 
 V2 = manifest("2", app="e")
 SWAP = (
@@ -60,10 +60,13 @@ def app_unsettles(host: FakeHost, *, restarts: int, pid: int) -> None:
         (
             1,
             42,
-            "scoreboard.service restarted or stopped within 0.01s after the health check "
-            "(restarts 0 -> 1)",
+            "scoreboard.service restarted or stopped within 0.01s of the switch (restarts 0 -> 1)",
         ),
-        (0, 43, "scoreboard.service changed its main PID within 0.01s (restart loop?)"),
+        (
+            0,
+            43,
+            "scoreboard.service changed its main PID within 0.01s of the switch (restart loop?)",
+        ),
     ],
     ids=["NRestarts", "MainPID"],
 )
@@ -87,8 +90,7 @@ def test_a_unit_restarting_during_settle_fails_verify_and_rolls_back(
         # The deployer rolls back itself, holding the host's switch back (its heartbeat rides
         # on the rollback's commands) until the rollback is audited.
         "deadman.hold",
-        "verify-signature",  # the rollback checks scoreboard_1 again before reattaching it
-        "verify-image-hash",
+        "check-release",  # the rollback checks scoreboard_1 again before reattaching it
         BACK,
         *verified,
         "deadman.disarm",
@@ -131,3 +133,24 @@ def test_a_release_that_crashes_while_its_health_check_fails_is_judged_at_once(
         "GET :80/healthz",
         "systemctl show",
     ]
+
+
+def test_the_settle_window_counts_from_the_switch(
+    tmp_path: Path, live_v1: FakeHost, fake_clock: FakeClock
+) -> None:
+    """Settle is measured from the end of the restarts: the health checks run inside it, and
+    verify waits only for what is left of it (then reads the units once more)."""
+    cfg = dataclasses.replace(config(tmp_path), verify=VerifyConfig(settle=2, timeout=10))
+    live_v1.version = "1"
+    v1 = live_v1.manifests["scoreboard_1"]
+    start = fake_clock.now
+    verify.verify(live_v1, cfg, v1, ui.Steps(), since=start - 1.5)
+    assert fake_clock.now - start == pytest.approx(0.5)
+    assert live_v1.verbs()[-1] == "systemctl show"
+    start = fake_clock.now
+    verify.verify(live_v1, cfg, v1, ui.Steps(), since=start - 5)  # health checks took longer
+    assert fake_clock.now == start
+    assert live_v1.verbs()[-3:] == ["GET :80/healthz", "GET :80/version", "systemctl show"]
+    start = fake_clock.now
+    verify.verify(live_v1, cfg, v1, ui.Steps())  # on its own: the whole window after the checks
+    assert fake_clock.now - start == pytest.approx(2)

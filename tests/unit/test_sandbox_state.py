@@ -25,7 +25,7 @@ OLD_VM_JSON = """\
   "known_hosts": "{dir}/known_hosts",
   "user": "root",
   "overlay": "{dir}/overlay.qcow2",
-  "base": "/root/.cache/portable-deploy/base-0f2ff19b86d5",
+  "base": "/root/.cache/portable-deploy/base-a0d9348ccb73",
   "accel": "tcg",
   "cpus": 2,
   "started_at": 1795735982.4332952

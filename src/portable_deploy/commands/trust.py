@@ -39,6 +39,46 @@ def image_matches_manifest(image: str, manifest: str, release: str) -> Command:
     )
 
 
+#: Exit status of ``check_release`` when the signature does not verify.
+BAD_SIGNATURE = 20
+#: Exit status of ``check_release`` with ``show=True`` when the manifest is not on the host.
+NO_MANIFEST = 21
+#: Printed by ``check_release`` with ``show=True`` between the manifest and the checks' output.
+CHECKED = "--- checked by portable-deploy ---"
+
+
+@builder
+def check_release(
+    manifest: str,
+    signature: str,
+    principal: str,
+    allowed_signers: str,
+    image: str,
+    release: str,
+    show: bool = False,
+) -> Command:
+    """Both host-side checks in one round trip: the signature (exit ``BAD_SIGNATURE``), then
+    that the manifest is RELEASE's (exit ``OTHER_RELEASE``) and holds the image's sha256 (which
+    it prints; exit 1 if not). SHOW prints the manifest first, then ``CHECKED`` (exit
+    ``NO_MANIFEST`` if there is none), so that a rollback reads and checks its target at once."""
+    first = f'if [ "$7" = show ]; then cat "$5" || exit {NO_MANIFEST}; echo; echo "{CHECKED}"; fi; '
+    return sh_args(
+        first + 'ssh-keygen -Y verify -f "$1" -I "$2" -n "$3" -s "$4" < "$5" >/dev/null '
+        f"|| exit {BAD_SIGNATURE}; "
+        f'grep -qF "\\"release\\": \\"$8\\"" "$5" || exit {OTHER_RELEASE}; '
+        'h=$(sha256sum "$6" | cut -d" " -f1) && echo "$h" && '
+        'grep -qF "\\"image_sha256\\": \\"$h\\"" "$5"',
+        allowed_signers,
+        principal,
+        SIGNATURE_NAMESPACE,
+        signature,
+        manifest,
+        image,
+        "show" if show else "",
+        release,
+    )
+
+
 @builder
 def install_allowed_signers(path: str, content: str) -> Command:
     return write(path, content, mode="0644")
