@@ -30,14 +30,19 @@ def record(
     message: str = "",
     secrets: str = "",
     first: Command | None = None,
+    then: Command | None = None,
 ) -> None:
     """Append one JSON line to the host's audit log (SECRETS: the id of the secret set the live
     release runs with; never a value); FIRST runs before, in the same command (and the line is
-    appended only if it succeeds)."""
+    appended only if it succeeds), THEN after it (such as releasing the deploy lock)."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
     line = record_line(event, release, live, result, message, secrets, at=now)
-    append = files.append_log(layout.audit_log, line)
-    host.run(first.then(append) if first is not None else append)
+    command = files.append_log(layout.audit_log, line)
+    if first is not None:
+        command = first.then(command)
+    if then is not None:
+        command = command.then(then)
+    host.run(command)
 
 
 def record_line(

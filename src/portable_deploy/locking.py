@@ -16,6 +16,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from . import facts, ui
@@ -26,12 +27,22 @@ from .errors import DeployError
 from .host import Remote, RemoteCommandError
 
 
+@dataclass
+class Held:
+    """The deploy lock this task holds: its token, and whether a command of the task's own has
+    released it already (riding on the last one, such as the audit record)."""
+
+    token: str
+    released: bool = False
+
+
 @contextlib.contextmanager
 def deploy_lock(
     host: Remote, layout: Layout, cfg: Config, release: str, command: str, break_lock: bool
-) -> Iterator[str]:
-    """Hold the app's deploy lock on the host for the duration (yields its token); refuse if
-    someone else holds it."""
+) -> Iterator[Held]:
+    """Hold the app's deploy lock on the host for the duration; refuse if someone else holds
+    it. The lock is released at the end unless the task released it with its last command
+    (``Held.released``)."""
     token = uuid.uuid4().hex
     record = json.dumps(
         {
@@ -51,9 +62,10 @@ def deploy_lock(
     # whose lock was broken): it puts back what that deploy replaced, now, before the state is
     # read; never under a new deploy.
     acquire = lock.acquire(layout.lock, record, layout.incoming_dir, deadman.finish(layout))
+    held = Held(token)
     if host.dry_run:
         host.run(acquire)
-        yield token
+        yield held
         return
     result = host.run(acquire, check=False)
     if result.exit_code == lock.HELD:
@@ -88,8 +100,10 @@ def deploy_lock(
             highlight=False,
         )
     try:
-        yield token
+        yield held
     except BaseException as first:
+        if held.released:
+            raise
         # Release on every path, but never let a failed release (the connection is gone) hide
         # why the task failed.
         try:
@@ -102,7 +116,8 @@ def deploy_lock(
                     + "once this process has exited, retry with --break-lock",
                 ) from None
         raise
-    host.run(lock.release(layout.lock, token))
+    if not held.released:
+        host.run(lock.release(layout.lock, token))
 
 
 def machine_id() -> str:

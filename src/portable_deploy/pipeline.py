@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from . import facts, failpoints, interrupts, profiles, ui
 from .command import Command
-from .commands import creds, deadman, files
+from .commands import creds, deadman, files, lock
 from .commands.layout import Layout
 from .config import Config
 from .credentials import SET_FILE, SecretSet, changed_units, dropin_path, set_id_of, wanted_dropins
@@ -32,7 +32,7 @@ from .history import (
     release_rows,
 )
 from .host import Remote, RemoteCommandError, TransportError
-from .locking import deploy_lock
+from .locking import Held, deploy_lock
 from .manifest import Manifest
 from .plan import Action, Plan, plan_release
 from .preflight import (
@@ -70,8 +70,12 @@ class Session:
     cfg: Config
     layout: Layout
     state: HostState
-    #: The token of the deploy lock this task holds ("" for a read-only task).
-    lock_token: str = ""
+    #: The deploy lock this task holds (None for a read-only task).
+    held: Held | None = None
+
+    @property
+    def lock_token(self) -> str:
+        return self.held.token if self.held is not None else ""
 
 
 @contextmanager
@@ -80,8 +84,8 @@ def session(
 ) -> Iterator[Session]:
     """The shared prologue: hold the deploy lock for EVENT, read the host's state."""
     layout = Layout(cfg.app.name)
-    with deploy_lock(host, layout, cfg, release, event, break_lock) as token:
-        yield Session(host, cfg, layout, read_state(host, layout, cfg.deploy.profile), token)
+    with deploy_lock(host, layout, cfg, release, event, break_lock) as held:
+        yield Session(host, cfg, layout, read_state(host, layout, cfg.deploy.profile), held)
 
 
 def peek(host: Remote, cfg: Config) -> Session:
@@ -190,7 +194,7 @@ def rollback_on(host: Remote, cfg: Config, to: str | None, opts: Options, steps:
             failpoints.reach("checked")
             # The secrets the target ran with come back with it (never today's).
             secrets = recorded_secret_set(host, s.layout, s.state, target.release)
-        return switch(s, target, opts, steps, "rollback", secrets)
+        return switch(s, target, opts, steps, "rollback", secrets, last=True)
 
 
 def live_secrets_on(host: Remote, cfg: Config) -> tuple[dict[str, str], str | None]:
@@ -320,10 +324,12 @@ def switch(
     steps: ui.Steps,
     event: str,
     secrets: SecretSet | None = None,
+    last: bool = False,
 ) -> Plan:
     """reattach -> verify; if the release does not come up, the connection drops or the user
     interrupts, put the live release back (with its secrets) and raise one message. SECRETS:
-    the set the target runs with (None: the units keep theirs)."""
+    the set the target runs with (None: the units keep theirs). LAST: nothing follows on this
+    host, so the audit record releases the deploy lock too (one round trip less)."""
     dropins = _dropins(s, target, secrets)
     plan = _plan(s, target, opts, steps, dropins)
     switch_ = dead_man(s.host, s.cfg, s.layout, s.state, s.lock_token, target, plan, dropins, event)
@@ -354,6 +360,7 @@ def switch(
     if not s.host.dry_run:
         live_set = secrets.id if secrets is not None else s.state.live_secret_set
         disarm = deadman.disarm(s.layout) if switch_ else None
+        unlock = _unlock(s) if last else None
         try:
             record(
                 s.host,
@@ -364,7 +371,10 @@ def switch(
                 "ok",
                 secrets=live_set,
                 first=disarm,
+                then=unlock,
             )
+            if unlock is not None and s.held is not None:
+                s.held.released = True
         except RemoteCommandError as e:
             if e.result.exit_code != deadman.FIRED:
                 raise
@@ -377,6 +387,10 @@ def switch(
                 "if verify is slow",
             ) from None
     return plan
+
+
+def _unlock(s: Session) -> Command | None:
+    return lock.release(s.layout.lock, s.held.token) if s.held is not None else None
 
 
 def _revert(

@@ -165,7 +165,11 @@ def test_rollback_goes_to_the_previous_release_in_history(
         "systemctl restart scoreboard.service"
     ) in verbs
     assert not any(v.startswith("put ") for v in verbs)
-    assert verbs[-1] == "lock.release"
+    # The audit record and the lock's release are one command: the rollback's last.
+    [audit_line] = live_v1.audit_lines()
+    assert live_v1.log[-1] == audit_line
+    assert 'mv "$1" "$moved"' in audit_line and "scoreboard/deploy.lock" in audit_line
+    assert verbs.count("lock.release") == 1  # the audit line above, named by its last part
 
 
 def deployed_1_then_3_then_2(host: FakeHost) -> dict[str, Manifest]:
