@@ -182,6 +182,8 @@ class Host:
         self.dry_run = dry_run
         #: How many SSH connections this host opened (one per deploy is the goal).
         self.connections_opened = 0
+        #: Round trips made: each command, file transfer and HTTP(S) request (bench/deploy.py).
+        self.round_trips = 0
         self._conn: Any = None
         #: One client context per CA file (None: the system's store), loaded once per task.
         self._tls_contexts: dict[Path | None, ssl.SSLContext] = {}
@@ -272,6 +274,7 @@ class Host:
             self.echo(self.name, command.render(), skipped)
         if skipped:
             return Result("", "", 0)
+        self.round_trips += 1
         try:
             result = self._execute(command, timeout)
         except CommandTimedOut:
@@ -309,6 +312,7 @@ class Host:
             self.echo(self.name, f"sftp put {local} {remote}", self.dry_run)
         if self.dry_run:
             return
+        self.round_trips += 1
         try:
             self._put(local, remote, progress)
         except _transport_exceptions() as e:
@@ -328,6 +332,7 @@ class Host:
             self.echo(self.name, f"sftp write {remote} (bytes {start}-{size})", self.dry_run)
         if self.dry_run:
             return
+        self.round_trips += 1
         try:
             self._put_stream(stream, size, remote, start, progress)
         except _transport_exceptions() as e:
@@ -337,6 +342,7 @@ class Host:
         """The bytes of a (small) file on the host, over SFTP."""
         if self.echo is not None:
             self.echo(self.name, f"sftp get {remote}", False)
+        self.round_trips += 1
         try:
             return self._get(remote)
         except _transport_exceptions() as e:
@@ -362,6 +368,7 @@ class Host:
         """
         if self.echo is not None:
             self.echo(self.name, f"GET http://127.0.0.1:{port}{path}  (through SSH)", False)
+        self.round_trips += 1
         try:
             return self._http_get(port, path, timeout)
         except _transport_exceptions() as e:
@@ -378,6 +385,7 @@ class Host:
         """
         if self.echo is not None:
             self.echo(self.name, f"GET https://{name}:{port}{path}  (through SSH)", False)
+        self.round_trips += 1
         try:
             return self._https_get(port, path, name, ca_file, timeout)
         except _transport_exceptions() as e:
