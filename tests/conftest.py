@@ -127,8 +127,28 @@ def sandbox_fleet(sandbox: Sandbox, sandbox_vm: VM) -> list[VM]:
 VM_GROUPS = {"e2e": "e2e", "faults": "faults"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (it renames items by them)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         layer = item.path.parent.name
         if layer in VM_GROUPS:
             item.add_marker(pytest.mark.xdist_group(VM_GROUPS[layer]))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """In an xdist worker under --dist loadgroup, every e2e and fault test must carry its group
+    in its id (xdist's side channel to the scheduler): if not, the layers would be spread over
+    both workers, each booting VMs for both, and that must not pass silently."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [
+        item.nodeid
+        for item in session.items
+        if item.path.parent.name in VM_GROUPS and "@" not in item.nodeid.rsplit("]", 1)[-1]
+    ]
+    if lost:
+        raise pytest.UsageError(
+            f"--dist loadgroup lost the test groups ({lost[0]} has none): this pytest breaks "
+            "xdist's groups; install the pinned one: .venv/bin/pip install -e '.[dev]'"
+        )
