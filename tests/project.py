@@ -192,5 +192,14 @@ _RESET = (
 )
 
 
+def stopped(pid: int) -> bool:
+    """PID is stopped (state T): a failpoint stopped the deployer there with SIGSTOP."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] == "T"
+
+
 def ok(result: subprocess.CompletedProcess[str]) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

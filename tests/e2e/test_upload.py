@@ -20,7 +20,7 @@ import pytest
 
 from portable_deploy.chunks import RESEND
 from portable_deploy.sandbox import VM
-from tests.project import LAYOUT, STATE, Project, make_project, ok
+from tests.project import LAYOUT, STATE, Project, make_project, ok, stopped
 
 pytestmark = pytest.mark.e2e
 
@@ -126,7 +126,7 @@ def test_an_upload_killed_half_way_resumes(project: Project) -> None:
     )
     try:
         deadline = time.monotonic() + 300
-        while not _stopped(proc.pid):
+        while not stopped(proc.pid):
             assert proc.poll() is None, proc.communicate()[0]
             assert time.monotonic() < deadline, "the deploy never reached half of its upload"
             time.sleep(0.1)
@@ -175,14 +175,6 @@ def test_a_damaged_kept_image_is_caught_and_the_whole_image_sent(project: Projec
     assert refused.returncode == 1
     assert "does not match the signed manifest" in said(refused.stdout + refused.stderr)
     assert project.get("/version") == (200, "up4\n")
-
-
-def _stopped(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] == "T"
 
 
 def _compressed_size(binary: Path, scratch: Path) -> int:

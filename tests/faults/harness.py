@@ -24,13 +24,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
-from pathlib import Path
 from typing import IO
 
 from portable_deploy import failpoints
 from portable_deploy.commands import deadman, trust
 from portable_deploy.commands.layout import Layout
-from tests.project import LAYOUT, STATE, Project
+from tests.project import LAYOUT, STATE, Project, stopped
 
 #: The fault project's dead-man switch: the shortest the config allows, so that the cases where
 #: the deployer dies after the switch heal in seconds.
@@ -254,14 +253,6 @@ FILL_DISK = (
 )
 
 
-def _stopped(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] == "T"
-
-
 def _wait(what: str, condition: Callable[[], bool], timeout: float, every: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -430,7 +421,7 @@ def _fault(project: Project, case: Case, proc: subprocess.Popen[str]) -> float:
     def reached() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"invoke ended before {case.where}: {proc.returncode}")
-        return _host_flag(project) if on_host else _stopped(proc.pid)
+        return _host_flag(project) if on_host else stopped(proc.pid)
 
     _wait(f"the deployer to reach {case.where}", reached, 300, every=0.3 if on_host else 0.05)
     if case.where == RESTARTING:
