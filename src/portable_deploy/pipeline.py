@@ -50,6 +50,7 @@ from .steps import (
     Interrupted,
     SwitchFailed,
     VerifyFailed,
+    check_local,
     check_release,
     deliver_secrets,
     describe,
@@ -108,6 +109,7 @@ def deploy_to(
     """`invoke deploy` on one host: upload, check, install, send the secrets, reattach with them,
     verify (-> roll back, secrets too)."""
     m = signed.manifest
+    check_local(signed)
     with session(host, cfg, "deploy", m.release, opts.break_lock) as s:
         _check_profile(s)  # before the upload: a deploy that cannot attach sends nothing
         with steps.step(f"upload {m.image_name} to {host.name}"):
@@ -126,6 +128,7 @@ def deploy_to(
 def upload_to(host: Remote, cfg: Config, signed: Signed, steps: ui.Steps) -> None:
     """`invoke upload`: upload, check and install a release without attaching it."""
     m = signed.manifest
+    check_local(signed)
     with (
         session(host, cfg, "upload", m.release) as s,
         steps.step(f"upload {m.image_name} to {host.name}"),
@@ -233,9 +236,9 @@ def _upload_checked(s: Session, signed: Signed, steps: ui.Steps, event: str) -> 
     m = signed.manifest
     prefer = [r for r in (s.state.live, s.state.previous) if r]
     try:
-        where = upload(s.host, s.layout, signed, steps, s.cfg.upload.delta, prefer)
-        failpoints.reach("uploaded")
-        check_release(s.host, s.layout, m, s.cfg.sign.principal, where)
+        where = upload(
+            s.host, s.layout, signed, s.cfg.sign.principal, steps, s.cfg.upload.delta, prefer
+        )
         failpoints.reach("checked")
         install(s.host, s.layout, m, where)
     except DeployError as error:

@@ -69,15 +69,17 @@ def upload(
     host: Remote,
     layout: Layout,
     signed: Signed,
+    principal: str,
     steps: ui.Steps,
     delta: bool = True,
     prefer: Sequence[str] = (),
 ) -> Where:
     """Send the image (unless the host has it already), its index, manifest and signature to the
-    staging dir: by delta against the releases the host keeps (PREFER first), or whole.
+    staging dir, by delta against the releases the host keeps (PREFER first) or whole; then
+    the host-side check (``check_release``), in the same command as the delta's assembly.
 
-    Returns where the release now is: ``STAGED``, or ``STAGED_MANIFEST`` when the host already
-    had the same image in place.
+    Returns where the checked release now is: ``STAGED``, or ``STAGED_MANIFEST`` when the host
+    already had the same image in place. A refusal deletes what was staged.
     """
     m = signed.manifest
     inventory = facts.inventory(
@@ -91,9 +93,11 @@ def upload(
             f"(sha256 {inventory.image[:12]}...)",
             hint='releases are immutable: change [app] version (or commit, with version = "git")',
         )
+    where = Where.STAGED if inventory.image is None else Where.STAGED_MANIFEST
+    check = _check_command(layout, m.release, principal, where)
     staged = f"{layout.incoming_dir}/{m.manifest_name}"
     planned = None
-    if inventory.image is None and delta:
+    if where is Where.STAGED and delta:
         planned = transfer.plan_delta(host, layout, signed, inventory, prefer)
         host.run(transfer.prepare(layout, planned))
     else:
@@ -101,11 +105,11 @@ def upload(
     try:
         host.put(signed.artifact.manifest_path, staged)
         host.put(signed.signature, staged + ".sig")
-        if inventory.image is not None:
+        if where is Where.STAGED_MANIFEST:
             steps.info(f"{m.image_name} already on {host.name} (same sha256): not sent again")
-            return Where.STAGED_MANIFEST
-        whole = planned is None or transfer.send_delta(host, layout, signed, planned, steps)
-        if planned is None:
+        elif planned is not None:
+            result = transfer.send_delta(host, layout, signed, planned, steps, check)
+        else:
             transfer.send_whole(host, layout, signed, Index.of_file(signed.artifact.image))
     except TransportError as lost:
         # A full disk: delete what was staged now, so that the host has room again (for the
@@ -119,19 +123,25 @@ def upload(
                 else files.remove(*doomed).then(deltacmd.forget(layout.partial_dir))
             )
         raise
-    if whole and not host.dry_run:
-        # Transfer integrity: what arrived is what was sent (an assembled image was checked
-        # on the host already). Whether that matches the signed manifest is the host's own
-        # check, next.
-        local = image.file_sha256(signed.artifact.image)[0]
-        sent = facts.sha256sum(host.run(files.sha256(layout.incoming_image(m.release))).stdout)
-        if sent != local:
-            host.run(files.remove(*doomed_staging(layout, m)))
-            raise Refused(
-                f"[{host.name}] upload of {m.image_name} arrived damaged (sha256 {sent})",
-                hint="retry the deploy",
-            )
-    return Where.STAGED
+    if planned is None:
+        failpoints.reach("uploaded")
+        # It reads files that a dry run never uploaded: show it, do not run it.
+        result = host.run(dataclasses.replace(check, mutates=host.dry_run), check=False)
+    if not result.ok:
+        _refuse(host, layout, m, where, result)
+    return where
+
+
+def check_local(signed: Signed) -> None:
+    """The image in dist/ is the one its (signed) manifest names: checked here before any host
+    is touched, so that a host whose check finds another sha256 was sent damaged bytes."""
+    local = image.file_sha256(signed.artifact.image)[0]
+    if local != signed.manifest.image_sha256:
+        raise DeployError(
+            f"{signed.artifact.image} is not the image its manifest names "
+            f"(sha256 {local[:16]}..., the manifest says {signed.manifest.image_sha256[:16]}...)",
+            hint="build and sign again: `invoke build sign`",
+        )
 
 
 def doomed_staging(layout: Layout, m: Manifest) -> list[str]:
@@ -217,6 +227,12 @@ def _refuse(
             hint="rebuild and sign again: `invoke build sign`",
         )
     got = (result.stdout.strip().splitlines() or [""])[-1]
+    if where is Where.STAGED:
+        # This machine checked its image against the manifest before sending it.
+        raise Refused(
+            f"[{host.name}] upload of {manifest.image_name} arrived damaged (sha256 {got})",
+            hint="retry the deploy",
+        )
     raise Refused(
         f"[{host.name}] refused {manifest.release}: image sha256 {got[:16]}... "
         "does not match the signed manifest",

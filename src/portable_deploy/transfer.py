@@ -12,6 +12,7 @@ neither under that name.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import time
@@ -24,7 +25,7 @@ from .chunks import RESEND, Index, Recipe, Source, plan
 from .command import Command
 from .commands import delta, files, trust
 from .commands.layout import Layout
-from .host import Progress, Remote, RemoteCommandError
+from .host import Progress, Remote, Result
 from .release import Signed
 
 #: Indexes kept on this machine (by digest), so a host's indexes are fetched at most once.
@@ -130,11 +131,17 @@ def prepare(layout: Layout, planned: Planned) -> Command:
 
 
 def send_delta(
-    host: Remote, layout: Layout, signed: Signed, planned: Planned, steps: ui.Steps
-) -> bool:
-    """Stage the image and its index by delta; an assembly that does not give the image (a
-    damaged kept image) falls back to sending the whole image: then True, and what arrived is
-    for the caller to check, as after ``send_whole``."""
+    host: Remote,
+    layout: Layout,
+    signed: Signed,
+    planned: Planned,
+    steps: ui.Steps,
+    check: Command,
+) -> Result:
+    """Stage the image and its index by delta, then CHECK them (the host-side check of the
+    signed manifest, in the same command). An image that is not the signed one (a damaged kept
+    image, a damaged stream) is reported and the whole image sent and checked instead. Returns
+    the result of the last check."""
     m, recipe = signed.manifest, planned.recipe
     steps.info(_summary(recipe, len(planned.head), m.image_size, planned.start))
     with (
@@ -149,29 +156,28 @@ def send_delta(
     if not host.dry_run:
         sent = planned.total - planned.start
         steps.info(f"sent {_size(sent)} in {took:.1f}s ({_size(sent / max(took, 1e-3))}/s)")
+    failpoints.reach("uploaded")
     assemble = delta.assemble(
         layout.incoming_image(m.release),
         layout.incoming_index(m.release),
         planned.stream,
         len(planned.head),
-        recipe.image_sha256,
         recipe.index.digest,
         layout.releases_dir,
     )
-    assembled = host.run(assemble, check=False)
-    if assembled.ok or host.dry_run:
-        return False
-    if assembled.exit_code != delta.MISMATCH:
-        raise RemoteCommandError(host.name, assemble, assembled)
+    command = assemble.then(dataclasses.replace(check, mutates=host.dry_run))
+    result = host.run(command, check=False)
+    if result.ok or result.exit_code not in (delta.MISMATCH, trust.NOT_SIGNED_IMAGE):
+        return result
     damaged = _damaged_sources(host, layout, recipe.sources())
+    got = (result.stdout.strip().splitlines() or [""])[-1].removeprefix("index ")
     steps.warn(
-        f"the image assembled on {host.name} is not {m.image_name} (sha256 "
-        f"{assembled.stdout.strip()[:16]}...)"
+        f"the image assembled on {host.name} is not {m.image_name} (sha256 {got[:16]}...)"
         + (f": kept image {', '.join(damaged)} is damaged" if damaged else "")
         + "; sending the whole image instead"
     )
     send_whole(host, layout, signed, recipe.index)
-    return True
+    return host.run(dataclasses.replace(check, mutates=host.dry_run), check=False)
 
 
 def send_whole(host: Remote, layout: Layout, signed: Signed, index: Index | None) -> None:

@@ -63,9 +63,7 @@ def manifest(
         files[f"usr/lib/systemd/system/{name}"] = "sha256:" + (
             socket * 64 if name.endswith(".socket") else "d" * 64
         )
-    digest = hashlib.sha256(
-        f"{version}{app}{litestream}{socket}{sorted(units)}".encode()
-    ).hexdigest()
+    digest = hashlib.sha256(_image_text(version, app, litestream, socket, units)).hexdigest()
     return Manifest(
         name="scoreboard",
         version=version,
@@ -80,8 +78,22 @@ def manifest(
     )
 
 
+def _image_text(
+    version: str, app: str, litestream: str, socket: str, units: dict[str, str]
+) -> bytes:
+    return f"image of {version}{app}{litestream}{socket}{sorted(units)}".encode()
+
+
 def image_bytes(m: Manifest) -> bytes:
-    return f"image of {m.release} {m.image_sha256}".encode()
+    """The bytes of M's image in dist/: their sha256 is the manifest's, as after a build."""
+    files = m.files
+    app = files["usr/bin/scoreboard"].removeprefix("sha256:")[0]
+    litestream = files["usr/bin/litestream"].removeprefix("sha256:")[0]
+    socket = next(
+        (h.removeprefix("sha256:")[0] for n, h in files.items() if n.endswith(".socket")), "5"
+    )
+    units = {u: "" for u in m.units}
+    return _image_text(m.version, app, litestream, socket, units)
 
 
 def signed(m: Manifest) -> Signed:
@@ -383,13 +395,13 @@ def _verb(line: str) -> str:
         ('mv "$1" "$moved"', "lock.release"),
         ("### portable-deploy:", "state"),
         ("systemctl --version", "host_info"),
+        ("head -c", "delta.assemble"),
         ('"$7" = show', "check-release"),
         ("ssh-keygen -Y verify", "verify-signature"),
         ("image_sha256", "verify-image-hash"),
         ('sha256sum "$1" || true', "sha256"),
         ('echo "image ', "inventory"),
         ('[ "${f##*/}" != "$2" ]', "delta.prepare"),
-        ("head -c", "delta.assemble"),
         ('cat "$1" || true', "cat"),
         ("for f in $2", "listing"),
         ('for p in "$@"', "exists"),

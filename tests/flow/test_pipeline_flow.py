@@ -42,8 +42,7 @@ def test_deploy_of_an_app_change_runs_the_commands_in_order(
         "put /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.manifest.json",
         "put /var/lib/portable-deploy/scoreboard/incoming/scoreboard_2.manifest.json.sig",
         "put /var/lib/portable-deploy/scoreboard/partial/scoreboard_2.delta",
-        "delta.assemble",
-        "check-release",
+        "delta.assemble",  # and the host-side check, in one command
         "install",
         # The dead-man switch rides on the swap, verify's own calls, and the audit record.
         "deadman.arm",

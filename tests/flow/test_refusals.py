@@ -26,8 +26,10 @@ UPLOADED = [
     f"put {INCOMING}/scoreboard_2.manifest.json",
     f"put {INCOMING}/scoreboard_2.manifest.json.sig",
     "put /var/lib/portable-deploy/scoreboard/partial/scoreboard_2.delta",
-    "delta.assemble",
+    "delta.assemble",  # with the host-side check (trust.check_release) in the same command
 ]
+#: After an assembled image that is not the signed one: the whole image, checked again.
+RESENT = [f"put {INCOMING}/scoreboard_2.raw", f"put {INCOMING}/scoreboard_2.index", "check-release"]
 CLEANED = (
     f"rm -f {INCOMING}/scoreboard_2.manifest.json {INCOMING}/scoreboard_2.manifest.json.sig "
     f"{INCOMING}/scoreboard_2.raw {INCOMING}/scoreboard_2.index"
@@ -46,14 +48,14 @@ def refuse_image_hash(host: FakeHost) -> None:
 
 
 def damage_in_transit(host: FakeHost) -> None:
-    """The assembled image is not the one planned, and neither is the whole image sent then."""
-    host.fail(delta.assemble, Result("0" * 64 + "\n", "", delta.MISMATCH))
-    host.on(rf"{INCOMING}/scoreboard_2\.raw$", Result("0" * 64 + f"  {INCOMING}/x\n", "", 0))
+    """The assembly fails, and the whole image sent then arrives damaged too."""
+    host.fail(trust.check_release, Result("0" * 64 + "\n", "", trust.NOT_SIGNED_IMAGE))
+    host.fail(delta.assemble, Result("", "dd: short read\n", delta.MISMATCH))
 
 
 class Refusal(NamedTuple):
     make: Callable[[FakeHost], None]
-    #: The host-side checks run after the arrival's sha256, up to the refusal.
+    #: What runs after the delta's assembly and check, up to the refusal.
     checks: list[str]
     message: str
     hint: str
@@ -62,21 +64,22 @@ class Refusal(NamedTuple):
 REFUSALS = {
     "signature": Refusal(
         refuse_signature,
-        ["check-release"],
+        [],
         "[fake] refused scoreboard_2: signature check failed (Could not verify signature.)",
         "sign with a key listed in the host's /etc/portable-deploy/scoreboard/allowed_signers "
         "(invoke host.setup installs it)",
     ),
+    # This machine checked its image against the manifest: another sha256 on the host is
+    # damage in transit (or a damaged kept image a delta copied from): sent whole once more.
     "image-hash": Refusal(
         refuse_image_hash,
-        ["check-release"],
-        "[fake] refused scoreboard_2: image sha256 ffffffffffffffff... does not match the "
-        "signed manifest",
-        "rebuild and sign again: `invoke build sign`",
+        RESENT,
+        f"[fake] upload of scoreboard_2.raw arrived damaged (sha256 {'f' * 64})",
+        "retry the deploy",
     ),
     "damaged-arrival": Refusal(
         damage_in_transit,
-        [f"put {INCOMING}/scoreboard_2.raw", f"put {INCOMING}/scoreboard_2.index", "sha256"],
+        RESENT,
         f"[fake] upload of scoreboard_2.raw arrived damaged (sha256 {'0' * 64})",
         "retry the deploy",
     ),

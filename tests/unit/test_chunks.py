@@ -162,10 +162,11 @@ class Host:
         return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
 
 
-def _assemble(host: Host, release: str, image: Path, sources: list[Source]) -> tuple[int, str]:
+def _assemble(
+    host: Host, release: str, image: Path, sources: list[Source], index_sha: str = ""
+) -> tuple[int, str]:
     new = Index.of_file(image)
-    sha = hashlib.sha256(image.read_bytes()).hexdigest()
-    recipe = plan(release, sha, new, sources)
+    recipe = plan(release, hashlib.sha256(image.read_bytes()).hexdigest(), new, sources)
     head = recipe.text().encode()
     stream = host.partial / f"{release}.{recipe.id}.delta"
     with _Stream(head, recipe, image) as s:
@@ -175,8 +176,7 @@ def _assemble(host: Host, release: str, image: Path, sources: list[Source]) -> t
         str(host.incoming / f"{release}.index"),
         str(stream),
         len(head),
-        sha,
-        new.digest,
+        index_sha or new.digest,
         str(host.releases),
         str(host.portables),
     )
@@ -197,18 +197,34 @@ def test_the_host_assembles_the_new_image_from_a_kept_one(
     assert not list(host.incoming.glob("*.part"))
 
 
-def test_a_damaged_kept_image_never_gets_the_name(
+def test_a_damaged_kept_image_gives_an_image_the_check_refuses(
     tmp_path: Path, old_new: tuple[Path, Path]
 ) -> None:
+    """The assembly copies what the kept image holds: the result's sha256 is not the signed one,
+    which trust.check_release (run right after it) refuses."""
     host = Host(tmp_path / "host")
     old_index = host.keep("app_1", old_new[0])
     kept = host.portables / "app_1.raw"
     data = bytearray(kept.read_bytes())
     data[400_000] ^= 0xFF
     kept.write_bytes(bytes(data))
-    code, out = _assemble(host, "app_2", old_new[1], [Source("app_1", old_index)])
+    assert _assemble(host, "app_2", old_new[1], [Source("app_1", old_index)])[0] == 0
+    assert (host.incoming / "app_2.raw").read_bytes() != old_new[1].read_bytes()
+
+
+def test_an_assembly_that_cannot_read_a_source_or_gets_another_index_names_nothing(
+    tmp_path: Path, old_new: tuple[Path, Path]
+) -> None:
+    host = Host(tmp_path / "host")
+    old_index = host.keep("app_1", old_new[0])
+    code, out = _assemble(
+        host, "app_2", old_new[1], [Source("app_1", old_index)], index_sha="0" * 64
+    )
+    assert code == delta.MISMATCH and out.startswith("index ")
+    assert list(host.incoming.iterdir()) == []
+    (host.portables / "app_1.raw").unlink()
+    code, _ = _assemble(host, "app_2", old_new[1], [Source("app_1", old_index)])
     assert code == delta.MISMATCH
-    assert len(out.strip()) == 64
     assert list(host.incoming.iterdir()) == []
 
 

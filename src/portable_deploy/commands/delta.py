@@ -46,23 +46,22 @@ def prepare(partial_dir: str, stream: str, incoming_dir: str, releases_dir: str)
 
 #: Reads the recipe at the head of the stream, one run a line: ``c RELEASE OFFSET LENGTH FIRST
 #: COUNT`` copies from a kept image and its index; ``d LENGTH COUNT`` takes COUNT index records,
-#: then LENGTH bytes, from the stream. Everything goes to *.part files, renamed only when the
-#: image's and the index's sha256 are the ones planned.
+#: then LENGTH bytes, from the stream. Everything goes to *.part files, renamed into staging only
+#: when the index's sha256 is the one planned; the image's is checked against the signed
+#: manifest by ``trust.check_release``, in the same command (one hash of the image, not two).
 _ASSEMBLE = (
-    'img="$1" idx="$2" delta="$3" pos="$4" rel="$7" por="$8"; '
+    'img="$1" idx="$2" delta="$3" pos="$4" rel="$6" por="$7"; '
     'rm -f "$img.part" "$idx.part"; : > "$img.part" && : > "$idx.part" || exit 1; '
     'copy() { dd if="$1" iflag=skip_bytes,count_bytes skip="$2" count="$3" bs=1M status=none '
-    '>> "$4" || exit 1; }; '
+    f'>> "$4" || exit {MISMATCH}; }}; '
     'head -c "$pos" "$delta" | while read -r kind a b c d e; do case "$kind" in '
     f'c) copy "$por/$a.raw" "$b" "$c" "$img.part"; copy "$rel/$a.index" $((d * {RECORD.size})) '
     f'$((e * {RECORD.size})) "$idx.part";; '
     f'd) copy "$delta" "$pos" $((b * {RECORD.size})) "$idx.part"; pos=$((pos + b * {RECORD.size})); '
     'copy "$delta" "$pos" "$a" "$img.part"; pos=$((pos + a));; '
-    "*) exit 1;; esac; done || exit 1; "
-    'h=$(sha256sum < "$img.part"); h=${h%% *}; '
-    f'if [ "$h" != "$5" ]; then rm -f "$img.part" "$idx.part"; echo "$h"; exit {MISMATCH}; fi; '
+    f'*) exit {MISMATCH};; esac; done || {{ rm -f "$img.part" "$idx.part"; exit {MISMATCH}; }}; '
     'h=$(sha256sum < "$idx.part"); h=${h%% *}; '
-    f'if [ "$h" != "$6" ]; then rm -f "$img.part" "$idx.part"; echo "index $h"; exit {MISMATCH}; fi; '
+    f'if [ "$h" != "$5" ]; then rm -f "$img.part" "$idx.part"; echo "index $h"; exit {MISMATCH}; fi; '
     'mv -f "$img.part" "$img" && mv -f "$idx.part" "$idx" && rm -f "$delta"'
 )
 
@@ -73,21 +72,20 @@ def assemble(
     index: str,
     stream: str,
     recipe_bytes: int,
-    image_sha256: str,
     index_sha256: str,
     releases_dir: str,
     portables_dir: str = PORTABLES_DIR,
 ) -> Command:
     """Build IMAGE and INDEX (in staging) from the recipe and chunks in STREAM and the kept
-    releases' images and indexes; only a result whose sha256 is the planned one gets the name
-    (exit ``MISMATCH`` and the hash it got otherwise). The stream is deleted once used."""
+    releases' images and indexes (exit ``MISMATCH`` if that fails or the index is not the
+    planned one: nothing is renamed then). The stream is deleted once used. Whether the image
+    is the signed one is ``trust.check_release``'s to say, run right after it."""
     return sh_args(
         _ASSEMBLE,
         image,
         index,
         stream,
         str(recipe_bytes),
-        image_sha256,
         index_sha256,
         releases_dir,
         portables_dir,

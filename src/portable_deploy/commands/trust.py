@@ -39,6 +39,9 @@ def image_matches_manifest(image: str, manifest: str, release: str) -> Command:
     )
 
 
+#: Exit status of ``check_release`` when the image's sha256 is not the signed manifest's (it
+#: prints the sha256 it found).
+NOT_SIGNED_IMAGE = 1
 #: Exit status of ``check_release`` when the signature does not verify.
 BAD_SIGNATURE = 20
 #: Exit status of ``check_release`` with ``show=True`` when the manifest is not on the host.
