@@ -26,7 +26,7 @@ from pathlib import Path
 RECORD = struct.Struct(">8sI")
 
 #: FastCDC's average chunk size (min a quarter, max four times): see the README's measurements.
-AVERAGE = 8192
+AVERAGE = 4096
 #: The most bytes a resumed upload sends again: one chunk at most (FastCDC's maximum).
 RESEND = 4 * AVERAGE
 
