@@ -173,8 +173,10 @@ def test_failed_health_check_is_rolled_back(project: Project) -> None:
     )
 
 
-def test_tampered_image_is_refused_before_portablectl(project: Project) -> None:
-    """An image changed after signing is refused on the host; nothing is attached."""
+def test_tampered_image_is_refused_before_any_host_is_touched(project: Project) -> None:
+    """An image changed after signing is refused here, before the lock: one line, nothing on the
+    host changes (not even its audit log). The host's own check of what arrives is the delta
+    tests' damaged kept image and the flow tests' refusals."""
     live = project.bring_to_any().live
     ok(project.invoke("build", version="e2e4"))
     ok(project.invoke("sign", version="e2e4"))
@@ -183,14 +185,16 @@ def test_tampered_image_is_refused_before_portablectl(project: Project) -> None:
     data[-100] ^= 0xFF
     image.write_bytes(bytes(data))
     before = project.snapshot()
+    audit = project.ssh(f"cat {STATE}/audit.jsonl")
     result = project.invoke("deploy", "--no-build", "--echo", version="e2e4")
     assert result.returncode == 1
-    assert "does not match the signed manifest" in result.stderr
-    assert "$ portablectl" not in result.stdout
+    line = " ".join(result.stderr.split())
+    assert "scoreboard_e2e4.raw is not the image its manifest names" in line
+    assert "build and sign again" in line
+    assert "$ " not in result.stdout  # not one command ran on the host
     assert project.snapshot() == before
+    assert project.ssh(f"cat {STATE}/audit.jsonl") == audit
     assert project.get("/version") == (200, f"{live}\n")
-    last = json.loads(project.ssh(f"tail -n1 {STATE}/audit.jsonl"))
-    assert (last["release"], last["result"]) == ("scoreboard_e2e4", "refused")
 
 
 def test_foreign_signature_is_refused_before_portablectl(project: Project) -> None:
