@@ -43,14 +43,13 @@ from .preflight import (
     read_state,
     wanted_profile_digest,
 )
-from .release import Options, Signed, Where, release_name
+from .release import Options, Signed, Where, check_local, release_name
 from .secrets import SecretValue
 from .steps import (
     ConnectionLost,
     Interrupted,
     SwitchFailed,
     VerifyFailed,
-    check_local,
     check_release,
     deliver_secrets,
     describe,

@@ -83,9 +83,24 @@ def local_release_unsigned(cfg: Config) -> Artifact:
 
 
 def local_release(cfg: Config) -> Signed:
-    """The release already built and signed in dist/ (for `upload` and friends run on their own)."""
+    """The release already built and signed in dist/ (for `upload` and friends run on their own);
+    its image is checked against its manifest (``check_local``)."""
     artifact = local_release_unsigned(cfg)
     sig = artifact.manifest_path.with_name(artifact.manifest_path.name + ".sig")
     if not sig.exists():
         raise DeployError(f"{sig} not found", hint="run `invoke sign` first")
-    return Signed(artifact, sig)
+    signed = Signed(artifact, sig)
+    check_local(signed)
+    return signed
+
+
+def check_local(signed: Signed) -> None:
+    """The image in dist/ is the one its (signed) manifest names: checked here before any host
+    is touched, so that a host whose check finds another sha256 was sent damaged bytes."""
+    local = image.file_sha256(signed.artifact.image)[0]
+    if local != signed.manifest.image_sha256:
+        raise DeployError(
+            f"{signed.artifact.image} is not the image its manifest names "
+            f"(sha256 {local[:16]}..., the manifest says {signed.manifest.image_sha256[:16]}...)",
+            hint="build and sign again: `invoke build sign`",
+        )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from secrets import token_hex
 from typing import NoReturn
 
-from . import facts, failpoints, image, transfer, ui
+from . import facts, failpoints, transfer, ui
 from .chunks import Index
 from .command import Command, Secret
 from .commands import creds, files, portablectl, systemctl, trust
@@ -130,18 +130,6 @@ def upload(
     if not result.ok:
         _refuse(host, layout, m, where, result)
     return where
-
-
-def check_local(signed: Signed) -> None:
-    """The image in dist/ is the one its (signed) manifest names: checked here before any host
-    is touched, so that a host whose check finds another sha256 was sent damaged bytes."""
-    local = image.file_sha256(signed.artifact.image)[0]
-    if local != signed.manifest.image_sha256:
-        raise DeployError(
-            f"{signed.artifact.image} is not the image its manifest names "
-            f"(sha256 {local[:16]}..., the manifest says {signed.manifest.image_sha256[:16]}...)",
-            hint="build and sign again: `invoke build sign`",
-        )
 
 
 def doomed_staging(layout: Layout, m: Manifest) -> list[str]:
