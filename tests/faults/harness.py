@@ -287,6 +287,19 @@ def slow_request(project: Project, ms: int) -> threading.Thread:
     return thread
 
 
+def _app_holds_a_request(project: Project) -> bool:
+    """A connection to port 80 that the app has accepted (one still in the socket's queue
+    belongs to no process yet) and still holds 0.5 s later: the slow request, not the load's
+    short ones."""
+    out = ssh(
+        project,
+        "for i in 1 2; do ss -Htnp state established '( sport = :80 )' | grep scoreboard "
+        "| awk '{print $4}'; echo ---; sleep 0.5; done",
+    )
+    first, second, _ = (out + "---\n---").split("---", 2)
+    return bool(set(first.split()) & set(second.split()))
+
+
 def _restart_job_running(project: Project) -> bool:
     jobs = ssh(project, "systemctl list-jobs --no-legend --no-pager 2>/dev/null || true")
     return "scoreboard.service" in jobs
@@ -426,7 +439,9 @@ def _fault(project: Project, case: Case, proc: subprocess.Popen[str]) -> float:
     _wait(f"the deployer to reach {case.where}", reached, 300, every=0.3 if on_host else 0.05)
     if case.where == RESTARTING:
         slow_request(project, SLOW_MS)
-        time.sleep(0.5)
+        # The app must hold it before the restarts begin, or the restart has nothing to drain
+        # and is over before anyone sees its job (a loaded machine delays the request).
+        _wait("the app to hold the slow request", lambda: _app_holds_a_request(project), 30, 0.2)
         _release_flag(project)
         _wait("the app's restart job", lambda: _restart_job_running(project), 60, every=0.2)
     at = time.monotonic()
