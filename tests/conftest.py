@@ -123,16 +123,27 @@ def sandbox_fleet(sandbox: Sandbox, sandbox_vm: VM) -> list[VM]:
 
 #: Tests that share a sandbox VM run in one xdist worker (`pytest -n 2 --dist loadgroup`): the
 #: e2e layer on one, the fault suite on another, so the two layers run side by side, each on VMs
-#: of its own. Unit, flow and app tests have no group and fill whichever worker is free.
-VM_GROUPS = {"e2e": "e2e", "faults": "faults"}
+#: of its own. The fault suite is the longer layer: its rollback cases run in the e2e worker,
+#: after the e2e modules (collection order), on that worker's VM, so both workers end about
+#: together. Unit, flow and app tests have no group and fill whichever worker is free.
+VM_LAYERS = ("e2e", "faults")
+
+
+def vm_group(item: pytest.Item) -> str | None:
+    layer = item.path.parent.name
+    if layer not in VM_LAYERS:
+        return None
+    if layer == "faults" and "[rollback-" in item.name:
+        return "e2e"
+    return layer
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (it renames items by them)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        layer = item.path.parent.name
-        if layer in VM_GROUPS:
-            item.add_marker(pytest.mark.xdist_group(VM_GROUPS[layer]))
+        group = vm_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.hookimpl(trylast=True)
@@ -145,7 +156,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     lost = [
         item.nodeid
         for item in session.items
-        if item.path.parent.name in VM_GROUPS and "@" not in item.nodeid.rsplit("]", 1)[-1]
+        if vm_group(item) is not None and "@" not in item.nodeid.rsplit("]", 1)[-1]
     ]
     if lost:
         raise pytest.UsageError(
