@@ -150,8 +150,10 @@ SIGKILL, CUT, DISK_FULL, REBOOT, KILL_LITESTREAM, NONE = (
 #: Not a failpoint of the tool's: the case stops at "reattached", holds a slow request in the
 #: app, lets the restarts begin and does its fault while the app's restart job is running.
 RESTARTING = "restarting"
-#: How long the RESTARTING cases' request keeps the app's restart (its drain) going.
-SLOW_MS = 3000
+#: How long the RESTARTING cases' request keeps the app's restart (its drain) going: long enough
+#: to see the request held and let the restarts begin (a few SSH round trips on a loaded
+#: machine) with the restart job still there to be seen; under the app's 10 s drain limit.
+SLOW_MS = 7000
 
 
 @dataclass(frozen=True)
