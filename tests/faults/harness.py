@@ -302,9 +302,18 @@ def _app_holds_a_request(project: Project) -> bool:
     return bool(set(first.split()) & set(second.split()))
 
 
-def _restart_job_running(project: Project) -> bool:
-    jobs = ssh(project, "systemctl list-jobs --no-legend --no-pager 2>/dev/null || true")
-    return "scoreboard.service" in jobs
+def _wait_restart_job(project: Project, timeout: int = 60) -> None:
+    """Return as soon as the app's restart job runs: watched on the VM itself every 50 ms (an
+    SSH round trip per look could miss a short job on a loaded machine)."""
+    looks = timeout * 20
+    found = ssh(
+        project,
+        f"for i in $(seq {looks}); do systemctl list-jobs --no-legend --no-pager 2>/dev/null "
+        "| grep -q scoreboard.service && echo RUNNING && exit 0; sleep 0.05; done; true",
+        timeout=timeout + 30,
+    )
+    if "RUNNING" not in found:
+        raise AssertionError(f"timed out after {timeout}s waiting for the app's restart job")
 
 
 def _wait_ssh(project: Project, timeout: float) -> None:
@@ -445,7 +454,7 @@ def _fault(project: Project, case: Case, proc: subprocess.Popen[str]) -> float:
         # and is over before anyone sees its job (a loaded machine delays the request).
         _wait("the app to hold the slow request", lambda: _app_holds_a_request(project), 30, 0.2)
         _release_flag(project)
-        _wait("the app's restart job", lambda: _restart_job_running(project), 60, every=0.2)
+        _wait_restart_job(project)
     at = time.monotonic()
     if case.fault == SIGKILL:
         os.kill(proc.pid, signal.SIGKILL)
