@@ -167,8 +167,9 @@ class Recipe:
     def sources(self) -> list[str]:
         return sorted(self.reused_from())
 
-    def delta(self, image: Path) -> DeltaStream:
-        return DeltaStream(self, image)
+    def delta(self, image: Path, head: bytes = b"") -> DeltaStream:
+        """The delta stream read from IMAGE, after HEAD (the upload puts the plan's text there)."""
+        return DeltaStream(self, image, head)
 
 
 def plan(release: str, image_sha256: str, new: Index, sources: Sequence[Source]) -> Recipe:
@@ -218,14 +219,15 @@ def plan(release: str, image_sha256: str, new: Index, sources: Sequence[Source])
 
 
 class DeltaStream(io.RawIOBase):
-    """The delta stream of a recipe, read from the new image: for each ``Data`` run, its index
-    records, then its bytes. Seekable, so that an upload can resume where the host's copy ends."""
+    """The delta stream of a recipe, read from the new image: HEAD, then for each ``Data`` run,
+    its index records, then its bytes. Seekable, so that an upload can resume where the host's
+    copy ends."""
 
-    def __init__(self, recipe: Recipe, image: Path) -> None:
+    def __init__(self, recipe: Recipe, image: Path, head: bytes = b"") -> None:
         super().__init__()
         self._image = image.open("rb")
-        self._parts: list[tuple[int, bytes | tuple[int, int]]] = []
-        at = 0
+        self._parts: list[tuple[int, bytes | tuple[int, int]]] = [(0, head)] if head else []
+        at = len(head)
         for run in recipe.runs:
             if isinstance(run, Data):
                 self._parts.append((at, run.records))

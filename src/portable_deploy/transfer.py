@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import facts, failpoints, image, ui
+from . import facts, failpoints, ui
 from .chunks import RESEND, Index, Recipe, Source, plan
 from .command import Command
 from .commands import delta, files, trust
@@ -39,10 +39,9 @@ def index_cache() -> Path:
 
 def cached(digest: str, cache: Path) -> Index | None:
     try:
-        data = (cache / f"{digest}.idx").read_bytes()
-    except OSError:
+        index = Index.from_bytes((cache / f"{digest}.idx").read_bytes())
+    except (OSError, ValueError):  # absent, or damaged: read from the host again
         return None
-    index = Index.from_bytes(data)
     return index if index.digest == digest else None
 
 
@@ -85,8 +84,9 @@ def sources(
 
 @dataclass(frozen=True)
 class Planned:
-    """A delta upload, planned: the recipe, the stream's path on the host, where sending starts
-    (after what an earlier upload of the same recipe left there) and the local image's index."""
+    """A delta upload, planned: the recipe, its text (the head of the stream), the stream's path
+    on the host, and where sending starts (after what an earlier upload of the same recipe left
+    there)."""
 
     recipe: Recipe
     head: bytes
@@ -113,8 +113,10 @@ def plan_delta(
     cache = cache if cache is not None else index_cache()
     new = Index.of_file(local)
     remember(new, cache)
-    sha = image.file_sha256(local)[0]
-    recipe = plan(m.release, sha, new, sources(host, layout, inventory.indexes, prefer, cache))
+    # The image is the manifest's: checked when the release was read (release.check_local).
+    recipe = plan(
+        m.release, m.image_sha256, new, sources(host, layout, inventory.indexes, prefer, cache)
+    )
     stream = layout.partial(m.release, recipe.id)
     head = recipe.text().encode()
     arrived = inventory.partials.get(stream.rsplit("/", 1)[-1], 0)
@@ -145,7 +147,7 @@ def send_delta(
     m, recipe = signed.manifest, planned.recipe
     steps.info(_summary(recipe, len(planned.head), m.image_size, planned.start))
     with (
-        _Stream(planned.head, recipe, signed.artifact.image) as data,
+        recipe.delta(signed.artifact.image, planned.head) as data,
         ui.transfer(f"{m.image_name} -> {host.name}", planned.total) as progress,
     ):
         began = time.monotonic()
@@ -240,36 +242,3 @@ def _halfway(progress: Progress, failpoint: str) -> Progress:
             failpoints.reach(failpoint)
 
     return update
-
-
-class _Stream(io.RawIOBase):
-    """The recipe's text, then its delta stream: what the host reads as one file."""
-
-    def __init__(self, head: bytes, recipe: Recipe, image_path: Path) -> None:
-        super().__init__()
-        self._head = head
-        self._delta = recipe.delta(image_path)
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._pos = offset
-        return offset
-
-    def read(self, size: int | None = -1) -> bytes:
-        n = size if size is not None and size >= 0 else 1 << 62
-        out = b""
-        if self._pos < len(self._head):
-            out = self._head[self._pos : self._pos + n]
-        rest = n - len(out)
-        if rest > 0:
-            self._delta.seek(max(0, self._pos + len(out) - len(self._head)))
-            out += self._delta.read(rest)
-        self._pos += len(out)
-        return out
-
-    def close(self) -> None:
-        self._delta.close()
-        super().close()

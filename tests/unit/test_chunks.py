@@ -13,7 +13,7 @@ import pytest
 from portable_deploy import facts
 from portable_deploy.chunks import AVERAGE, RECORD, Copy, Data, Index, Source, plan
 from portable_deploy.commands import delta
-from portable_deploy.transfer import _Stream, cached, remember
+from portable_deploy.transfer import cached, remember
 
 
 def _random(n: int, seed: int) -> bytes:
@@ -118,7 +118,7 @@ def test_the_uploaded_stream_is_the_recipe_then_the_delta(old_new: tuple[Path, P
     old, new = (Index.of_file(p) for p in old_new)
     recipe = plan("app_2", "sha", new, [Source("app_1", old)])
     head = recipe.text().encode()
-    with _Stream(head, recipe, old_new[1]) as s, recipe.delta(old_new[1]) as d:
+    with recipe.delta(old_new[1], head) as s, recipe.delta(old_new[1]) as d:
         whole = s.read(len(head) + recipe.delta_size)
         assert whole == head + d.read()
         s.seek(len(head) - 3)
@@ -133,6 +133,8 @@ def test_the_index_cache_keeps_by_digest_and_is_bounded(
     remember(index, tmp_path)
     assert cached(index.digest, tmp_path) == index
     (tmp_path / f"{index.digest}.idx").write_bytes(b"\0" * 12)  # damaged: not trusted
+    assert cached(index.digest, tmp_path) is None
+    (tmp_path / f"{index.digest}.idx").write_bytes(b"\0" * 13)  # not even records
     assert cached(index.digest, tmp_path) is None
     monkeypatch.setattr("portable_deploy.transfer.CACHE_KEEP", 3)
     for n in range(5):
@@ -169,7 +171,7 @@ def _assemble(
     recipe = plan(release, hashlib.sha256(image.read_bytes()).hexdigest(), new, sources)
     head = recipe.text().encode()
     stream = host.partial / f"{release}.{recipe.id}.delta"
-    with _Stream(head, recipe, image) as s:
+    with recipe.delta(image, head) as s:
         stream.write_bytes(s.read(len(head) + recipe.delta_size))
     command = delta.assemble(
         str(host.incoming / f"{release}.raw"),
