@@ -302,14 +302,17 @@ def _app_holds_a_request(project: Project) -> bool:
     return bool(set(first.split()) & set(second.split()))
 
 
-def _wait_restart_job(project: Project, timeout: int = 60) -> None:
-    """Return as soon as the app's restart job runs: watched on the VM itself every 50 ms (an
-    SSH round trip per look could miss a short job on a loaded machine)."""
-    looks = timeout * 20
+def _release_into_restart_job(project: Project, timeout: int = 60) -> None:
+    """Let the paused reattach go on and return as soon as the app's restart job runs. One SSH
+    command does both, so the watch is on before the restarts begin, and it looks on the VM
+    itself every 50 ms (an SSH round trip per look misses a short job on a loaded machine).
+    The watch is bounded by time, not by a count of looks: each look is a systemctl call,
+    slow on a loaded TCG VM."""
     found = ssh(
         project,
-        f"for i in $(seq {looks}); do systemctl list-jobs --no-legend --no-pager 2>/dev/null "
-        "| grep -q scoreboard.service && echo RUNNING && exit 0; sleep 0.05; done; true",
+        f"rm -f {failpoints.HOST_FLAG}; timeout {timeout} sh -c 'until systemctl list-jobs "
+        "--no-legend --no-pager 2>/dev/null | grep -q scoreboard.service; do sleep 0.05; done' "
+        "&& echo RUNNING; true",
         timeout=timeout + 30,
     )
     if "RUNNING" not in found:
@@ -453,8 +456,7 @@ def _fault(project: Project, case: Case, proc: subprocess.Popen[str]) -> float:
         # The app must hold it before the restarts begin, or the restart has nothing to drain
         # and is over before anyone sees its job (a loaded machine delays the request).
         _wait("the app to hold the slow request", lambda: _app_holds_a_request(project), 30, 0.2)
-        _release_flag(project)
-        _wait_restart_job(project)
+        _release_into_restart_job(project)
     at = time.monotonic()
     if case.fault == SIGKILL:
         os.kill(proc.pid, signal.SIGKILL)
