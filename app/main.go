@@ -31,7 +31,8 @@
 //	SCOREBOARD_DB           database path (default /var/lib/scoreboard/app.db)
 //	SCOREBOARD_LISTEN=ADDR  bind ADDR itself instead of using passed sockets.
 //	    For the benchmark baseline "app binds its own port" only.
-//	SCOREBOARD_FAIL_HEALTH=1  /healthz answers 500 (also: -X main.failHealth=1)
+//	SCOREBOARD_FAIL_HEALTH=1  /healthz answers 500 (also: -X main.failHealth=1); =VERSION: only
+//	                          that version's does (one host of a fleet fails one release)
 //	SCOREBOARD_DEBUG=1      enable GET /debug/sleep?ms=N (tests)
 //
 // Build-time variables (go build -ldflags "-X main.NAME=VALUE"):
@@ -128,7 +129,7 @@ func run() error {
 	a := &app{
 		store:      st,
 		version:    version,
-		failHealth: failHealth == "1" || os.Getenv("SCOREBOARD_FAIL_HEALTH") == "1",
+		failHealth: failHealth == "1" || failsHealth(os.Getenv("SCOREBOARD_FAIL_HEALTH"), version),
 		debug:      os.Getenv("SCOREBOARD_DEBUG") == "1",
 		crashLater: crash == "later",
 		crashed:    make(chan struct{}),
@@ -236,4 +237,10 @@ func hasListener(ls []namedListener, name string) bool {
 		}
 	}
 	return false
+}
+
+// failsHealth says whether SCOREBOARD_FAIL_HEALTH (the value SETTING) makes VERSION's /healthz
+// fail: "1" for every version, or the version itself.
+func failsHealth(setting, version string) bool {
+	return setting == "1" || (setting != "" && setting == version)
 }

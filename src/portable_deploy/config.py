@@ -92,6 +92,8 @@ class HostConfig:
     sandbox: bool = False
     #: Which sandbox VM: 1 is sandbox-1 (``sandbox = true``), N is sandbox-N (``sandbox = N``).
     sandbox_index: int = 1
+    #: Labels that `--role` selects the host by (``roles = ["web", "eu"]``).
+    roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,31 @@ class DeployConfig:
     #: Seconds a switched host waits for the deployer's sign of life before it puts the
     #: previous release back by itself (the dead-man switch).
     confirm_timeout: int = 60
+
+
+#: A batch of the fleet's switch: a number of hosts, or a share of the fleet ("25%").
+Batch = int | str
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """[fleet]: how a task acts on several hosts."""
+
+    #: Hosts connected to, uploaded to or switched at the same time, at most.
+    parallel: int = 8
+    #: The switch's batches, in order: a canary host first, then the rest. The last batch
+    #: takes whatever hosts are left.
+    batches: tuple[Batch, ...] = (1, "100%")
+    #: Seconds to wait after a batch passed verification, before the next one.
+    pause: float = 0.0
+    #: "stop": a failed batch is rolled back by itself, earlier batches keep the new release;
+    #: "rollback-all": every host switched goes back to what it ran before.
+    on_failure: str = "stop"
+    #: Hosts that may be unreachable (or fail their upload) and be left out; reported.
+    max_failures: int = 0
+
+
+ON_FAILURE = ("stop", "rollback-all")
 
 
 @dataclass(frozen=True)
@@ -187,6 +214,7 @@ class Config:
     sign: SignConfig
     hosts: Mapping[str, HostConfig]
     deploy: DeployConfig = DeployConfig()
+    fleet: FleetConfig = FleetConfig()
     upload: UploadConfig = UploadConfig()
     verify: VerifyConfig = VerifyConfig()
     #: [secrets.NAME] by name (empty: the app gets no secrets).
@@ -215,6 +243,7 @@ _ConfigClass = type[
     | SignConfig
     | HostConfig
     | DeployConfig
+    | FleetConfig
     | UploadConfig
     | VerifyConfig
     | TlsConfig
@@ -272,6 +301,13 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "profile": _example(DeployConfig, "profile"),
         "confirm_timeout": _example(DeployConfig, "confirm_timeout"),
     },
+    "fleet": {
+        "parallel": _example(FleetConfig, "parallel"),
+        "batches": 'batches = [1, "100%"]',
+        "pause": _example(FleetConfig, "pause"),
+        "on_failure": _example(FleetConfig, "on_failure") + ' (or "rollback-all")',
+        "max_failures": _example(FleetConfig, "max_failures"),
+    },
     "upload": {"delta": "delta = true"},
     "verify": {
         "port": _example(VerifyConfig, "port"),
@@ -296,6 +332,7 @@ _HOST_KEYS: dict[str, str] = {
     "user": 'user = "deploy"',
     "identity_file": 'identity_file = "~/.ssh/id_ed25519"',
     "sandbox": "sandbox = true",
+    "roles": 'roles = ["web"]',
 }
 _SECRET_KEYS: dict[str, str] = {
     "env": 'env = "SCOREBOARD_TOKEN"',
@@ -821,7 +858,7 @@ def _load_host(doc: _Doc, name: str, value: object) -> HostConfig:
                     hint="the sandbox VM provides address, port, user and key; remove the key "
                     "or set sandbox = false",
                 )
-        return HostConfig(name=name, sandbox=True, sandbox_index=index)
+        return HostConfig(name=name, sandbox=True, sandbox_index=index, roles=_roles(host))
     address = host.string("address")
     if address is None:
         raise host.fail(
@@ -842,7 +879,17 @@ def _load_host(doc: _Doc, name: str, value: object) -> HostConfig:
         port=port,
         user=user,
         identity_file=host.path("identity_file"),
+        roles=_roles(host),
     )
+
+
+def _roles(host: _Table) -> tuple[str, ...]:
+    value = host.data.get("roles", [])
+    if not isinstance(value, list) or not all(
+        isinstance(r, str) and _HOST_NAME.fullmatch(r) for r in value
+    ):
+        raise host.type_error("roles", 'a list of names of letters, digits, "-" and "_"')
+    return tuple(dict.fromkeys(value))
 
 
 def _load_hosts(doc: _Doc, data: Mapping[str, object]) -> dict[str, HostConfig]:
@@ -877,6 +924,45 @@ def _load_deploy(doc: _Doc, data: Mapping[str, object]) -> DeployConfig:
             "confirm_timeout", 10, 3600, "a whole number of seconds from 10 to 3600"
         ),
     )
+
+
+def _load_fleet(doc: _Doc, data: Mapping[str, object]) -> FleetConfig:
+    fleet = _section(doc, data, "fleet", FleetConfig)
+    on_failure = fleet.string("on_failure")
+    if on_failure is None:
+        on_failure = _default(FleetConfig, "on_failure")
+    elif on_failure not in ON_FAILURE:
+        raise fleet.fail(
+            "on_failure",
+            f'expected "stop" or "rollback-all", found {_found(on_failure)}',
+            hint='on_failure = "stop" keeps the batches that passed on the new release',
+        )
+    return FleetConfig(
+        parallel=fleet.integer("parallel", 1, 64, "an integer from 1 to 64"),
+        batches=_batches(fleet),
+        pause=fleet.number("pause", positive=False),
+        on_failure=on_failure,
+        max_failures=fleet.integer("max_failures", 0, None, "an integer of at least 0"),
+    )
+
+
+_SHARE = re.compile(r"([1-9][0-9]?|100)%")
+
+
+def _batches(fleet: _Table) -> tuple[Batch, ...]:
+    value = fleet.data.get("batches")
+    if value is None:
+        return tuple(_default(FleetConfig, "batches"))
+    expected = 'a list of host counts (at least 1) or shares ("25%"), e.g. [1, "100%"]'
+    if not isinstance(value, list) or not value:
+        raise fleet.type_error("batches", expected)
+    for i, item in enumerate(value):
+        ok = (isinstance(item, int) and not isinstance(item, bool) and item >= 1) or (
+            isinstance(item, str) and _SHARE.fullmatch(item)
+        )
+        if not ok:
+            raise fleet.fail_at(f"batches[{i}]", f"expected {expected}, found {_found(item)}")
+    return tuple(value)
 
 
 def _load_upload(doc: _Doc, data: Mapping[str, object]) -> UploadConfig:
@@ -1130,6 +1216,7 @@ def load_config(path: Path) -> Config:
         sign=_load_sign(doc, data),
         hosts=_load_hosts(doc, data),
         deploy=_load_deploy(doc, data),
+        fleet=_load_fleet(doc, data),
         upload=_load_upload(doc, data),
         verify=_load_verify(doc, data),
         secrets=_load_secrets(doc, data, app.name),

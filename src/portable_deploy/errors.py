@@ -21,6 +21,10 @@ class ConfigError(DeployError):
     """deploy.toml is wrong: the message names the file and the key path."""
 
 
+class LockHeld(DeployError):
+    """Someone else holds the app's deploy lock on a host: nothing was changed there."""
+
+
 class Refused(DeployError):
     """The release was refused before anything changed (damaged, unsigned, or not the signed
     image); its staged files are deleted. The pipeline audits it as refused."""

@@ -129,9 +129,11 @@ class AuditRecord:
     message: str = ""
     #: The secret set the release ran with after this event ("" for none); never values.
     secrets: str = ""
+    #: The fleet operation this event was part of ("fleet deploy ID", "" for one host).
+    operation: str = ""
 
     def to_json(self) -> str:
-        data = {k: v for k, v in self.__dict__.items() if k != "secrets" or v}
+        data = {k: v for k, v in self.__dict__.items() if k not in ("secrets", "operation") or v}
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
@@ -152,6 +154,7 @@ def audit_log(output: str) -> list[AuditRecord]:
                     origin=str(data.get("origin", "")),
                     message=str(data.get("message", "")),
                     secrets=str(data.get("secrets", "")),
+                    operation=str(data.get("operation", "")),
                 )
             )
         except (ValueError, KeyError, TypeError):

@@ -19,6 +19,19 @@ from .facts import AuditRecord
 from .host import Remote
 from .preflight import HostState
 
+#: The fleet operation this process runs ("fleet deploy 3f2a9c1b04de"), if any: every audit
+#: record it writes names it, on every host, so one operation's records can be matched.
+_operation = ""
+
+
+def set_operation(name: str) -> None:
+    global _operation
+    _operation = name
+
+
+def operation() -> str:
+    return _operation
+
 
 def record(
     host: Remote,
@@ -66,6 +79,7 @@ def record_line(
         origin=socket.gethostname(),
         message=message,
         secrets=secrets,
+        operation=_operation,
     ).to_json()
 
 

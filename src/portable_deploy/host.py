@@ -74,6 +74,27 @@ def _transport_exceptions() -> tuple[type[BaseException], ...]:
     return (paramiko.SSHException, OSError, EOFError)
 
 
+class _Lines(io.StringIO):
+    """An output stream that hands on whole lines as they arrive."""
+
+    def __init__(self, each: Callable[[str], None]) -> None:
+        super().__init__()
+        self.each = each
+        self.partial = ""
+
+    def write(self, text: str) -> int:
+        self.partial += text
+        *done, self.partial = self.partial.split("\n")
+        for line in done:
+            self.each(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.partial:
+            self.each(self.partial)
+            self.partial = ""
+
+
 class _AllAtOnce(io.StringIO):
     """Text for a command's stdin, given whole to any read: Invoke reads a stream that is not a
     terminal one byte at a time, 10 ms apart (3 KB took 30 s)."""
@@ -305,6 +326,21 @@ class Host:
             )
         except _transport_exceptions() as e:
             raise self._lost(f"running {_shown(command)}", e) from None
+        return int(raw.exited)
+
+    def lines(self, command: Command, each: Callable[[str], None]) -> int:
+        """Run a read-only command and hand each line of its output to EACH as it arrives (a
+        fleet's logs, followed on every host at once)."""
+        if self.echo is not None:
+            self.echo(self.name, command.render(), False)
+        sink = _Lines(each)
+        try:
+            raw = self.connection().run(
+                command.render(reveal=True), hide=True, warn=True, in_stream=False, out_stream=sink
+            )
+        except _transport_exceptions() as e:
+            raise self._lost(f"running {_shown(command)}", e) from None
+        sink.flush()
         return int(raw.exited)
 
     def put(self, local: Path, remote: str, progress: Progress | None = None) -> None:

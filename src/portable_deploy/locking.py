@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import facts, ui
+from . import facts, history, ui
 from .commands import deadman, lock
 from .commands.layout import Layout
 from .config import Config
-from .errors import DeployError
+from .errors import DeployError, LockHeld
 from .host import Remote, RemoteCommandError
 
 
@@ -52,7 +52,8 @@ def deploy_lock(
             "pid": os.getpid(),
             "at": time.time(),
             "release": release,
-            "command": command,
+            # "deploy", or "deploy (fleet deploy ID)": what a refused operator is told.
+            "command": f"{command} ({history.operation()})" if history.operation() else command,
             "machine": machine_id(),
             "boot": boot_id(),
         },
@@ -84,7 +85,7 @@ def deploy_lock(
             host.run(lock.break_(layout.lock, holder.token))
             result = host.run(acquire, check=False)
         else:
-            raise DeployError(_held_message(host.name, holder, cfg.deploy.lock_ttl, break_lock))
+            raise LockHeld(_held_message(host.name, holder, cfg.deploy.lock_ttl, break_lock))
     if result.exit_code == lock.NOT_SET_UP:
         raise DeployError(
             f"[{host.name}] is not set up for portable-deploy (no {layout.state_dir})",

@@ -107,21 +107,53 @@ def deploy_to(
 ) -> Plan:
     """`invoke deploy` on one host: upload, check, install, send the secrets, reattach with them,
     verify (-> roll back, secrets too)."""
-    m = signed.manifest
     check_local(signed)
-    with session(host, cfg, "deploy", m.release, opts.break_lock) as s:
-        _check_profile(s)  # before the upload: a deploy that cannot attach sends nothing
-        with steps.step(f"upload {m.image_name} to {host.name}"):
-            _upload_checked(s, signed, steps, "deploy")
-            delivered = deliver_secrets(s.host, s.layout, secrets, s.state)
-        plan = switch(s, m, opts, steps, "deploy", delivered)
-        if not host.dry_run:
-            protect = {m.release} | ({s.state.live} if s.state.live else set())
-            removed = prune(host, s.layout, cfg.deploy.keep_releases, protect, s.state.audit)
-            if removed:
-                steps.info(f"removed old releases: {', '.join(removed)}")
-            prune_secret_sets(host, s.layout, s.state, delivered.id)
-        return plan
+    with session(host, cfg, "deploy", signed.manifest.release, opts.break_lock) as s:
+        delivered = stage(s, signed, steps, secrets)
+        return go_live(s, signed, opts, steps, delivered)
+
+
+def stage(
+    s: Session, signed: Signed, steps: ui.Steps, secrets: Sequence[SecretValue] = ()
+) -> SecretSet:
+    """A deploy's first half, nothing switched: upload, check, install, send the secrets.
+    Returns the secret set the release will run with."""
+    m = signed.manifest
+    _check_profile(s)  # before the upload: a deploy that cannot attach sends nothing
+    with steps.step(f"upload {m.image_name} to {s.host.name}"):
+        _upload_checked(s, signed, steps, "deploy")
+        return deliver_secrets(s.host, s.layout, secrets, s.state)
+
+
+def go_live(
+    s: Session, signed: Signed, opts: Options, steps: ui.Steps, delivered: SecretSet
+) -> Plan:
+    """A deploy's second half: switch to the staged release (verified, or rolled back), then
+    remove the releases beyond [deploy] keep_releases."""
+    m = signed.manifest
+    plan = switch(s, m, opts, steps, "deploy", delivered)
+    if not s.host.dry_run:
+        protect = {m.release} | ({s.state.live} if s.state.live else set())
+        removed = prune(s.host, s.layout, s.cfg.deploy.keep_releases, protect, s.state.audit)
+        if removed:
+            steps.info(f"removed old releases: {', '.join(removed)}")
+        prune_secret_sets(s.host, s.layout, s.state, delivered.id)
+    return plan
+
+
+def put_back(s: Session, opts: Options, steps: ui.Steps) -> Plan:
+    """Return S's host to the release that was live when S was opened (a fleet's rollback of
+    hosts that passed, after another failed): checked, with its secrets, verified."""
+    previous = s.state.live
+    if previous is None:
+        raise DeployError(
+            f"[{s.host.name}] nothing was live before this deploy: nothing to put back",
+            hint=f"`invoke status --host {s.host.name}` shows what runs there",
+        )
+    now = Session(
+        s.host, s.cfg, s.layout, read_state(s.host, s.layout, s.cfg.deploy.profile), s.held
+    )
+    return _rollback_to(now, previous, opts, steps)
 
 
 def upload_to(host: Remote, cfg: Config, signed: Signed, steps: ui.Steps) -> None:
@@ -179,24 +211,36 @@ def verify_live(host: Remote, cfg: Config, steps: ui.Steps) -> None:
 def rollback_on(host: Remote, cfg: Config, to: str | None, opts: Options, steps: ui.Steps) -> Plan:
     """`invoke rollback`: check and switch to the previous (or a named) release on the host."""
     with session(host, cfg, "rollback", to or "previous", opts.break_lock) as s:
-        name = release_name(cfg.app.name, to) if to else s.state.previous
-        if name is None:
+        return roll_back(s, to, opts, steps, last=True)
+
+
+def roll_back(
+    s: Session, to: str | None, opts: Options, steps: ui.Steps, last: bool = False
+) -> Plan:
+    """Switch S's host to its previous release (or release TO), checked and verified."""
+    name = release_name(s.cfg.app.name, to) if to else s.state.previous
+    if name is None:
+        raise DeployError(
+            f"[{s.host.name}] no previous release in the deploy history",
+            hint="name one with --to VERSION (see `invoke releases`)",
+        )
+    return _rollback_to(s, name, opts, steps, last)
+
+
+def _rollback_to(s: Session, name: str, opts: Options, steps: ui.Steps, last: bool = False) -> Plan:
+    host = s.host
+    with steps.step(f"check {name} on {host.name}"):
+        # Read and checked in one round trip (signature, then the image's sha256).
+        target = read_checked(host, s.layout, name, s.cfg.sign.principal)
+        if target is None:
             raise DeployError(
-                f"[{host.name}] no previous release in the deploy history",
-                hint="name one with --to VERSION (see `invoke releases`)",
+                f"[{host.name}] release {name} is not on the host",
+                hint="see `invoke releases` for the ones kept there",
             )
-        with steps.step(f"check {name} on {host.name}"):
-            # Read and checked in one round trip (signature, then the image's sha256).
-            target = read_checked(host, s.layout, name, cfg.sign.principal)
-            if target is None:
-                raise DeployError(
-                    f"[{host.name}] release {name} is not on the host",
-                    hint="see `invoke releases` for the ones kept there",
-                )
-            failpoints.reach("checked")
-            # The secrets the target ran with come back with it (never today's).
-            secrets = recorded_secret_set(host, s.layout, s.state, target.release)
-        return switch(s, target, opts, steps, "rollback", secrets, last=True)
+        failpoints.reach("checked")
+        # The secrets the target ran with come back with it (never today's).
+        secrets = recorded_secret_set(host, s.layout, s.state, target.release)
+    return switch(s, target, opts, steps, "rollback", secrets, last=last)
 
 
 def live_secrets_on(host: Remote, cfg: Config) -> tuple[dict[str, str], str | None]:

@@ -110,7 +110,7 @@ def upload(
         elif planned is not None:
             result = transfer.send_delta(host, layout, signed, planned, steps, check)
         else:
-            transfer.send_whole(host, layout, signed, Index.of_file(signed.artifact.image))
+            transfer.send_whole(host, layout, signed, Index.of_file(signed.artifact.image), steps)
     except TransportError as lost:
         # A full disk: delete what was staged now, so that the host has room again (for the
         # audit line, first of all), the delta stream too. If the connection is gone, the next

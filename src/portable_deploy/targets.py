@@ -14,17 +14,35 @@ from .errors import DeployError
 from .host import Echo, Host, Target
 
 
-def select(cfg: Config, names: Sequence[str] | None) -> list[HostConfig]:
-    """The hosts a task acts on: the named ones, else every host in deploy.toml."""
-    if not names:
-        return list(cfg.hosts.values())
-    unknown = [n for n in names if n not in cfg.hosts]
+def select(
+    cfg: Config, names: Sequence[str] | None, roles: Sequence[str] | None = None
+) -> list[HostConfig]:
+    """The hosts a task acts on, in deploy.toml's order: the named ones (else every host), of
+    those only the ones with one of ROLES when roles are given."""
+    unknown = [n for n in names or () if n not in cfg.hosts]
     if unknown:
         raise DeployError(
             f"{cfg.path}: no host named {', '.join(unknown)}",
             hint=f"hosts in it: {', '.join(cfg.hosts)}",
         )
-    return [cfg.hosts[n] for n in names]
+    known_roles = sorted({r for h in cfg.hosts.values() for r in h.roles})
+    missing = [r for r in roles or () if r not in known_roles]
+    if missing:
+        raise DeployError(
+            f"{cfg.path}: no host has the role {', '.join(missing)}",
+            hint=f"roles in it: {', '.join(known_roles)}"
+            if known_roles
+            else 'give hosts roles in deploy.toml, e.g. roles = ["web"] under [hosts.NAME]',
+        )
+    chosen = [h for h in cfg.hosts.values() if not names or h.name in names]
+    if roles:
+        chosen = [h for h in chosen if set(h.roles) & set(roles)]
+        if not chosen:
+            raise DeployError(
+                f"none of the hosts {', '.join(names or ())} has the role {', '.join(roles)}",
+                hint="drop --host or --role, or add the role to the host in deploy.toml",
+            )
+    return chosen
 
 
 def target_for(host: HostConfig, progress: Callable[[str], None] | None = None) -> Target:
@@ -47,6 +65,7 @@ def open_hosts(
     cfg: Config,
     names: Sequence[str] | None,
     *,
+    roles: Sequence[str] | None = None,
     echo: Echo | None = None,
     dry_run: bool = False,
     progress: Callable[[str], None] | None = None,
@@ -55,5 +74,5 @@ def open_hosts(
     with ExitStack() as stack:
         yield [
             stack.enter_context(Host(target_for(entry, progress), echo=echo, dry_run=dry_run))
-            for entry in select(cfg, names)
+            for entry in select(cfg, names, roles)
         ]

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,7 +52,8 @@ def remember(index: Index, cache: Path) -> None:
         cache.mkdir(parents=True, exist_ok=True)
         path = cache / f"{index.digest}.idx"
         if not path.exists():
-            tmp = path.with_suffix(f".tmp.{os.getpid()}")
+            # Per thread too: a fleet's uploads plan side by side.
+            tmp = path.with_suffix(f".tmp.{os.getpid()}.{threading.get_ident()}")
             tmp.write_bytes(index.to_bytes())
             tmp.replace(path)
         else:
@@ -148,7 +150,7 @@ def send_delta(
     steps.info(_summary(recipe, len(planned.head), m.image_size, planned.start))
     with (
         recipe.delta(signed.artifact.image, planned.head) as data,
-        ui.transfer(f"{m.image_name} -> {host.name}", planned.total) as progress,
+        steps.transfer(f"{m.image_name} -> {host.name}", planned.total) as progress,
     ):
         began = time.monotonic()
         host.put_stream(
@@ -178,14 +180,16 @@ def send_delta(
         + (f": kept image {', '.join(damaged)} is damaged" if damaged else "")
         + "; sending the whole image instead"
     )
-    send_whole(host, layout, signed, recipe.index)
+    send_whole(host, layout, signed, recipe.index, steps)
     return host.run(dataclasses.replace(check, mutates=host.dry_run), check=False)
 
 
-def send_whole(host: Remote, layout: Layout, signed: Signed, index: Index | None) -> None:
+def send_whole(
+    host: Remote, layout: Layout, signed: Signed, index: Index | None, steps: ui.Steps
+) -> None:
     """Stage the whole image, and INDEX for later deltas."""
     m = signed.manifest
-    with ui.transfer(f"{m.image_name} -> {host.name}", m.image_size) as progress:
+    with steps.transfer(f"{m.image_name} -> {host.name}", m.image_size) as progress:
         host.put(
             signed.artifact.image, layout.incoming_image(m.release), _halfway(progress, "upload")
         )

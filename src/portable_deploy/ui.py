@@ -80,6 +80,12 @@ class Steps:
     def warn(self, message: str) -> None:
         self.out.print(f"  [yellow]![/] {escape(redact(message))}")
 
+    def transfer(
+        self, label: str, total: int
+    ) -> contextlib.AbstractContextManager[Callable[[int, int], None]]:
+        """A byte count going up to TOTAL: a progress bar here."""
+        return transfer(label, total)
+
 
 def echo(host: str, command: str, dry_run: bool) -> None:
     """``[host] $ command``, exactly as it can be pasted into a shell on that host."""

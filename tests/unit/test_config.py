@@ -592,7 +592,7 @@ def test_unknown_key_without_close_match_lists_valid_keys_in_hint(tmp_path: Path
     error = load_error(write(tmp_path, APP + HOST + "zzzz = 1\n"))
     assert "[hosts.prod] zzzz: unknown key, valid keys are address, port, user" in error.message
     assert error.hint == (
-        "keys of [hosts.prod]: address, port, user, identity_file, sandbox; "
+        "keys of [hosts.prod]: address, port, user, identity_file, sandbox, roles; "
         "remove or rename this one"
     )
 
@@ -703,7 +703,7 @@ def test_readme_defaults_are_the_loaded_defaults(tmp_path: Path) -> None:
         else:
             continue
         checked += 1
-    assert checked == 24
+    assert checked == 30
 
 
 def test_relative_path_given_is_made_absolute(

@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "portable_deploy"
 #: tasks -> pipeline -> steps/preflight -> host/commands/facts/config; a module may import only
 #: modules of a lower layer, or of its own layer when that is a leaf concern (see LEAF).
 LAYERS: dict[str, int] = {
-    "tasks": 5,
+    "tasks": 6,
+    "fleet": 5,
     "pipeline": 4,
     "steps": 3,
     "transfer": 3,
@@ -30,6 +31,8 @@ LAYERS: dict[str, int] = {
     "manifest": 1,
     "plan": 1,
     "chunks": 1,
+    "journal": 1,
+    "board": 1,
     "host": 1,
     "tls": 1,
     "failpoints": 1,

@@ -13,6 +13,7 @@ def logs(
     lines: int = 100,
     since: str | None = None,
     release: str | None = None,
+    output: str = "short-iso",
 ) -> Command:
     """Journal lines of every unit of the app (``APP.service``, ``APP-*.service`` ...).
 
@@ -22,7 +23,7 @@ def logs(
         "journalctl",
         "--no-pager",
         "-o",
-        "short-iso",
+        output,
         "-u",
         f"{app}*",
         "-n",

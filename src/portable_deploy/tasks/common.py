@@ -20,11 +20,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_ENV = "PORTABLE_DEPLOY_DEBUG"
 
 HOST_HELP = "Act on this host from deploy.toml (repeatable; default: every host)."
+ROLE_HELP = "Act on the hosts with this role in deploy.toml (repeatable; with --host: both)."
 ECHO_HELP = "Show every remote command as `[host] $ command`."
 DRY_HELP = "Show the remote commands and the units that would restart; change nothing."
 #: The flags of every task that switches the live release (deploy, rollback, reattach).
 SWITCH_HELP = {
     "host": HOST_HELP,
+    "role": ROLE_HELP,
     "echo": ECHO_HELP,
     "dry_run": DRY_HELP,
     "restart_sockets": "Allow restarting a .socket unit whose unit file changed.",
@@ -72,11 +74,21 @@ def say(line: str) -> None:
 
 @contextmanager
 def hosts(
-    cfg: Config, names: list[str] | None, *, echo: bool = False, dry_run: bool = False
+    cfg: Config,
+    names: list[str] | None,
+    roles: list[str] | None = None,
+    *,
+    echo: bool = False,
+    dry_run: bool = False,
 ) -> Iterator[list[Host]]:
     """The selected hosts, open for the task; a sandbox host that was never set up is set up."""
     with open_hosts(
-        cfg, names, echo=ui.echo if (echo or dry_run) else None, dry_run=dry_run, progress=say
+        cfg,
+        names,
+        roles=roles,
+        echo=ui.echo if (echo or dry_run) else None,
+        dry_run=dry_run,
+        progress=say,
     ) as opened:
         if not dry_run:
             for host in opened:
@@ -90,3 +102,23 @@ def set_up_sandbox(cfg: Config, host: Host) -> None:
         changed = preflight.set_up_if_new(host, cfg)
         if changed:
             say(f"set up {host.name}: {'; '.join(changed)}")
+
+
+def each_host(opened: list[Host], work: Callable[[Host], object], what: str) -> None:
+    """WORK on every host in turn; on several hosts one that fails (or cannot be reached) is
+    reported and the others still get their turn; then exit code 1 if any failed."""
+    if len(opened) == 1:
+        work(opened[0])
+        return
+    failed = []
+    for host in opened:
+        try:
+            work(host)
+        except DeployError as e:
+            failed.append(host.name)
+            ui.error(e.message, e.hint)
+    if failed:
+        raise DeployError(
+            f"{what} failed on {', '.join(failed)} of {len(opened)} hosts",
+            hint="see the errors above",
+        )

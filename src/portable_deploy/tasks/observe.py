@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import threading
+from collections.abc import Sequence
+
 from invoke.context import Context
 from invoke.tasks import task
 
-from .. import pipeline, ui
+from .. import fleet, journal, pipeline, ui
+from ..command import Command
 from ..commands import journalctl
+from ..errors import DeployError
+from ..host import Host
 from ..release import release_name
-from .common import HOST_HELP, config, hosts, user_errors
+from .common import HOST_HELP, ROLE_HELP, config, each_host, hosts, user_errors
 
 
-@task(iterable=["host"], help={"host": HOST_HELP})
+@task(iterable=["host", "role"], help={"host": HOST_HELP, "role": ROLE_HELP})
 @user_errors
-def releases(c: Context, host: list[str] | None = None) -> None:
+def releases(c: Context, host: list[str] | None = None, role: list[str] | None = None) -> None:
     """List the releases kept on each host: which is live, which rollback picks, who deployed when."""
     cfg = config()
-    with hosts(cfg, host) as opened:
-        for h in opened:
+    with hosts(cfg, host, role) as opened:
+
+        def show(h: Host) -> None:
             rows = pipeline.releases_on(h, cfg)
             ui.table(
                 f"{cfg.app.name} on {h.name}",
@@ -34,13 +43,16 @@ def releases(c: Context, host: list[str] | None = None) -> None:
                 ],
             )
 
+        each_host(opened, show, "releases")
+
 
 @task(
-    iterable=["host"],
+    iterable=["host", "role"],
     help={
         "host": HOST_HELP,
+        "role": ROLE_HELP,
         "follow": "Keep streaming new lines (Ctrl-C to stop).",
-        "lines": "How many recent lines to show first (default 100).",
+        "lines": "How many recent lines to show first, per host (default 100).",
         "release": "Only lines logged by this release (VERSION or NAME_VERSION).",
         "since": "Only lines since this time (journalctl --since syntax, e.g. '10 min ago').",
     },
@@ -49,31 +61,102 @@ def releases(c: Context, host: list[str] | None = None) -> None:
 def logs(
     c: Context,
     host: list[str] | None = None,
+    role: list[str] | None = None,
     follow: bool = False,
     lines: int = 100,
     release: str | None = None,
     since: str | None = None,
 ) -> None:
-    """Show (or --follow) the journal of every unit of the app."""
+    """Show (or --follow) the journal of every unit of the app; several hosts' lines come out
+    merged in time order, each tagged with its host."""
     cfg = config()
     rel = release_name(cfg.app.name, release) if release else None
-    command = journalctl.logs(cfg.app.name, follow=follow, lines=lines, since=since, release=rel)
-    with hosts(cfg, host) as opened:
-        for h in opened:
-            h.stream(command)
+    with hosts(cfg, host, role) as opened:
+        if len(opened) == 1:
+            command = journalctl.logs(
+                cfg.app.name, follow=follow, lines=lines, since=since, release=rel
+            )
+            opened[0].stream(command)
+            return
+        command = journalctl.logs(
+            cfg.app.name, follow=follow, lines=lines, since=since, release=rel, output="json"
+        )
+        if follow:
+            _follow(opened, command)
+        else:
+            _merged(opened, command)
 
 
-@task(iterable=["host"], help={"host": HOST_HELP})
+def _merged(opened: list[Host], command: Command) -> None:
+    """Every host's lines, read side by side, printed in one time order."""
+    logs: dict[str, list[journal.Entry]] = {}
+
+    def read(h: Host) -> None:
+        logs[h.name] = journal.entries(h.name, h.run(command).stdout)
+
+    failed = _report(opened, fleet.each(opened, read, len(opened)))
+    for entry in journal.merged([logs.get(h.name, []) for h in opened]):
+        print(entry.render(), flush=False)
+    sys.stdout.flush()
+    _fail_if(failed, len(opened))
+
+
+def _follow(opened: list[Host], command: Command) -> None:
+    """Every host's lines as they come, each tagged with its host, until Ctrl-C; a host that
+    cannot be reached is reported and the others keep streaming."""
+    printing = threading.Lock()
+
+    def stream(h: Host) -> None:
+        def show(line: str) -> None:
+            entry = journal.parse(h.name, line)
+            if entry is not None:
+                with printing:
+                    print(entry.render(), flush=True)
+
+        h.lines(command, show)
+
+    try:
+        results = fleet.each(opened, stream, len(opened), on_interrupt=lambda: _close(opened))
+        failed = _report(opened, results)
+    except KeyboardInterrupt:
+        return
+    _fail_if(failed, len(opened))
+
+
+def _close(opened: list[Host]) -> None:
+    for h in opened:
+        with contextlib.suppress(Exception):  # a connection torn down under its reader
+            h.close()
+
+
+def _report(opened: list[Host], results: Sequence[object]) -> list[str]:
+    failed = []
+    for h, result in zip(opened, results, strict=True):
+        if isinstance(result, DeployError):
+            failed.append(h.name)
+            ui.error(result.message, result.hint)
+    return failed
+
+
+def _fail_if(failed: list[str], total: int) -> None:
+    if failed:
+        raise DeployError(
+            f"logs failed on {', '.join(failed)} of {total} hosts", hint="see the errors above"
+        )
+
+
+@task(iterable=["host", "role"], help={"host": HOST_HELP, "role": ROLE_HELP})
 @user_errors
-def status(c: Context, host: list[str] | None = None) -> None:
+def status(c: Context, host: list[str] | None = None, role: list[str] | None = None) -> None:
     """Show the live release and the state of each of its units on every host."""
     cfg = config()
-    with hosts(cfg, host) as opened:
-        for h in opened:
+    with hosts(cfg, host, role) as opened:
+
+        def show(h: Host) -> None:
             state, units = pipeline.status_on(h, cfg)
             if state.live_manifest is None:
                 ui.console.print(f"{h.name}: no release of {cfg.app.name} attached")
-                continue
+                return
             rows = []
             for name in sorted(state.live_manifest.unit_info):
                 u = units.get(name)
@@ -89,3 +172,5 @@ def status(c: Context, host: list[str] | None = None) -> None:
                 ["unit", "state", "since", "main pid", "restarts"],
                 rows,
             )
+
+        each_host(opened, show, "status")
