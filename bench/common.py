@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,6 +25,8 @@ class Bench:
     root: Path
     vm: VM
     env: dict[str, str]
+    #: Every VM of the bench (``bench_project(vms=N)``); ``vm`` is the first.
+    vms: list[VM] = field(default_factory=list)
 
     def invoke(self, *args: str, version: str | None = None, check: bool = True) -> float:
         """Run `invoke ARGS` in the project; returns its wall time."""
@@ -55,8 +57,9 @@ class Bench:
 
 
 @contextlib.contextmanager
-def bench_project(prefix: str) -> Iterator[Bench]:
-    """A temp copy of the reference app, its own signing key, and its own sandbox VM (stopped after)."""
+def bench_project(prefix: str, vms: int = 1) -> Iterator[Bench]:
+    """A temp copy of the reference app, its own signing key, and its own sandbox VM(s), stopped
+    after."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         root = Path(tmp) / "app"
         root.mkdir()
@@ -85,8 +88,8 @@ def bench_project(prefix: str) -> Iterator[Bench]:
         env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
         env.pop("DEPLOY_TOML", None)
         try:
-            (vm,) = box.up(1, progress=lambda line: print(f"  {line}", flush=True))
-            yield Bench(root, vm, env)
+            up = box.up(vms, progress=lambda line: print(f"  {line}", flush=True))
+            yield Bench(root, up[0], env, up)
         finally:
             box.down()
 

@@ -37,7 +37,8 @@ class Board:
         self.live = self.out.is_terminal
         self._lock = threading.Lock()
         self._display: Live | None = None
-        self._began = time.monotonic()
+        #: Seconds each phase of the task took ("upload", "switch"): shown, and read by benches.
+        self.phases: dict[str, float] = {}
 
     def __enter__(self) -> Board:
         if self.live:
@@ -67,6 +68,15 @@ class Board:
         with self._lock:
             row = self.rows[host]
             row.sent, row.total = done, total
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a phase of the task (every host's upload, the batches' switch)."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[name] = time.monotonic() - start
 
     def note(self, text: str) -> None:
         """A line of its own (above the live table)."""

@@ -233,7 +233,9 @@ def deploy(
                 return stage(s, signed, board.steps(s.host.name, "upload"), secrets)
 
         staged: list[tuple[Session, SecretSet]] = []
-        for s, got in zip(sessions, each(sessions, upload, cfg.fleet.parallel), strict=True):
+        with board.phase("upload"):
+            uploads = each(sessions, upload, cfg.fleet.parallel)
+        for s, got in zip(sessions, uploads, strict=True):
             if isinstance(got, DeployError):
                 _mark(runs[s.host.name], UPLOAD_FAILED, got, board)
             else:
@@ -264,19 +266,8 @@ def deploy(
             board.update(s.host.name, DEPLOYED, m.release)
 
         batches = in_batches(staged, cfg.fleet.batches)
-        failed_at = None
-        for number, batch in enumerate(batches, 1):
-            board.note(
-                f"batch {number} of {len(batches)}: {', '.join(s.host.name for s, _ in batch)}"
-            )
-            results = each(batch, switch, cfg.fleet.parallel)
-            switched += [s for (s, _), r in zip(batch, results, strict=True) if r is None]
-            if any(isinstance(r, DeployError) for r in results):
-                failed_at = number
-                break
-            if cfg.fleet.pause and number < len(batches):
-                board.note(f"pause {cfg.fleet.pause:g}s ([fleet] pause)")
-                time.sleep(cfg.fleet.pause)
+        with board.phase("switch"):
+            failed_at = _switch_batches(batches, switch, switched, board, cfg)
         if failed_at is not None:
             for later in batches[failed_at:]:
                 for s, _ in later:
@@ -286,6 +277,27 @@ def deploy(
                 _put_back_all(switched, runs, opts, board, cfg)
     _raise_if_failed(runs, "deploy", m.release, rollback_all)
     return list(runs.values())
+
+
+def _switch_batches(
+    batches: Sequence[Sequence[tuple[Session, SecretSet]]],
+    switch: Callable[[tuple[Session, SecretSet]], None],
+    switched: list[Session],
+    board: Board,
+    cfg: Config,
+) -> int | None:
+    """Switch batch after batch, each side by side and verified before the next; the number of
+    the batch that failed (None: none did). SWITCHED gets every host that passed."""
+    for number, batch in enumerate(batches, 1):
+        board.note(f"batch {number} of {len(batches)}: {', '.join(s.host.name for s, _ in batch)}")
+        results = each(batch, switch, cfg.fleet.parallel)
+        switched += [s for (s, _), r in zip(batch, results, strict=True) if r is None]
+        if any(isinstance(r, DeployError) for r in results):
+            return number
+        if cfg.fleet.pause and number < len(batches):
+            board.note(f"pause {cfg.fleet.pause:g}s ([fleet] pause)")
+            time.sleep(cfg.fleet.pause)
+    return None
 
 
 def _put_back_all(

@@ -173,8 +173,9 @@ def on_fleet(
             runs = work(board)
         except FleetFailed as e:
             runs, failure = e.runs, e
+    took = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in board.phases.items())
     ui.table(
-        "fleet",
+        f"fleet ({took})" if took else "fleet",
         ["host", "release now", "what happened", "time"],
         [
             [r.name, r.now or "-", r.result + (f": {r.message}" if r.message else ""),
