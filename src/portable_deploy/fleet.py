@@ -176,7 +176,7 @@ def locked(
             run = runs[host.name]
             board.update(host.name, "lock")
             try:
-                s = stack.enter_context(session(host, cfg, event, release, break_lock))
+                s = stack.enter_context(_held(host, cfg, event, release, break_lock, run, board))
             except LockHeld:
                 raise
             except DeployError as e:
@@ -189,6 +189,29 @@ def locked(
             sessions.append(s)
         order = {h.name: i for i, h in enumerate(hosts)}
         yield sorted(sessions, key=lambda s: order[s.host.name])
+
+
+@contextmanager
+def _held(
+    host: Remote,
+    cfg: Config,
+    event: str,
+    release: str,
+    break_lock: bool,
+    run: HostRun,
+    board: Board,
+) -> Iterator[Session]:
+    """One host's session; at the normal end, a lock that cannot be released (the host went
+    away) is said in its row, never raised over the other hosts' outcome."""
+    with ExitStack() as inner:
+        yield inner.enter_context(session(host, cfg, event, release, break_lock))
+        try:
+            inner.close()
+        except DeployError as e:
+            run.message += (
+                f"{'; ' if run.message else ''}its deploy lock is still held: {e.message}"
+            )
+            board.update(run.name, run.result, run.message, failed=True)
 
 
 def _mark(run: HostRun, result: str, error: DeployError, board: Board) -> None:

@@ -90,6 +90,9 @@ class _Lines(io.StringIO):
         return len(text)
 
     def flush(self) -> None:
+        """Invoke flushes after every write: a partial line waits for its end."""
+
+    def finish(self) -> None:
         if self.partial:
             self.each(self.partial)
             self.partial = ""
@@ -336,11 +339,11 @@ class Host:
         sink = _Lines(each)
         try:
             raw = self.connection().run(
-                command.render(reveal=True), hide=True, warn=True, in_stream=False, out_stream=sink
+                command.render(reveal=True), hide=False, warn=True, in_stream=False, out_stream=sink
             )
         except _transport_exceptions() as e:
             raise self._lost(f"running {_shown(command)}", e) from None
-        sink.flush()
+        sink.finish()
         return int(raw.exited)
 
     def put(self, local: Path, remote: str, progress: Progress | None = None) -> None:

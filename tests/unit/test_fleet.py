@@ -182,3 +182,15 @@ def test_journal_parse_skips_what_is_not_an_entry() -> None:
     assert journal.parse("a", "") is None
     assert journal.parse("a", "[1, 2]") is None
     assert journal.parse("a", json.dumps({"MESSAGE": "no time"})) is None
+
+
+def test_followed_output_is_handed_on_in_whole_lines() -> None:
+    from portable_deploy.host import _Lines
+
+    got: list[str] = []
+    sink = _Lines(got.append)
+    sink.write('{"a"')
+    sink.flush()  # Invoke flushes after every write: nothing half-way is handed on
+    sink.write(': 1}\n{"b": 2}\n\n{"c"')
+    sink.finish()
+    assert got == ['{"a": 1}', '{"b": 2}', "", '{"c"']
