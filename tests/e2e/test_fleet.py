@@ -235,3 +235,22 @@ def test_an_unreachable_host_is_tolerated_up_to_max_failures(fleet: Fleet) -> No
     assert "unreachable" in _row(result, "d")
     assert "left out: d" in result.stdout
     assert fleet.live() == {"a": "fl5", "b": "fl5", "c": "fl5"}
+
+
+def test_rollback_and_status_act_on_the_selected_fleet(fleet: Fleet) -> None:
+    """Every host on fl5 after fl4: a fleet rollback returns each to its own previous release,
+    side by side; status and releases read the hosts --role selects."""
+    result = fleet.project.invoke("rollback")
+    ok(result)
+    assert fleet.live() == {"a": "fl4", "b": "fl4", "c": "fl4"}
+    assert "rolled back: a, b, c" in result.stdout
+    ops = {fleet.audit(host)[-1].get("operation", "") for host in NAMES}
+    assert len(ops) == 1 and re.fullmatch(r"fleet rollback [0-9a-f]{12} \(3 hosts\)", ops.pop())
+    status = fleet.project.invoke("status", "--role", "web")
+    ok(status)
+    titles = [
+        line
+        for line in _lines(status)
+        if line.endswith("scoreboard_fl4 live, rollback target scoreboard_fl5")
+    ]
+    assert [t.split(":")[0] for t in titles] == ["a", "b"], status.stdout

@@ -194,3 +194,32 @@ def test_followed_output_is_handed_on_in_whole_lines() -> None:
     sink.write(': 1}\n{"b": 2}\n\n{"c"')
     sink.finish()
     assert got == ['{"a": 1}', '{"b": 2}', "", '{"c"']
+
+
+def test_the_board_is_a_live_table_on_a_terminal_and_plain_lines_elsewhere() -> None:
+    import io
+
+    from rich.console import Console
+
+    from portable_deploy.board import Board
+
+    plain = io.StringIO()
+    board = Board(["a", "b"], Console(file=plain, width=100))
+    assert not board.live
+    with board:
+        steps = board.steps("a", "upload")
+        with steps.step("upload scoreboard_2.raw to a"), steps.transfer("x", 2_000_000) as sent:
+            sent(1_000_000, 2_000_000)
+        board.update("b", "unreachable", "[b] cannot reach b:22", failed=True)
+    assert plain.getvalue().splitlines() == [
+        "· [a] upload scoreboard_2.raw",
+        "✗ [b] unreachable [b] cannot reach b:22",
+    ]
+    shown = io.StringIO()
+    term = Board(["a", "b"], Console(file=shown, width=100, force_terminal=True))
+    assert term.live
+    with term:
+        term.sent("a", 1_000_000, 2_000_000)
+        term.update("a", "upload scoreboard_2.raw")
+    text = shown.getvalue()
+    assert "upload scoreboard_2.raw" in text and "1.0 MB / 2.0 MB" in text
