@@ -207,3 +207,19 @@ def test_unreachable_hosts_up_to_max_failures_are_left_out(tmp_path: Path) -> No
     assert fleet.summary(runs, "scoreboard_2") == (
         "scoreboard_2 is live on a, b; left out: c ([fleet] max_failures, see the table)"
     )
+
+
+def test_a_fleet_dry_run_changes_nothing_anywhere(tmp_path: Path) -> None:
+    shared: Log = []
+    hosts = [host(n, shared) for n in "ab"]
+    for h in hosts:
+        h.dry_run = True
+    with Board(["a", "b"]) as board:
+        runs = fleet.deploy(
+            hosts, fleet_config(tmp_path, ["a", "b"]), signed(V2), Options(dry_run=True), board
+        )
+    assert [r.result for r in runs] == ["not touched", "not touched"]
+    for h in hosts:
+        executed = [line for line in h.log if not line.startswith("(dry-run)")]
+        assert all(v in ("state", "inventory") for v in FakeHost(log=executed).verbs()), executed
+        assert any(line.startswith(f"(dry-run) {SWAP}") for line in h.log)
