@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -31,7 +31,7 @@ from .config import Batch, Config
 from .credentials import SecretSet
 from .errors import DeployError, LockHeld
 from .host import Remote
-from .pipeline import Session, go_live, put_back, roll_back, session, stage
+from .pipeline import Session, go_live, put_back, roll_back, session, stage, switch, tidy
 from .preflight import read_state
 from .release import Options, Signed, check_local
 from .secrets import SecretValue
@@ -48,6 +48,7 @@ UNREACHABLE = "unreachable"
 UPLOAD_FAILED = "upload failed"
 UNTOUCHED = "not touched"
 SKIPPED = "skipped (an earlier batch failed)"
+PUT_BACK_FAILED = "put back failed"
 
 
 @dataclass
@@ -119,10 +120,13 @@ def each(
     if len(items) <= 1 or limit <= 1:
         results: list[R | DeployError] = []
         for item in items:
+            before = interrupts.handled_count()
             try:
                 results.append(work(item))
             except DeployError as e:
                 results.append(e)
+            if interrupts.handled_count() != before:  # it dealt with an interrupt: stop here
+                raise KeyboardInterrupt("SIGINT")
         return results
     pool = ThreadPoolExecutor(max_workers=min(limit, len(items)), thread_name_prefix="fleet")
     futures: list[Future[R]] = [pool.submit(work, item) for item in items]
@@ -133,7 +137,16 @@ def each(
         interrupts.handled()
         if on_interrupt is not None:
             on_interrupt()
-        pool.shutdown(wait=True, cancel_futures=True)
+        for future in futures:
+            future.cancel()
+        # The locks are let go only once every thread has ended, however often the user insists
+        # (Python would wait for the threads at exit anyway).
+        while True:
+            try:
+                pool.shutdown(wait=True)
+                break
+            except KeyboardInterrupt:
+                interrupts.handled()
         raise
     pool.shutdown(wait=True)
     done: list[R | DeployError] = []
@@ -249,6 +262,40 @@ def deploy(
     new_operation("deploy", len(hosts))
     runs = {h.name: HostRun(h.name) for h in hosts}
     rollback_all = rollback_all or cfg.fleet.on_failure == "rollback-all"
+    with _interrupts_end_in_the_table(runs):
+        _deploy(hosts, cfg, signed, opts, board, secrets, rollback_all, runs)
+    _raise_if_failed(runs, "deploy", m.release, rollback_all)
+    return list(runs.values())
+
+
+@contextmanager
+def _interrupts_end_in_the_table(runs: dict[str, HostRun]) -> Iterator[None]:
+    """Ctrl-C or SIGTERM: nothing more is started, the hosts in flight end their step (a switch
+    ends verified or rolled back), every lock is released, and the table says where each host
+    is: one error, exit code 1."""
+    try:
+        yield
+    except KeyboardInterrupt as signal:
+        interrupts.handled()
+        raise FleetFailed(
+            f"interrupted ({signal or 'SIGINT'}): nothing more was started; the hosts in "
+            "flight ended their step",
+            list(runs.values()),
+            hint="see the table for where each host is; `invoke status` reads them again",
+        ) from None
+
+
+def _deploy(
+    hosts: Sequence[Remote],
+    cfg: Config,
+    signed: Signed,
+    opts: Options,
+    board: Board,
+    secrets: Sequence[SecretValue],
+    rollback_all: bool,
+    runs: dict[str, HostRun],
+) -> None:
+    m = signed.manifest
     with locked(hosts, cfg, "deploy", m.release, runs, board, opts.break_lock) as sessions:
         # 1. Upload to every host, side by side; nothing is switched yet.
         def upload(s: Session) -> SecretSet:
@@ -257,7 +304,10 @@ def deploy(
 
         staged: list[tuple[Session, SecretSet]] = []
         with board.phase("upload"):
-            uploads = each(sessions, upload, cfg.fleet.parallel)
+            # Ctrl-C ends the uploads at once (each resumes next time): their connections close.
+            uploads = each(
+                sessions, upload, cfg.fleet.parallel, lambda: _close(s.host for s in sessions)
+            )
         for s, got in zip(sessions, uploads, strict=True):
             if isinstance(got, DeployError):
                 _mark(runs[s.host.name], UPLOAD_FAILED, got, board)
@@ -268,29 +318,35 @@ def deploy(
         if opts.dry_run:
             for s, delivered in staged:
                 go_live(s, signed, opts, board.steps(s.host.name, "switch"), delivered)
-            return list(runs.values())
+            return
 
         # 2. Switch in batches, each verified before the next.
         switched: list[Session] = []
 
-        def switch(item: tuple[Session, SecretSet]) -> None:
+        def go(item: tuple[Session, SecretSet]) -> None:
             s, delivered = item
             run = runs[s.host.name]
+            steps = board.steps(s.host.name, "switch")
             with _timed(run):
                 try:
-                    go_live(s, signed, opts, board.steps(s.host.name, "switch"), delivered)
+                    switch(s, m, opts, steps, "deploy", delivered)
                 except DeployError as e:
                     run.now = _live_now(s)
-                    run.result = ROLLED_BACK if run.now == run.before else FAILED
+                    back = run.now is not None and run.now == run.before
+                    run.result = ROLLED_BACK if back else FAILED
                     run.message = e.message
                     board.update(s.host.name, run.result, e.message, failed=True)
                     raise
-            run.now, run.result = m.release, DEPLOYED
+                run.now, run.result = m.release, DEPLOYED
+                try:  # the release is live and verified: a failure here is only reported
+                    tidy(s, m, steps, delivered)
+                except DeployError as e:
+                    run.message = f"then pruning failed: {e.message}"
             board.update(s.host.name, DEPLOYED, m.release)
 
         batches = in_batches(staged, cfg.fleet.batches)
         with board.phase("switch"):
-            failed_at = _switch_batches(batches, switch, switched, board, cfg)
+            failed_at = _switch_batches(batches, go, switched, board, cfg)
         if failed_at is not None:
             for later in batches[failed_at:]:
                 for s, _ in later:
@@ -298,8 +354,6 @@ def deploy(
                     board.update(s.host.name, SKIPPED)
             if rollback_all:
                 _put_back_all(switched, runs, opts, board, cfg)
-    _raise_if_failed(runs, "deploy", m.release, rollback_all)
-    return list(runs.values())
 
 
 def _switch_batches(
@@ -340,7 +394,7 @@ def _put_back_all(
                 put_back(s, opts, board.steps(s.host.name, "put back"))
             except DeployError as e:
                 run.now = _live_now(s)
-                run.result, run.message = FAILED, f"put back failed: {e.message}"
+                run.result, run.message = FAILED, f"{PUT_BACK_FAILED}: {e.message}"
                 board.update(s.host.name, FAILED, run.message, failed=True)
                 raise
         run.now, run.result = run.before, PUT_BACK
@@ -356,7 +410,10 @@ def rollback(
     previous release (or TO), side by side: a rollback is urgent, it is not batched."""
     new_operation("rollback", len(hosts))
     runs = {h.name: HostRun(h.name) for h in hosts}
-    with locked(hosts, cfg, "rollback", to or "previous", runs, board, opts.break_lock) as sessions:
+    with (
+        _interrupts_end_in_the_table(runs),
+        locked(hosts, cfg, "rollback", to or "previous", runs, board, opts.break_lock) as sessions,
+    ):
 
         def back(s: Session) -> None:
             run = runs[s.host.name]
@@ -388,7 +445,12 @@ def _raise_if_failed(runs: dict[str, HostRun], kind: str, release: str, put_back
     if kind == "deploy" and done:
         tail = f"; {', '.join(done)} kept {release}"
     elif kind == "deploy" and put_back:
-        tail = "; every host switched was put back"
+        back = [r.name for r in runs.values() if r.result == PUT_BACK]
+        stuck = [r.name for r in runs.values() if r.message.startswith(PUT_BACK_FAILED)]
+        if back:
+            tail = f"; put back: {', '.join(back)}"
+        if stuck:
+            tail += f"; could not be put back: {', '.join(stuck)}"
     raise FleetFailed(
         f"{kind} failed on {', '.join(r.name for r in failed)}{tail}",
         list(runs.values()),
@@ -397,14 +459,22 @@ def _raise_if_failed(runs: dict[str, HostRun], kind: str, release: str, put_back
     )
 
 
-def summary(runs: Sequence[HostRun], release: str) -> str:
+def summary(runs: Sequence[HostRun], release: str, rollback: bool = False) -> str:
     """The last line of a fleet task that succeeded."""
     done = [r.name for r in runs if not r.left_out]
     out = [r.name for r in runs if r.left_out]
-    line = f"{release} is live on {', '.join(done)}"
+    line = (
+        f"rolled back: {', '.join(done)}" if rollback else f"{release} is live on {', '.join(done)}"
+    )
     if out:
         line += f"; left out: {', '.join(out)} ([fleet] max_failures, see the table)"
     return line
+
+
+def _close(hosts: Iterable[Remote]) -> None:
+    for host in hosts:
+        with suppress(Exception):  # a connection torn down under its thread
+            host.close()
 
 
 def _live_now(s: Session) -> str | None:

@@ -74,28 +74,11 @@ def _transport_exceptions() -> tuple[type[BaseException], ...]:
     return (paramiko.SSHException, OSError, EOFError)
 
 
-class _Lines(io.StringIO):
-    """An output stream that hands on whole lines as they arrive."""
-
-    def __init__(self, each: Callable[[str], None]) -> None:
-        super().__init__()
-        self.each = each
-        self.partial = ""
-
-    def write(self, text: str) -> int:
-        self.partial += text
-        *done, self.partial = self.partial.split("\n")
-        for line in done:
-            self.each(line)
-        return len(text)
-
-    def flush(self) -> None:
-        """Invoke flushes after every write: a partial line waits for its end."""
-
-    def finish(self) -> None:
-        if self.partial:
-            self.each(self.partial)
-            self.partial = ""
+def whole_lines(pending: bytes, chunk: bytes) -> tuple[list[str], bytes]:
+    """The lines that PENDING + CHUNK complete (decoded whole, so a character split between two
+    reads is never garbled), and what is left of a line still to come."""
+    *done, rest = (pending + chunk).split(b"\n")
+    return [line.decode("utf-8", "replace") for line in done], rest
 
 
 class _AllAtOnce(io.StringIO):
@@ -162,6 +145,8 @@ class Remote(Protocol):
     def run(
         self, command: Command, *, check: bool = True, timeout: float | None = None
     ) -> Result: ...
+
+    def close(self) -> None: ...
 
     def put(self, local: Path, remote: str, progress: Progress | None = None) -> None: ...
 
@@ -333,18 +318,15 @@ class Host:
 
     def lines(self, command: Command, each: Callable[[str], None]) -> int:
         """Run a read-only command and hand each line of its output to EACH as it arrives (a
-        fleet's logs, followed on every host at once)."""
+        fleet's logs, followed on every host at once). Read from the SSH channel itself: nothing
+        is kept, however long it runs. Ends when the command does, or when the connection is
+        closed (``close``, from another thread)."""
         if self.echo is not None:
             self.echo(self.name, command.render(), False)
-        sink = _Lines(each)
         try:
-            raw = self.connection().run(
-                command.render(reveal=True), hide=False, warn=True, in_stream=False, out_stream=sink
-            )
+            return self._lines(command, each)
         except _transport_exceptions() as e:
             raise self._lost(f"running {_shown(command)}", e) from None
-        sink.finish()
-        return int(raw.exited)
 
     def put(self, local: Path, remote: str, progress: Progress | None = None) -> None:
         if self.echo is not None:
@@ -438,6 +420,22 @@ class Host:
             command.render(reveal=True), hide=True, warn=True, in_stream=stream, timeout=timeout
         )
         return Result(raw.stdout, raw.stderr, raw.exited)
+
+    def _lines(self, command: Command, each: Callable[[str], None]) -> int:
+        channel = self.connection().client.get_transport().open_session()
+        try:
+            channel.exec_command(command.render(reveal=True))
+            channel.shutdown_write()
+            pending = b""
+            while chunk := channel.recv(65536):
+                done, pending = whole_lines(pending, chunk)
+                for line in done:
+                    each(line)
+            if pending:
+                each(pending.decode("utf-8", "replace"))
+            return int(channel.recv_exit_status())
+        finally:
+            channel.close()
 
     def _put(self, local: Path, remote: str, progress: Progress | None) -> None:
         sftp = self.connection().sftp()

@@ -30,9 +30,18 @@ def raise_pending() -> None:
         raise KeyboardInterrupt(name)
 
 
+#: How many interrupts were dealt with (``handled``): a fleet stops after a host that did.
+_handled = [0]
+
+
 def handled() -> None:
     """The interrupt in flight is being dealt with (a rollback runs): forget it."""
     _pending.clear()
+    _handled[0] += 1
+
+
+def handled_count() -> int:
+    return _handled[0]
 
 
 @contextmanager

@@ -6,7 +6,7 @@ from __future__ import annotations
 import heapq
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 
@@ -19,6 +19,8 @@ class Entry:
     unit: str = ""
     pid: str = ""
     message: str = ""
+    #: The journal's own position of the entry (``__CURSOR``): a follow starts after it.
+    cursor: str = field(default="", compare=False)
 
     def render(self) -> str:
         """``2026-11-27T12:00:01.123456Z [host] unit[pid]: message``."""
@@ -42,7 +44,8 @@ def parse(host: str, line: str) -> Entry | None:
             "utf-8", "replace"
         )
     unit = data.get("SYSLOG_IDENTIFIER") or data.get("_SYSTEMD_UNIT") or ""
-    return Entry(usec, host, str(unit), str(data.get("_PID", "")), str(message))
+    pid, cursor = str(data.get("_PID", "")), str(data.get("__CURSOR", ""))
+    return Entry(usec, host, str(unit), pid, str(message), cursor)
 
 
 def entries(host: str, output: str) -> list[Entry]:

@@ -111,11 +111,14 @@ def deploy_lock(
             host.run(lock.release(layout.lock, token))
         except DeployError as second:
             if isinstance(first, DeployError):
-                raise DeployError(
-                    f"{first.message}; the deploy lock is still held ({second.message})",
-                    hint=(first.hint + "; " if first.hint else "")
-                    + "once this process has exited, retry with --break-lock",
-                ) from None
+                # The same error (its type and what it carries, such as a fleet's table), told
+                # that the lock is still held.
+                first.message += f"; the deploy lock is still held ({second.message})"
+                first.hint = (
+                    first.hint + "; " if first.hint else ""
+                ) + "once this process has exited, retry with --break-lock"
+                first.args = (first.message,)
+                raise first from None
         raise
     if not held.released:
         host.run(lock.release(layout.lock, token))

@@ -130,15 +130,21 @@ def go_live(
 ) -> Plan:
     """A deploy's second half: switch to the staged release (verified, or rolled back), then
     remove the releases beyond [deploy] keep_releases."""
-    m = signed.manifest
-    plan = switch(s, m, opts, steps, "deploy", delivered)
-    if not s.host.dry_run:
-        protect = {m.release} | ({s.state.live} if s.state.live else set())
-        removed = prune(s.host, s.layout, s.cfg.deploy.keep_releases, protect, s.state.audit)
-        if removed:
-            steps.info(f"removed old releases: {', '.join(removed)}")
-        prune_secret_sets(s.host, s.layout, s.state, delivered.id)
+    plan = switch(s, signed.manifest, opts, steps, "deploy", delivered)
+    tidy(s, signed.manifest, steps, delivered)
     return plan
+
+
+def tidy(s: Session, live: Manifest, steps: ui.Steps, delivered: SecretSet) -> None:
+    """After a deploy went live: remove the releases beyond [deploy] keep_releases and the
+    secret sets no kept release ran with."""
+    if s.host.dry_run:
+        return
+    protect = {live.release} | ({s.state.live} if s.state.live else set())
+    removed = prune(s.host, s.layout, s.cfg.deploy.keep_releases, protect, s.state.audit)
+    if removed:
+        steps.info(f"removed old releases: {', '.join(removed)}")
+    prune_secret_sets(s.host, s.layout, s.state, delivered.id)
 
 
 def put_back(s: Session, opts: Options, steps: ui.Steps) -> Plan:

@@ -17,8 +17,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -144,6 +145,53 @@ def test_logs_of_three_hosts_come_out_in_time_order(fleet: Fleet) -> None:
         hosts.add(m.group(2))
     assert hosts == {"a", "b", "c"}
     assert len(stamps) <= 90 and stamps == sorted(stamps)
+
+
+def test_logs_follow_every_host_until_ctrl_c(fleet: Fleet) -> None:
+    """`logs --follow` shows a new line of each of the three hosts, tagged; Ctrl-C ends it with
+    no traceback and no journalctl left on any host."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "logs", "--follow", "--lines", "1"],
+        cwd=fleet.project.root,
+        env=fleet.project.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(proc.stdout.readline, "")))  # type: ignore[union-attr]
+    reader.start()
+    try:
+        _wait_for(lambda: len(seen) >= 3, "the three hosts' last lines")
+        for host in NAMES:
+            fleet.ssh(
+                host,
+                f"systemd-run --quiet --unit=scoreboard-logtest-{host} sh -c 'echo hello-{host}'",
+            )
+        _wait_for(
+            lambda: all(any(f"[{h}]" in s and f"hello-{h}" in s for s in seen) for h in NAMES),
+            "a new line from every host",
+        )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        reader.join(timeout=10)
+    assert "Traceback" not in err, err
+    left = {h: fleet.ssh(h, "pgrep -f 'journalctl --no-pager -o json' || true") for h in NAMES}
+    _wait_for(
+        lambda: (
+            not any(fleet.ssh(h, "pgrep -f 'journalctl --no-pager -o json' || true") for h in NAMES)
+        ),
+        f"the remote journalctl processes to end ({left})",
+        timeout=20,
+    )
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
 
 
 def test_a_failing_batch_rolls_back_and_later_ones_are_never_touched(fleet: Fleet) -> None:

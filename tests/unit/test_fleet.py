@@ -185,15 +185,13 @@ def test_journal_parse_skips_what_is_not_an_entry() -> None:
 
 
 def test_followed_output_is_handed_on_in_whole_lines() -> None:
-    from portable_deploy.host import _Lines
+    from portable_deploy.host import whole_lines
 
-    got: list[str] = []
-    sink = _Lines(got.append)
-    sink.write('{"a"')
-    sink.flush()  # Invoke flushes after every write: nothing half-way is handed on
-    sink.write(': 1}\n{"b": 2}\n\n{"c"')
-    sink.finish()
-    assert got == ['{"a": 1}', '{"b": 2}', "", '{"c"']
+    done, rest = whole_lines(b"", b'{"a"')
+    assert (done, rest) == ([], b'{"a"')
+    done, rest = whole_lines(rest, ': "\xc3')  # a character split between two reads
+    done, rest = whole_lines(rest, b'\xa9"}\n{"b": 2}\n\n{"c"')
+    assert (done, rest) == (['{"a": "\u00e9"}', '{"b": 2}', ""], b'{"c"')
 
 
 def test_the_board_is_a_live_table_on_a_terminal_and_plain_lines_elsewhere() -> None:

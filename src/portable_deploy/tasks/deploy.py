@@ -237,5 +237,5 @@ def rollback(
         on_fleet(
             opened,
             lambda board: fleet.rollback(opened, cfg, to, opts, board),
-            None if dry_run else lambda runs: f"rolled back: {', '.join(r.name for r in runs)}",
+            None if dry_run else lambda runs: fleet.summary(runs, "rolled back", rollback=True),
         )

@@ -78,17 +78,32 @@ def logs(
             )
             opened[0].stream(command)
             return
+        # Every host's recent lines in one time order; then, with --follow, every host's new
+        # lines as they come, each host's after the last line shown of it.
         command = journalctl.logs(
-            cfg.app.name, follow=follow, lines=lines, since=since, release=rel, output="json"
+            cfg.app.name, lines=lines, since=since, release=rel, output="json"
         )
+        failed, last = _merged(opened, command)
         if follow:
-            _follow(opened, command)
-        else:
-            _merged(opened, command)
+            up = [h for h in opened if h.name not in failed]
+            after = {
+                h.name: journalctl.logs(
+                    cfg.app.name,
+                    follow=True,
+                    lines=0,
+                    release=rel,
+                    output="json",
+                    after_cursor=last.get(h.name) or None,
+                )
+                for h in up
+            }
+            failed += _follow(up, after)
+        _fail_if(failed, len(opened))
 
 
-def _merged(opened: list[Host], command: Command) -> None:
-    """Every host's lines, read side by side, printed in one time order."""
+def _merged(opened: list[Host], command: Command) -> tuple[list[str], dict[str, str]]:
+    """Every host's lines, read side by side, printed in one time order. Returns the hosts
+    that failed (reported) and the cursor of each host's last line."""
     logs: dict[str, list[journal.Entry]] = {}
 
     def read(h: Host) -> None:
@@ -98,13 +113,15 @@ def _merged(opened: list[Host], command: Command) -> None:
     for entry in journal.merged([logs.get(h.name, []) for h in opened]):
         print(entry.render(), flush=False)
     sys.stdout.flush()
-    _fail_if(failed, len(opened))
+    return failed, {name: log[-1].cursor for name, log in logs.items() if log}
 
 
-def _follow(opened: list[Host], command: Command) -> None:
-    """Every host's lines as they come, each tagged with its host, until Ctrl-C; a host that
-    cannot be reached is reported and the others keep streaming."""
+def _follow(opened: list[Host], commands: dict[str, Command]) -> list[str]:
+    """Every host's new lines as they come, each tagged with its host, until Ctrl-C. A host
+    that cannot be reached (or is lost) is reported at once while the others keep streaming;
+    Ctrl-C closes every connection, which ends the remote journalctl. Returns the failed."""
     printing = threading.Lock()
+    failed: list[str] = []
 
     def stream(h: Host) -> None:
         def show(line: str) -> None:
@@ -113,14 +130,16 @@ def _follow(opened: list[Host], command: Command) -> None:
                 with printing:
                     print(entry.render(), flush=True)
 
-        h.lines(command, show)
+        try:
+            h.lines(commands[h.name], show)
+        except DeployError as e:
+            with printing:
+                failed.append(h.name)
+                ui.error(e.message, e.hint)
 
-    try:
-        results = fleet.each(opened, stream, len(opened), on_interrupt=lambda: _close(opened))
-        failed = _report(opened, results)
-    except KeyboardInterrupt:
-        return
-    _fail_if(failed, len(opened))
+    with contextlib.suppress(KeyboardInterrupt):
+        fleet.each(opened, stream, len(opened), on_interrupt=lambda: _close(opened))
+    return failed
 
 
 def _close(opened: list[Host]) -> None:
