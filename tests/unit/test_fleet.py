@@ -189,7 +189,7 @@ def test_followed_output_is_handed_on_in_whole_lines() -> None:
 
     done, rest = whole_lines(b"", b'{"a"')
     assert (done, rest) == ([], b'{"a"')
-    done, rest = whole_lines(rest, ': "\xc3')  # a character split between two reads
+    done, rest = whole_lines(rest, b': "\xc3')  # a character split between two reads
     done, rest = whole_lines(rest, b'\xa9"}\n{"b": 2}\n\n{"c"')
     assert (done, rest) == (['{"a": "\u00e9"}', '{"b": 2}', ""], b'{"c"')
 
