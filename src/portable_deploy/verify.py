@@ -71,6 +71,11 @@ class _Pulse:
             self.last = time.monotonic()
 
 
+#: Seconds the units are still watched after the health check passed, at least (or the whole
+#: settle window, if shorter), when the window counts from the switch.
+AFTER_HEALTHY = 1.5
+
+
 def verify(
     host: Remote,
     cfg: Config,
@@ -99,11 +104,15 @@ def verify(
     pulse = _Pulse(host, alive)
     states = _wait_active(pulse, units, deadline)
     health = _wait_http(host, cfg, manifest, deadline, pulse, states)
+    healthy = time.monotonic()
     failpoints.reach("verifying")
     if v.settle > 0:
-        start = since if since is not None else time.monotonic()
+        start = since if since is not None else healthy
         window = "of the switch" if since is not None else "after the health check"
-        pulse.wait(max(0.0, start + v.settle - time.monotonic()))
+        # However late the health check passed (a slow start, a loaded host), the units stay
+        # watched a while after it: a release that crashes soon after its first answer fails.
+        end = max(start + v.settle, healthy + min(v.settle, AFTER_HEALTHY))
+        pulse.wait(max(0.0, end - time.monotonic()))
         after = pulse.show(units)
         for name in units:
             before, now = states[name], after.get(name)

@@ -169,7 +169,13 @@ def pdtest_image(sandbox_vm: VM, tmp_path: Path) -> Iterator[str]:
 def test_portable_service_answers_on_forwarded_http_port(sandbox_vm: VM, pdtest_image: str) -> None:
     """A socket-activated portable service on guest :80 answers on 127.0.0.1:http_port."""
     ssh_run(sandbox_vm, f"portablectl attach --now --enable {pdtest_image}")
-    assert ssh_run(sandbox_vm, "systemctl is-active pdtest.socket").stdout.strip() == "active"
+    # `attach --now` queues the start; on a loaded machine the socket may come a moment later.
+    active = ssh_run(
+        sandbox_vm,
+        "for i in $(seq 100); do systemctl is-active --quiet pdtest.socket && break; "
+        "sleep 0.1; done; systemctl is-active pdtest.socket",
+    )
+    assert active.stdout.strip() == "active"
     assert http_get(sandbox_vm.http_port) == "200 hello from pdtest\n"
 
 
