@@ -149,7 +149,11 @@ def test_logs_of_three_hosts_come_out_in_time_order(fleet: Fleet) -> None:
 
 def test_logs_follow_every_host_until_ctrl_c(fleet: Fleet) -> None:
     """`logs --follow` shows a new line of each of the three hosts, tagged; Ctrl-C ends it with
-    no traceback and no journalctl left on any host."""
+    no traceback and no journalctl left on any host. (journalctl -u expands its unit pattern
+    when it starts: the test unit has logged once before.)"""
+    ping = "systemd-run --quiet --wait --unit=scoreboard-logtest sh -c 'echo hello-{}-$0' {}"
+    for host in NAMES:
+        fleet.ssh(host, ping.format(host, "before"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "invoke", "logs", "--follow", "--lines", "1"],
         cwd=fleet.project.root,
@@ -164,12 +168,11 @@ def test_logs_follow_every_host_until_ctrl_c(fleet: Fleet) -> None:
     try:
         _wait_for(lambda: len(seen) >= 3, "the three hosts' last lines")
         for host in NAMES:
-            fleet.ssh(
-                host,
-                f"systemd-run --quiet --unit=scoreboard-logtest-{host} sh -c 'echo hello-{host}'",
-            )
+            fleet.ssh(host, ping.format(host, "after"))
         _wait_for(
-            lambda: all(any(f"[{h}]" in s and f"hello-{h}" in s for s in seen) for h in NAMES),
+            lambda: all(
+                any(f"[{h}]" in s and f"hello-{h}-after" in s for s in seen) for h in NAMES
+            ),
             "a new line from every host",
         )
     finally:
