@@ -78,7 +78,7 @@ def whole_lines(pending: bytes, chunk: bytes) -> tuple[list[str], bytes]:
     """The lines that PENDING + CHUNK complete (decoded whole, so a character split between two
     reads is never garbled), and what is left of a line still to come."""
     *done, rest = (pending + chunk).split(b"\n")
-    return [line.decode("utf-8", "replace") for line in done], rest
+    return [line.removesuffix(b"\r").decode("utf-8", "replace") for line in done], rest
 
 
 class _AllAtOnce(io.StringIO):
@@ -304,13 +304,15 @@ class Host:
             raise RemoteCommandError(self.name, command, result)
         return result
 
-    def stream(self, command: Command) -> int:
+    def stream(self, command: Command, follow: bool = False) -> int:
         """Run a read-only command with its output streamed to the terminal (logs)."""
         if self.echo is not None:
             self.echo(self.name, command.render(), False)
         try:
+            # FOLLOW: a terminal of its own, so Ctrl-C reaches the remote command and a closed
+            # connection hangs it up (a `journalctl -f` is never left running on the host).
             raw = self.connection().run(
-                command.render(reveal=True), hide=False, warn=True, in_stream=False
+                command.render(reveal=True), hide=False, warn=True, in_stream=False, pty=follow
             )
         except _transport_exceptions() as e:
             raise self._lost(f"running {_shown(command)}", e) from None
@@ -424,6 +426,9 @@ class Host:
     def _lines(self, command: Command, each: Callable[[str], None]) -> int:
         channel = self.connection().client.get_transport().open_session()
         try:
+            # On a terminal of its own, the remote command gets SIGHUP when the channel closes
+            # (Ctrl-C here, a lost connection): nothing is left running on the host.
+            channel.get_pty(term="dumb", width=500)
             channel.exec_command(command.render(reveal=True))
             channel.shutdown_write()
             pending = b""

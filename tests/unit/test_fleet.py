@@ -192,6 +192,7 @@ def test_followed_output_is_handed_on_in_whole_lines() -> None:
     done, rest = whole_lines(rest, b': "\xc3')  # a character split between two reads
     done, rest = whole_lines(rest, b'\xa9"}\n{"b": 2}\n\n{"c"')
     assert (done, rest) == (['{"a": "\u00e9"}', '{"b": 2}', ""], b'{"c"')
+    assert whole_lines(b"", b"x\r\ny\r\n") == (["x", "y"], b"")  # on a terminal: CR LF
 
 
 def test_the_board_is_a_live_table_on_a_terminal_and_plain_lines_elsewhere() -> None:

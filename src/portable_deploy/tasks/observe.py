@@ -76,7 +76,7 @@ def logs(
             command = journalctl.logs(
                 cfg.app.name, follow=follow, lines=lines, since=since, release=rel
             )
-            opened[0].stream(command)
+            opened[0].stream(command, follow=follow)
             return
         # Every host's recent lines in one time order; then, with --follow, every host's new
         # lines as they come, each host's after the last line shown of it.
