@@ -180,10 +180,10 @@ def test_logs_follow_every_host_until_ctrl_c(fleet: Fleet) -> None:
         _, err = proc.communicate(timeout=60)
         reader.join(timeout=10)
     assert "Traceback" not in err, err
-    left = {h: fleet.ssh(h, "pgrep -f 'journalctl --no-pager -o json' || true") for h in NAMES}
+    left = {h: fleet.ssh(h, "pgrep -f '[j]ournalctl --no-pager -o json' || true") for h in NAMES}
     _wait_for(
         lambda: (
-            not any(fleet.ssh(h, "pgrep -f 'journalctl --no-pager -o json' || true") for h in NAMES)
+            not any(fleet.ssh(h, "pgrep -f '[j]ournalctl --no-pager -o json' || true") for h in NAMES)
         ),
         f"the remote journalctl processes to end ({left})",
         timeout=20,
