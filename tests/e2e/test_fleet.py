@@ -183,7 +183,9 @@ def test_logs_follow_every_host_until_ctrl_c(fleet: Fleet) -> None:
     left = {h: fleet.ssh(h, "pgrep -f '[j]ournalctl --no-pager -o json' || true") for h in NAMES}
     _wait_for(
         lambda: (
-            not any(fleet.ssh(h, "pgrep -f '[j]ournalctl --no-pager -o json' || true") for h in NAMES)
+            not any(
+                fleet.ssh(h, "pgrep -f '[j]ournalctl --no-pager -o json' || true") for h in NAMES
+            )
         ),
         f"the remote journalctl processes to end ({left})",
         timeout=20,
