@@ -49,6 +49,7 @@ UPLOAD_FAILED = "upload failed"
 UNTOUCHED = "not touched"
 SKIPPED = "skipped (an earlier batch failed)"
 PUT_BACK_FAILED = "put back failed"
+ROLLED_BACK_ON_REQUEST = "rolled back"
 
 
 @dataclass
@@ -426,8 +427,8 @@ def rollback(
                     run.message = e.message
                     board.update(s.host.name, FAILED, e.message, failed=True)
                     raise
-            run.now, run.result = plan.release, "rolled back"
-            board.update(s.host.name, "rolled back", plan.release)
+            run.now, run.result = plan.release, ROLLED_BACK_ON_REQUEST
+            board.update(s.host.name, ROLLED_BACK_ON_REQUEST, plan.release)
 
         each(sessions, back, cfg.fleet.parallel)
     _raise_if_failed(runs, "rollback", to or "the previous releases", False)
@@ -435,15 +436,22 @@ def rollback(
 
 
 def _raise_if_failed(runs: dict[str, HostRun], kind: str, release: str, put_back: bool) -> None:
-    """Raise FleetFailed if a host failed in the switch; hosts left out before it (within
-    [fleet] max_failures, or the task would have stopped there) are in the table only."""
+    """Raise FleetFailed if any host failed: in the switch, or before it (left out, within
+    [fleet] max_failures: the others went on, and the exit code still says not all did)."""
     failed = [r for r in runs.values() if r.failed and not r.left_out]
-    if not failed:
+    left = [r for r in runs.values() if r.left_out]
+    if not failed and not left:
         return
-    done = [r.name for r in runs.values() if r.result == DEPLOYED]
+    done = [r.name for r in runs.values() if r.result in (DEPLOYED, ROLLED_BACK_ON_REQUEST)]
+    parts = [f"{kind} failed on {', '.join(r.name for r in failed)}"] if failed else []
+    if left:
+        shown = ", ".join(f"{r.name} ({r.result})" for r in left)
+        parts.append(f"left out {shown}, within [fleet] max_failures")
     tail = ""
     if kind == "deploy" and done:
-        tail = f"; {', '.join(done)} kept {release}"
+        tail = f"; {', '.join(done)} {'kept' if failed else 'now run'} {release}"
+    elif kind == "rollback" and done:
+        tail = f"; rolled back: {', '.join(done)}"
     elif kind == "deploy" and put_back:
         back = [r.name for r in runs.values() if r.result == PUT_BACK]
         stuck = [r.name for r in runs.values() if r.message.startswith(PUT_BACK_FAILED)]
@@ -452,7 +460,7 @@ def _raise_if_failed(runs: dict[str, HostRun], kind: str, release: str, put_back
         if stuck:
             tail += f"; could not be put back: {', '.join(stuck)}"
     raise FleetFailed(
-        f"{kind} failed on {', '.join(r.name for r in failed)}{tail}",
+        "; ".join(parts) + tail,
         list(runs.values()),
         hint="see the table above, and `invoke logs --host NAME` for a failed host"
         + ("; `invoke rollback` returns the rest" if done else ""),
@@ -460,15 +468,9 @@ def _raise_if_failed(runs: dict[str, HostRun], kind: str, release: str, put_back
 
 
 def summary(runs: Sequence[HostRun], release: str, rollback: bool = False) -> str:
-    """The last line of a fleet task that succeeded."""
-    done = [r.name for r in runs if not r.left_out]
-    out = [r.name for r in runs if r.left_out]
-    line = (
-        f"rolled back: {', '.join(done)}" if rollback else f"{release} is live on {', '.join(done)}"
-    )
-    if out:
-        line += f"; left out: {', '.join(out)} ([fleet] max_failures, see the table)"
-    return line
+    """The last line of a fleet task that succeeded on every host."""
+    names = ", ".join(r.name for r in runs)
+    return f"rolled back: {names}" if rollback else f"{release} is live on {names}"
 
 
 def _close(hosts: Iterable[Remote]) -> None:

@@ -198,14 +198,15 @@ def test_unreachable_hosts_up_to_max_failures_are_left_out(tmp_path: Path) -> No
     shared.clear()
     a, b, c = (host(n, shared) for n in "abc")
     c.fail(lock.acquire, paramiko.SSHException("Connection refused"))
-    runs = run([a, b, c], fleet_config(tmp_path, ["a", "b", "c"], max_failures=1))
-    assert [(r.name, r.result) for r in runs] == [
+    with pytest.raises(FleetFailed) as left:  # the others deploy; exit code 1 all the same
+        run([a, b, c], fleet_config(tmp_path, ["a", "b", "c"], max_failures=1))
+    assert [(r.name, r.result) for r in left.value.runs] == [
         ("a", "deployed"),
         ("b", "deployed"),
         ("c", "unreachable"),
     ]
-    assert fleet.summary(runs, "scoreboard_2") == (
-        "scoreboard_2 is live on a, b; left out: c ([fleet] max_failures, see the table)"
+    assert left.value.message == (
+        "left out c (unreachable), within [fleet] max_failures; a, b now run scoreboard_2"
     )
 
 
