@@ -535,8 +535,35 @@ def wait_healed(project: Project, versions: tuple[str, ...]) -> float:
             return False
         return answer is not None and (not versions or answer in versions)
 
-    _wait("the host to heal", healed, HEAL_DEADLINE, every=1)
+    try:
+        _wait("the host to heal", healed, HEAL_DEADLINE, every=1)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; on the host:\n{_heal_report(project)}") from None
     return time.monotonic()
+
+
+def _heal_report(project: Project) -> str:
+    """What the host shows when it did not heal: the probe's findings, jobs, the dead-man
+    switch's units, the state dir, the audit log's tail, the app's version."""
+    unit = deadman.unit(LAYOUT)
+    try:
+        out = ssh(
+            project,
+            f"echo '# probe'; test -e {LAYOUT.heartbeat} && echo armed; "
+            f"test -e {failpoints.HOST_FLAG} && echo paused; "
+            "grep -rhs '^RootImage=' /etc/systemd/system.attached/ | sort | uniq -c; "
+            "echo '# jobs'; systemctl list-jobs --no-pager; "
+            f"echo '# switch'; systemctl status --no-pager -n 20 {unit}.service {unit}.timer; "
+            f"echo '# state'; ls -la {LAYOUT.state_dir}; "
+            f"echo '# audit'; tail -n 3 {LAYOUT.audit_log}; "
+            "echo '# units'; systemctl --no-pager list-units 'scoreboard*'; "
+            "echo '# version'; curl -s -m 5 http://127.0.0.1/version || true",
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"(no report: {e})"
+    return out[-6000:]
 
 
 def check(project: Project, outcome: Outcome) -> None:
