@@ -93,7 +93,7 @@ class Board:
         with self._lock:
             for row in self.rows.values():
                 style = "red" if row.failed else ("green" if row.state == "deployed" else "")
-                sent = f"{_size(row.sent)} / {_size(row.total)}" if row.total else ""
+                sent = f"{ui.size(row.sent)} / {ui.size(row.total)}" if row.total else ""
                 took = f"{now - row.started:.0f}s" if row.started else ""
                 t.add_row(
                     row.host,
@@ -103,14 +103,6 @@ class Board:
                     escape(row.detail),
                 )
         return t
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB"):
-        if n < 1000 or unit == "MB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} MB"  # pragma: no cover
 
 
 class HostSteps(ui.Steps):

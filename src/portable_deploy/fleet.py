@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from . import history, interrupts
@@ -62,7 +62,6 @@ class HostRun:
     result: str = UNTOUCHED
     message: str = ""
     seconds: float = 0.0
-    session: Session | None = field(default=None, repr=False)
 
     @property
     def failed(self) -> bool:
@@ -197,7 +196,6 @@ def locked(
                 _mark(run, UNREACHABLE, e, board)
                 _tolerate(runs, cfg, "before anything changed")
                 continue
-            run.session = s
             run.before = run.now = s.state.live
             board.update(host.name, "locked", s.state.live or "")
             sessions.append(s)

@@ -159,7 +159,7 @@ def send_delta(
         took = time.monotonic() - began
     if not host.dry_run:
         sent = planned.total - planned.start
-        steps.info(f"sent {_size(sent)} in {took:.1f}s ({_size(sent / max(took, 1e-3))}/s)")
+        steps.info(f"sent {ui.size(sent)} in {took:.1f}s ({ui.size(sent / max(took, 1e-3))}/s)")
     failpoints.reach("uploaded")
     assemble = delta.assemble(
         layout.incoming_image(m.release),
@@ -216,23 +216,15 @@ def _damaged_sources(host: Remote, layout: Layout, releases: Sequence[str]) -> l
 def _summary(recipe: Recipe, recipe_bytes: int, image_size: int, start: int) -> str:
     reused = recipe.reused_from()
     text = (
-        f"delta: {_size(recipe.new_bytes)} of {_size(image_size)} to send "
+        f"delta: {ui.size(recipe.new_bytes)} of {ui.size(image_size)} to send "
         f"({recipe.new_chunks} new chunks of {len(recipe.index.records)}, "
-        f"plan and index {_size(recipe_bytes + recipe.delta_size - recipe.new_bytes)})"
+        f"plan and index {ui.size(recipe_bytes + recipe.delta_size - recipe.new_bytes)})"
     )
     if reused:
-        text += "; reused " + ", ".join(f"{_size(n)} from {r}" for r, n in sorted(reused.items()))
+        text += "; reused " + ", ".join(f"{ui.size(n)} from {r}" for r, n in sorted(reused.items()))
     if start:
-        text += f"; resuming after {_size(start)} already on the host"
+        text += f"; resuming after {ui.size(start)} already on the host"
     return text
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB"):
-        if n < 1000 or unit == "MB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} MB"  # pragma: no cover
 
 
 def _halfway(progress: Progress, failpoint: str) -> Progress:

@@ -114,6 +114,15 @@ def transfer(label: str, total: int) -> Iterator[Callable[[int, int], None]]:
         yield update
 
 
+def size(n: float) -> str:
+    """A byte count for people: 512 B, 97.3 KB, 16.0 MB."""
+    for unit in ("B", "KB", "MB"):
+        if n < 1000 or unit == "MB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} MB"  # pragma: no cover
+
+
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     t = Table(title=title, title_justify="left")
     for column in columns:
