@@ -75,6 +75,16 @@ class Fleet:
     def fail_health(self, host: str, version: str) -> None:
         self.ssh(host, f"printf 'SCOREBOARD_FAIL_HEALTH={version}\\n' > /etc/default/scoreboard")
 
+    def deploy_failing_on(
+        self, host: str, version: str, *args: str
+    ) -> subprocess.CompletedProcess[str]:
+        """Deploy VERSION (with ARGS) while its /healthz fails on HOST only."""
+        self.fail_health(host, version)
+        try:
+            return self.project.deploy(version, *args)
+        finally:
+            self.heal()
+
     def heal(self) -> None:
         for host in NAMES:
             self.ssh(host, "rm -f /etc/default/scoreboard")
@@ -200,11 +210,7 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 120) ->
 
 
 def test_a_failing_batch_rolls_back_and_later_ones_are_never_touched(fleet: Fleet) -> None:
-    fleet.fail_health("b", "fl2")
-    try:
-        result = fleet.project.deploy("fl2")
-    finally:
-        fleet.heal()
+    result = fleet.deploy_failing_on("b", "fl2")
     assert result.returncode == 1, result.stdout + result.stderr
     assert fleet.live() == {"a": "fl2", "b": "fl1", "c": "fl1"}
     assert "failed, rolled back" in _row(result, "b")
@@ -219,11 +225,7 @@ def test_a_failing_batch_rolls_back_and_later_ones_are_never_touched(fleet: Flee
 def test_rollback_all_puts_every_switched_host_back(fleet: Fleet) -> None:
     """a runs fl2, b and c fl1: with --rollback-all, fl3 failing on b leaves each host on what
     it ran before."""
-    fleet.fail_health("b", "fl3")
-    try:
-        result = fleet.project.deploy("fl3", "--rollback-all")
-    finally:
-        fleet.heal()
+    result = fleet.deploy_failing_on("b", "fl3", "--rollback-all")
     assert result.returncode == 1, result.stdout + result.stderr
     assert fleet.live() == {"a": "fl2", "b": "fl1", "c": "fl1"}
     assert "put back (rollback-all)" in _row(result, "a")
