@@ -1,16 +1,16 @@
 """The Invoke collection. A user's tasks.py is ``from portable_deploy.tasks import ns``; the
 deploy.toml next to it is read (or the file $DEPLOY_TOML names).
 
-One module per group of tasks: ``deploy`` (the steps and the chain), ``observe`` (releases, logs,
-status), ``secrets`` (secrets), ``host`` (host.setup) and ``sandbox`` (sandbox.*); ``common`` is
-what they share.
+One module per group of tasks: ``deploy`` (the steps and the chain), ``observe`` (releases,
+status), ``logs`` (logs), ``secrets`` (secrets), ``host`` (host.setup) and ``sandbox``
+(sandbox.*); ``common`` is what they share.
 """
 
 from __future__ import annotations
 
 from invoke.collection import Collection
 
-from . import deploy, host, observe, sandbox, secrets
+from . import deploy, host, logs, observe, sandbox, secrets
 
 ns = Collection(
     deploy.build,
@@ -21,7 +21,7 @@ ns = Collection(
     deploy.deploy,
     deploy.rollback,
     observe.releases,
-    observe.logs,
+    logs.logs,
     observe.status,
     secrets.secrets,
 )
