@@ -662,6 +662,18 @@ def version_problem(version: str) -> tuple[str, str] | None:
 _VERSION_EXPECTED = "a version of letters, digits, '.', '-', '+' and '~'"
 
 
+def app_name_problem(name: str) -> tuple[str, str] | None:
+    """(what is wrong, hint) for a name that cannot be [app] name, else None (the one rule:
+    deploy.toml and `invoke init --name` both use it)."""
+    if _APP_NAME.fullmatch(name) and len(name) <= NAME_MAX:
+        return None
+    return (
+        'expected lowercase letters, digits and "-" (starting with a letter or digit), '
+        f"at most {NAME_MAX} characters, found {_found(name)}",
+        'the image is NAME_VERSION.raw and portablectl splits at the first "_"; use e.g. "my-app"',
+    )
+
+
 def _load_app(doc: _Doc, data: Mapping[str, object]) -> AppConfig:
     if "app" not in data:
         raise doc.error(
@@ -671,14 +683,9 @@ def _load_app(doc: _Doc, data: Mapping[str, object]) -> AppConfig:
         )
     app = _section(doc, data, "app", AppConfig)
     name = app.required_string("name")
-    if not _APP_NAME.fullmatch(name) or len(name) > NAME_MAX:
-        raise app.fail(
-            "name",
-            'expected lowercase letters, digits and "-" (starting with a letter or digit), '
-            f"at most {NAME_MAX} characters, found {_found(name)}",
-            hint='the image is NAME_VERSION.raw and portablectl splits at the first "_"; '
-            'use e.g. "my-app"',
-        )
+    name_problem = app_name_problem(name)
+    if name_problem:
+        raise app.fail("name", name_problem[0], hint=name_problem[1])
     version = app.required_string("version")
     problem = version_problem(version)
     if problem:

@@ -52,19 +52,30 @@ class UnitState:
     main_pid: int
     active_enter_monotonic: int
     active_enter: str
+    #: Bytes of memory its cgroup uses (``MemoryCurrent``); None when systemd does not count it.
+    memory: int | None = None
+    #: What a socket unit listens on (``Listen``: "[::]:80 (Stream)"), one entry per address.
+    listen: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:
         return self.active_state == "active"
 
 
+#: ``MemoryCurrent`` when there is no value: "[not set]", or UINT64_MAX on some versions.
+_NO_MEMORY = {"", "[not set]", str(2**64 - 1)}
+
+
 def unit_states(output: str) -> dict[str, UnitState]:
-    """``systemctl show -p ... UNIT...``: blocks of KEY=VALUE separated by blank lines."""
+    """``systemctl show -p ... UNIT...``: blocks of KEY=VALUE separated by blank lines (a
+    socket's ``Listen`` comes once per address)."""
     states: dict[str, UnitState] = {}
     for block in output.strip().split("\n\n"):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        pairs = [line.split("=", 1) for line in block.splitlines() if "=" in line]
+        props = dict(pairs)
         if "Id" not in props:
             continue
+        memory = props.get("MemoryCurrent", "")
         states[props["Id"]] = UnitState(
             id=props["Id"],
             load_state=props.get("LoadState", ""),
@@ -75,6 +86,8 @@ def unit_states(output: str) -> dict[str, UnitState]:
             main_pid=_int(props.get("MainPID")),
             active_enter_monotonic=_int(props.get("ActiveEnterTimestampMonotonic")),
             active_enter=props.get("ActiveEnterTimestamp", ""),
+            memory=None if memory in _NO_MEMORY or not memory.isdigit() else int(memory),
+            listen=tuple(value for key, value in pairs if key == "Listen" and value),
         )
     return states
 
@@ -112,6 +125,30 @@ def host_info(output: str) -> HostInfo:
         trusted=props.get("trust") == "yes",
         set_up=props.get("state") == "yes",
         user=props.get("user", ""),
+    )
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What ``commands.system.capacity`` says: room for images, and squashfs in the kernel."""
+
+    #: Bytes free where the images go (None: df printed nothing readable).
+    free_bytes: int | None
+    #: The kernel mounts squashfs: it is loaded, built in, or a module it can load (None: the
+    #: output did not say).
+    squashfs: bool | None
+
+
+_SQUASHFS = {"loaded": True, "module": True, "no": False}
+
+
+def capacity(output: str) -> Capacity:
+    """The KEY=VALUE lines printed by ``commands.system.capacity``."""
+    props = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+    free = props.get("free_kib", "").strip()
+    return Capacity(
+        free_bytes=int(free) * 1024 if free.isdigit() else None,
+        squashfs=_SQUASHFS.get(props.get("squashfs", "").strip()),
     )
 
 
@@ -269,3 +306,35 @@ def inventory(output: str) -> Inventory:
         elif len(fields) == 3 and fields[0] == "partial" and fields[2].isdigit():
             partials[fields[1]] = int(fields[2])
     return Inventory(image, indexes, partials)
+
+
+def unix_time(value: str) -> int | None:
+    """A time as ``systemctl show --timestamp=unix`` prints it (``@1790000000``); None for
+    none (a unit never active prints nothing)."""
+    text = value.strip().removeprefix("@")
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+@dataclass(frozen=True)
+class DiskUse:
+    """What the app's releases take on the host's disk, and what is left there."""
+
+    #: Images kept (``NAME_VERSION.raw`` in /var/lib/portables).
+    images: int
+    #: Their bytes, plus the tool's per-release files (manifests, signatures, chunk indexes).
+    bytes: int
+    #: Bytes free on the file system of /var/lib/portables (None: not reported).
+    free: int | None
+
+
+def disk_use(images: str, releases_dir: str, df: str) -> DiskUse:
+    """IMAGES: ``stat -c "%s %n"`` lines; RELEASES_DIR: ``du -sk DIR``; DF: ``df -Pk DIR``'s
+    last line (the available column is the fourth, in KiB)."""
+    sizes = [
+        int(f[0]) for f in (line.split() for line in images.splitlines()) if f and f[0].isdigit()
+    ]
+    du = releases_dir.split()
+    extra = int(du[0]) * 1024 if du and du[0].isdigit() else 0
+    fields = df.strip().splitlines()[-1].split() if df.strip() else []
+    free = int(fields[3]) * 1024 if len(fields) >= 4 and fields[3].isdigit() else None
+    return DiskUse(len(sizes), sum(sizes) + extra, free)

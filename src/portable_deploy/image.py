@@ -31,6 +31,7 @@ from .units import (
     directives,
     is_attachable,
     parse_unit,
+    self_bound_warning,
     unit_files,
 )
 
@@ -111,10 +112,15 @@ def build(
         pack(tree, image, cfg.image.compression)
         files = tree_hashes(tree)
         units = attached_units(tree, name)
-        unit_info = {
-            unit: parse_unit(unit, (tree / UNIT_DIR / unit).read_text(errors="replace")).to_dict()
+        infos = {
+            unit: parse_unit(unit, (tree / UNIT_DIR / unit).read_text(errors="replace"))
             for unit in units
         }
+        unit_info = {unit: info.to_dict() for unit, info in infos.items()}
+    tls = cfg.verify.tls
+    self_bound = self_bound_warning(infos, tls.port if tls is not None else cfg.verify.port)
+    if self_bound is not None:
+        warnings.append(self_bound)
 
     sha, size = file_sha256(image)
     manifest = Manifest(

@@ -124,6 +124,38 @@ def deploy_lock(
         host.run(lock.release(layout.lock, token))
 
 
+def read_lock(host: Remote, layout: Layout) -> facts.LockRecord | None:
+    """Who holds the app's deploy lock on the host (None: nobody)."""
+    return facts.lock_record(host.run(lock.read(layout.lock)).stdout)
+
+
+def why_stale(holder: facts.LockRecord, ttl: int) -> str | None:
+    """Why `--break-lock` would break HOLDER's lock (None: it would not: it is not stale)."""
+    if not _stale(holder, ttl):
+        return None
+    if _owner_gone(holder):
+        return "the process that took it, on this machine, is gone"
+    return f"it is older than [deploy] lock_ttl ({ttl}s)"
+
+
+def release_stale(host: Remote, layout: Layout, cfg: Config) -> tuple[facts.LockRecord, str] | None:
+    """`invoke lock.release`: remove the app's deploy lock if `--break-lock` would break it;
+    returns its holder and why it was stale (None: there was no lock). A lock that is not stale
+    is refused (``LockHeld``) and left as it is."""
+    holder = read_lock(host, layout)
+    if holder is None:
+        return None
+    why = why_stale(holder, cfg.deploy.lock_ttl)
+    if why is None:
+        raise LockHeld(
+            _held_message(host.name, holder, cfg.deploy.lock_ttl, break_lock=True),
+            hint="wait for it to finish; if its owner (on another machine) is gone, "
+            f"lock.release works once the lock is older than lock_ttl ({cfg.deploy.lock_ttl}s)",
+        )
+    host.run(lock.break_(layout.lock, holder.token))
+    return holder, why
+
+
 def machine_id() -> str:
     """This machine's identity (/etc/machine-id); "" where there is none."""
     return _read_id("/etc/machine-id")

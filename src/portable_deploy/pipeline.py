@@ -32,9 +32,9 @@ from .history import (
     release_rows,
 )
 from .host import Remote, RemoteCommandError, TransportError
-from .locking import Held, deploy_lock
+from .locking import Held, deploy_lock, read_lock, release_stale, why_stale
 from .manifest import Manifest
-from .plan import Action, Plan, plan_release
+from .plan import Action, Plan, plan_release, unit_infos
 from .preflight import (
     HostState,
     install_profile_command,
@@ -45,6 +45,7 @@ from .preflight import (
 )
 from .release import Options, Signed, Where, check_local, release_name
 from .secrets import SecretValue
+from .status import HostStatus, read_status
 from .steps import (
     ConnectionLost,
     Interrupted,
@@ -58,8 +59,9 @@ from .steps import (
     reattach,
     upload,
 )
+from .units import held_ports_line
 from .verify import now as verify_clock
-from .verify import unit_states, verify
+from .verify import verify
 
 
 @dataclass(frozen=True)
@@ -268,11 +270,26 @@ def releases_on(host: Remote, cfg: Config) -> list[ReleaseRow]:
     return release_rows(kept, s.state.live, s.state.previous, s.state.audit)
 
 
-def status_on(host: Remote, cfg: Config) -> tuple[HostState, dict[str, facts.UnitState]]:
-    """`invoke status`: the host's state and the state of each unit of the live release."""
-    state = peek(host, cfg).state
-    units = sorted(state.live_manifest.unit_info) if state.live_manifest else []
-    return state, (unit_states(host, units) if units else {})
+def status_on(host: Remote, cfg: Config) -> HostStatus:
+    """`invoke status`: the live release, its units, health, certificate, last deploy, disk."""
+    return read_status(host, cfg)
+
+
+def audit_on(host: Remote, cfg: Config) -> list[facts.AuditRecord]:
+    """`invoke audit`: the host's audit log, oldest first."""
+    return peek(host, cfg).state.audit
+
+
+def lock_on(host: Remote, cfg: Config) -> tuple[facts.LockRecord, str | None] | None:
+    """`invoke lock.status`: who holds the deploy lock and why `--break-lock` would break it
+    (None: it would not); None when nobody holds it."""
+    holder = read_lock(host, Layout(cfg.app.name))
+    return (holder, why_stale(holder, cfg.deploy.lock_ttl)) if holder is not None else None
+
+
+def release_lock_on(host: Remote, cfg: Config) -> tuple[facts.LockRecord, str] | None:
+    """`invoke lock.release`: remove a stale deploy lock (the holder and why it was stale)."""
+    return release_stale(host, Layout(cfg.app.name), cfg)
 
 
 # -- upload and switch, shared by the tasks above ------------------------------------------------
@@ -328,6 +345,8 @@ def _plan(
         secrets_changed=frozenset(changed_units(s.state.secret_dropins, dropins)),
     )
     describe(plan, steps)
+    if s.host.dry_run:
+        steps.info(held_ports_line(unit_infos(target)))
     return plan
 
 

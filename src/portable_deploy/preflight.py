@@ -5,18 +5,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from . import credentials, facts, profiles, sign
+from . import credentials, facts, profiles, sign, signers
 from .command import Command
-from .commands import files, trust
+from .commands import files, system, trust
 from .commands.layout import PORTABLES_DIR, STATE_ROOT, TRUST_DIR, Layout
 from .commands.state import SECTION, host_state
 from .config import Config
 from .errors import DeployError
 from .facts import AuditRecord
-from .host import Remote
+from .host import Remote, RemoteCommandError
 from .manifest import Manifest
 
 MIN_SYSTEMD = 252
@@ -55,23 +56,37 @@ class HostState:
 def check_host(host: Remote, layout: Layout, info: facts.HostInfo | None = None) -> facts.HostInfo:
     """Refuse hosts that cannot run portable services."""
     info = info or facts.host_info(host.run(trust.host_info(layout.allowed_signers)).stdout)
+    check_systemd(host.name, info)
     if not info.has_portablectl:
         raise DeployError(
             f"[{host.name}] has no portablectl",
-            hint="install it on the host: apt-get install systemd-container",
-        )
-    if info.systemd_version < MIN_SYSTEMD:
-        raise DeployError(
-            f"[{host.name}] runs systemd {info.systemd_version}; portable-deploy needs {MIN_SYSTEMD}+",
-            hint="use Debian 12 (bookworm) or newer",
+            hint=f"run `invoke host.setup --host {host.name} --yes`: it installs it "
+            f"(apt-get install {system.PORTABLE_PACKAGE})",
         )
     return info
 
 
+def check_systemd(host_name: str, info: facts.HostInfo) -> None:
+    if info.systemd_version < MIN_SYSTEMD:
+        raise DeployError(
+            f"[{host_name}] runs systemd {info.systemd_version}; portable-deploy needs {MIN_SYSTEMD}+",
+            hint="use Debian 12 (bookworm) or newer",
+        )
+
+
 def read_state(host: Remote, layout: Layout, profile: str = profiles.DEFAULT) -> HostState:
     """The host's facts in one round trip; refuses hosts that were never set up."""
-    out = host.run(host_state(layout, layout.allowed_signers, STATE_ROOT, profile)).stdout
-    sections = facts.state_sections(out, SECTION)
+    out = host.run(state_command(layout, profile)).stdout
+    return state_from(host, layout, facts.state_sections(out, SECTION))
+
+
+def state_command(layout: Layout, profile: str = profiles.DEFAULT) -> Command:
+    """What ``read_state`` runs (a read-only task may run more in the same round trip)."""
+    return host_state(layout, layout.allowed_signers, STATE_ROOT, profile)
+
+
+def state_from(host: Remote, layout: Layout, sections: Mapping[str, str]) -> HostState:
+    """The HostState in the sections ``state_command`` printed; refuses hosts never set up."""
     info = check_host(host, layout, facts.host_info(sections.get("info", "")))
     if not (info.set_up and info.trusted):
         raise DeployError(
@@ -107,11 +122,43 @@ def read_manifest(host: Remote, layout: Layout, release: str) -> Manifest | None
     return Manifest.from_json(text, f"{host.name}:{layout.manifest(release)}")
 
 
-def setup_host(host: Remote, cfg: Config) -> list[str]:
-    """Idempotent: make the directories and install the trust root. Returns what changed."""
+#: host.setup refuses a host with less room than this where the images go: an image of the
+#: reference app is about 10 MB, and a deploy keeps [deploy] keep_releases of them plus one staged.
+MIN_FREE_BYTES = 200 * 1024 * 1024
+
+#: Asked before a package is installed on a host: (host name, package) -> go ahead?
+Consent = Callable[[str, str], bool]
+
+
+@dataclass(frozen=True)
+class SetupRequest:
+    """What host.setup was asked for beyond the defaults."""
+
+    #: The trust root's change (``sign.trust_change``); None: just what deploy.toml's [sign] says.
+    trust: signers.Change | None = None
+    #: Whether systemd-container may be installed where it is missing (None: never; refused).
+    consent: Consent | None = None
+
+
+def setup_host(host: Remote, cfg: Config, request: SetupRequest | None = None) -> list[str]:
+    """Idempotent: the package, the directories, the trust root (rotated as asked) and the
+    profile. Everything is checked before the first change. Returns what changed."""
+    request = request or SetupRequest()
     layout = Layout(cfg.app.name)
-    check_host(host, layout)
+    info = facts.host_info(host.run(trust.host_info(layout.allowed_signers)).stdout)
+    check_systemd(host.name, info)
+    check_capacity(host.name, facts.capacity(host.run(system.capacity(PORTABLES_DIR)).stdout))
+    current = host.run(files.cat(layout.allowed_signers)).stdout
+    rotation = signers.rotate(current, request.trust or sign.trust_change(cfg))
+    if not signers.keys(rotation.after):
+        raise DeployError(
+            f"[{host.name}] would trust no key at all: {layout.allowed_signers} keeps at least one",
+            hint="add the new key first (--add-key NEW.pub), then remove the old one",
+        )
     changed: list[str] = []
+    if not info.has_portablectl:
+        install_portablectl(host, layout, info, request.consent)
+        changed.append(f"installed {system.PORTABLE_PACKAGE}")
     dirs = [
         TRUST_DIR,
         layout.trust_dir,
@@ -125,16 +172,81 @@ def setup_host(host: Remote, cfg: Config) -> list[str]:
     if missing:
         host.run(files.mkdir(*missing, mode="0755"))
         changed += [f"created {d}" for d in missing]
-    wanted = sign.allowed_signers_text(cfg)
-    if host.run(files.cat(layout.allowed_signers)).stdout != wanted:
-        host.run(trust.install_allowed_signers(layout.allowed_signers, wanted))
-        changed.append(f"installed {layout.allowed_signers}")
+    changed += install_trust(host, layout, rotation)
     if profiles.is_own(cfg.deploy.profile):
         path = profiles.host_path(cfg.deploy.profile)
         if host.run(files.cat(path)).stdout != profiles.text(cfg.deploy.profile):
             install_profile(host, cfg.deploy.profile)
             changed.append(f"installed {path}")
     return changed
+
+
+def check_capacity(host_name: str, capacity: facts.Capacity) -> None:
+    """Refuse a host whose kernel cannot mount the images, or with no room for them."""
+    if capacity.squashfs is False:
+        raise DeployError(
+            f"[{host_name}] has no squashfs in its kernel (not in /proc/filesystems, no module)",
+            hint="portable images are squashfs: boot a kernel with squashfs, such as "
+            "Debian's linux-image-amd64 or linux-image-cloud-amd64",
+        )
+    free = capacity.free_bytes
+    if free is not None and free < MIN_FREE_BYTES:
+        raise DeployError(
+            f"[{host_name}] has {free // 2**20} MiB free for {PORTABLES_DIR}; "
+            f"host.setup needs {MIN_FREE_BYTES // 2**20} MiB",
+            hint=f"free space on the file system that holds {PORTABLES_DIR}",
+        )
+
+
+def install_portablectl(
+    host: Remote, layout: Layout, info: facts.HostInfo, consent: Consent | None
+) -> None:
+    """Install systemd-container as root, if CONSENT says so; check that portablectl came."""
+    package = system.PORTABLE_PACKAGE
+    if consent is None or not consent(host.name, package):
+        raise DeployError(
+            f"[{host.name}] has no portablectl (package {package})",
+            hint=f"rerun with --yes to install it (apt-get install {package} on the host)",
+        )
+    if info.user != "root":
+        raise DeployError(
+            f"[{host.name}] installing {package} needs root; connected as {info.user!r}",
+            hint=f'set user = "root" for the host, or run apt-get install {package} there',
+        )
+    result = host.run(system.install_packages(package), check=False, timeout=900)
+    if not result.ok:
+        last = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:]
+        raise DeployError(
+            f"[{host.name}] apt-get install {package} failed (exit {result.exit_code})"
+            + (f": {last[0]}" if last else ""),
+            hint="run `apt-get update` on the host (its package lists may be old) and retry",
+        )
+    check_host(host, layout)
+
+
+def install_trust(host: Remote, layout: Layout, rotation: signers.Rotation) -> list[str]:
+    """Write the rotated trust root in one atomic step (if it changed); what changed."""
+    if rotation.after == rotation.before:
+        return [f"{f} was not trusted (nothing to remove)" for f in rotation.absent]
+    before = rotation.before
+    expected = hashlib.sha256(before.encode()).hexdigest() if before.strip() else None
+    command = trust.replace_allowed_signers(layout.allowed_signers, rotation.after, expected)
+    result = host.run(command, check=False)
+    if result.exit_code == trust.TRUST_CHANGED:
+        raise DeployError(
+            f"[{host.name}] {layout.allowed_signers} changed while host.setup read it",
+            hint="another host.setup ran at the same time: run this one again",
+        )
+    if not result.ok:
+        raise RemoteCommandError(host.name, command, result)
+    if not before.strip():
+        return [f"installed {layout.allowed_signers}"]
+    path = layout.allowed_signers
+    return (
+        [f"trusts key {k.fingerprint} ({path})" for k in rotation.added]
+        + [f"no longer trusts key {k.fingerprint}" for k in rotation.removed]
+        + [f"{f} was not trusted (nothing to remove)" for f in rotation.absent]
+    )
 
 
 def install_profile(host: Remote, name: str) -> None:

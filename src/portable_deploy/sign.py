@@ -10,8 +10,10 @@ from __future__ import annotations
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
+from . import signers
 from .commands.layout import SIGNATURE_NAMESPACE
 from .config import Config
 from .errors import DeployError
@@ -25,6 +27,18 @@ def keygen_hint(key: Path) -> str:
         f"make one with `ssh-keygen -t ed25519 -N '' -C deploy -f {key}` "
         "and set [sign] key in deploy.toml to its path"
     )
+
+
+def generate_key(key: Path) -> None:
+    """Make KEY (and KEY.pub): the command ``keygen_hint`` tells users to run (``invoke init``)."""
+    key.parent.mkdir(parents=True, exist_ok=True)
+    argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deploy", "-f", str(key)]
+    proc = _run(argv)
+    if proc.returncode != 0 or not key.is_file():
+        raise DeployError(
+            f"making the signing key {key} failed: {_reason(proc)}",
+            f"try it by hand: {shlex.join(argv)}",
+        )
 
 
 def sign(cfg: Config, artifact: Artifact) -> Path:
@@ -87,6 +101,40 @@ def allowed_signers_text(cfg: Config) -> str:
             f"{pub} is not an SSH public key", f"recreate it: ssh-keygen -y -f {key} > {pub}"
         )
     return f'{cfg.sign.principal} namespaces="{SIGNATURE_NAMESPACE}" {fields[0]} {fields[1]}\n'
+
+
+def trust_change(
+    cfg: Config, add: Sequence[Path] = (), remove: Sequence[str] = (), force: bool = False
+) -> signers.Change:
+    """What `host.setup` makes hosts trust: deploy.toml's keys, plus ADD (public key files,
+    trusted for [sign] principal), minus REMOVE (key files or fingerprints).
+
+    Checked here, before any host is touched: a key that deploy.toml's [sign] trusts (the key
+    releases are signed with) is removed only with FORCE, since the next deploy would be refused
+    and the next plain host.setup would trust it again; a key is not both added and removed.
+    """
+    configured = allowed_signers_text(cfg)
+    added = [signers.public_key(path, "--add-key") for path in add]
+    lines = [
+        *configured.splitlines(),
+        *(signers.line(cfg.sign.principal, SIGNATURE_NAMESPACE, k) for k in added),
+    ]
+    gone = {signers.fingerprint(ref, "--remove-key") for ref in remove}
+    both = sorted(gone & {k.fingerprint for k in added})
+    if both:
+        raise DeployError(
+            f"--add-key and --remove-key both name key {both[0]}", "name each key once"
+        )
+    kept = sorted(gone & {k.fingerprint for k in signers.keys(configured)})
+    if kept and not force:
+        where = str(cfg.sign.allowed_signers or cfg.sign.key)
+        raise DeployError(
+            f"--remove-key {kept[0]}: deploy.toml's [sign] trusts that key ({where}); "
+            "releases signed with it would be refused",
+            hint="switch [sign] key to the new key first (then --remove-key the old one), "
+            "or pass --force to remove it anyway (e.g. a leaked key)",
+        )
+    return signers.Change(configured, tuple(lines), frozenset(gone))
 
 
 def verify(

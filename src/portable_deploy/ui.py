@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -123,13 +125,42 @@ def size(n: float) -> str:
     return f"{n:.1f} MB"  # pragma: no cover
 
 
-def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+def table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    compact: bool = False,
+    whole: Collection[str] = (),
+) -> None:
+    """The first column (a unit, a release), and the columns named in WHOLE, are never cut or
+    wrapped, however narrow the terminal: the other columns fold instead. COMPACT: no frame, one
+    space less between columns (five columns of unit names fit 80 columns)."""
     t = Table(title=title, title_justify="left")
-    for column in columns:
-        t.add_column(column)
-    for row in rows:
-        t.add_row(*(escape(redact(cell)) for cell in row))
+    if compact:
+        t.box, t.show_edge, t.pad_edge, t.collapse_padding = box.SIMPLE_HEAD, False, False, True
+    cells = [[escape(redact(cell)) for cell in row] for row in rows]
+    for i, column in enumerate(columns):
+        if i == 0 or column in whole:
+            longest = max((len(row[i]) for row in rows if len(row) > i), default=0)
+            t.add_column(column, no_wrap=True, min_width=max(longest, len(column)))
+        else:
+            t.add_column(column, overflow="fold")
+    for row in cells:
+        t.add_row(*row)
     console.print(t)
+
+
+@contextlib.contextmanager
+def data_on_stdout() -> Iterator[None]:
+    """While inside, everything this module prints goes to stderr: stdout carries only the
+    document a task prints itself (``--json``)."""
+    before = console.file
+    console.file = sys.stderr
+    try:
+        yield
+    finally:
+        console.file = before
 
 
 def error(message: str, hint: str | None) -> None:

@@ -26,6 +26,8 @@ _DROP_IN_SUFFIXES = (".d", ".wants", ".requires", ".upholds")
 #: What follows the app name in a unit name that portablectl attaches.
 _NAME_SEPARATORS = (".", "-", "@")
 _COMMENTS = ("#", ";")
+#: [Socket] settings that make a socket listen.
+_LISTEN_KEYS = ("ListenStream", "ListenDatagram", "ListenSequentialPacket")
 #: systemd's read_line ends a line at any of these.
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 _EXEC_KEYS = (
@@ -195,19 +197,30 @@ class UnitInfo:
     activates: str | None
     #: Image paths (relative) the unit runs or reads: its own file, Exec binaries, files named in them.
     paths: frozenset[str]
+    #: For a socket: what it listens on, as written (``80``, ``[::]:443``, ``/run/x.sock``).
+    listen: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
-        return {"kind": str(self.kind), "activates": self.activates, "paths": sorted(self.paths)}
+        data: dict[str, object] = {
+            "kind": str(self.kind),
+            "activates": self.activates,
+            "paths": sorted(self.paths),
+        }
+        if self.kind is Kind.SOCKET:
+            data["listen"] = list(self.listen)
+        return data
 
     @classmethod
     def from_dict(cls, name: str, data: Mapping[str, object]) -> UnitInfo:
         paths = data.get("paths", [])
         activates = data.get("activates")
+        listen = data.get("listen", [])
         return cls(
             name=name,
             kind=Kind(str(data.get("kind", "other"))),
             activates=str(activates) if activates else None,
             paths=frozenset(str(p) for p in paths) if isinstance(paths, list) else frozenset(),
+            listen=tuple(str(x) for x in listen) if isinstance(listen, list) else (),
         )
 
 
@@ -228,6 +241,7 @@ def parse_unit(name: str, text: str) -> UnitInfo:
     service_type = ""
     remain = False
     activates: str | None = None
+    listen: list[str] = []
     for section, key, value in directives(text):
         if section == "Service" and key == "Type":
             service_type = value
@@ -239,6 +253,9 @@ def parse_unit(name: str, text: str) -> UnitInfo:
             paths |= _paths_in(value)
         elif section == "Socket" and key == "Service":
             activates = value
+        elif section == "Socket" and key in _LISTEN_KEYS:
+            # An empty assignment resets the list, as in systemd.
+            listen = [*listen, value] if value else []
     if name.endswith(".socket"):
         kind = Kind.SOCKET
         activates = activates or name.removesuffix(".socket") + ".service"
@@ -246,4 +263,66 @@ def parse_unit(name: str, text: str) -> UnitInfo:
         kind = Kind.ONESHOT if service_type == "oneshot" and not remain else Kind.SERVICE
     else:
         kind = Kind.OTHER
-    return UnitInfo(name=name, kind=kind, activates=activates, paths=frozenset(paths))
+    return UnitInfo(
+        name=name,
+        kind=kind,
+        activates=activates,
+        paths=frozenset(paths),
+        listen=tuple(listen) if kind is Kind.SOCKET else (),
+    )
+
+
+# --- who holds the ports -----------------------------------------------------------------------
+
+
+def listen_port(listen: str) -> int | None:
+    """The TCP/UDP port of a socket's Listen*= value (``80``, ``0.0.0.0:80``, ``[::]:80``);
+    None for a path, an abstract name or anything else that is not a port."""
+    text = listen.strip()
+    if text.startswith(("/", "@")):
+        return None
+    port = text.rpartition(":")[2] if ":" in text else text
+    return int(port) if port.isdigit() and 1 <= int(port) <= 65535 else None
+
+
+def held_ports(infos: Mapping[str, UnitInfo]) -> list[tuple[int, str]]:
+    """(port, socket unit) for every port a .socket of the release holds, by port."""
+    return sorted(
+        (port, info.name)
+        for info in infos.values()
+        if info.kind is Kind.SOCKET
+        for port in (listen_port(value) for value in info.listen)
+        if port is not None
+    )
+
+
+def held_ports_line(infos: Mapping[str, UnitInfo]) -> str:
+    """The dry run's line: ``ports held by systemd: 80 (app-http.socket), 443 (...)``."""
+    ports = held_ports(infos)
+    if ports:
+        return "ports held by systemd: " + ", ".join(f"{p} ({unit})" for p, unit in ports)
+    return (
+        "ports held by systemd: none: a service that binds its own port closes it at every "
+        "restart (add a .socket unit per port)"
+    )
+
+
+def self_bound_warning(infos: Mapping[str, UnitInfo], verify_port: int) -> str | None:
+    """A warning when the app seems to bind its own port: some long-running service is
+    activated by no socket, and no socket holds the port verify checks. None otherwise.
+
+    Such an app refuses connections while it restarts (every deploy), and under a portable
+    profile (DynamicUser=, PrivateUsers=, no capabilities) cannot bind a port below 1024 at all.
+    """
+    activated = {i.activates for i in infos.values() if i.kind is Kind.SOCKET}
+    alone = sorted(n for n, i in infos.items() if i.kind is Kind.SERVICE and n not in activated)
+    if not alone or any(port == verify_port for port, _ in held_ports(infos)):
+        return None
+    app = min(alone, key=len).removesuffix(".service")
+    return (
+        f"{', '.join(alone)} {'is' if len(alone) == 1 else 'are'} started by no .socket, and no "
+        f"socket holds port {verify_port}, the one verify checks: an app that binds its own "
+        "port drops connections at every restart, and under the portable profile cannot bind "
+        f"a port below 1024; add a {app}-http.socket with ListenStream={verify_port} and serve "
+        "the socket systemd passes ($LISTEN_FDS)"
+    )

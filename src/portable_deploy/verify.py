@@ -216,6 +216,13 @@ def _get(host: Remote, v: VerifyConfig, path: str) -> _Got:
     )
 
 
+def probe(host: Remote, v: VerifyConfig) -> tuple[int, str | None, tls.Certificate | None]:
+    """One GET of the health path as verify makes it (`invoke status`): the HTTP status (0:
+    no answer), why TLS refused the connection (None: it did not), the verified certificate."""
+    got = _get(host, v, v.path)
+    return got.status, got.tls_problem, got.certificate
+
+
 def _crashed(
     before: Mapping[str, facts.UnitState], now: Mapping[str, facts.UnitState]
 ) -> str | None:

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from portable_deploy import facts, history, profiles
 from portable_deploy.command import Command
-from portable_deploy.commands import files, lock, portablectl, systemctl, trust
+from portable_deploy.commands import files, lock, portablectl, status, systemctl, trust
 from portable_deploy.commands.layout import PORTABLES_DIR, STATE_ROOT, Layout
 from portable_deploy.commands.state import SECTION, host_state
 from portable_deploy.host import Result
 from portable_deploy.manifest import Manifest
+from portable_deploy.preflight import state_command
 
 RECORDED = Path(__file__).parent / "recorded"
 #: The releases whose images backed a loop device when images_in_use.txt was recorded.
@@ -64,6 +65,9 @@ BUILDERS: dict[str, Command] = {
         LAYOUT.lock, json.dumps(HOLDER.__dict__, sort_keys=True), LAYOUT.incoming_dir
     ),
     "lock_held": lock.acquire(LAYOUT.lock, CONTENDER, LAYOUT.incoming_dir),
+    # `invoke status` (asserted in test_status.py): healthy, and with Litestream failed.
+    "status_report": state_command(LAYOUT).then(status.report(LAYOUT)),
+    "status_report_failed": state_command(LAYOUT).then(status.report(LAYOUT)),
 }
 
 

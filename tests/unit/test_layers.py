@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "portable_deploy"
 #: tasks -> pipeline -> steps/preflight -> host/commands/facts/config; a module may import only
 #: modules of a lower layer, or of its own layer when that is a leaf concern (see LEAF).
 LAYERS: dict[str, int] = {
+    "__main__": 7,
     "tasks": 6,
     "fleet": 5,
     "pipeline": 4,
@@ -22,11 +23,14 @@ LAYERS: dict[str, int] = {
     "preflight": 3,
     "locking": 3,
     "history": 3,
+    "status": 3,
     "targets": 3,
     "release": 2,
     "secrets": 2,
     "image": 2,
     "sign": 2,
+    "scaffold": 2,
+    "signers": 1,
     "credentials": 1,
     "manifest": 1,
     "plan": 1,

@@ -18,6 +18,8 @@ UNIT_PROPERTIES = (
     "ActiveEnterTimestampMonotonic",
     "ActiveEnterTimestamp",
 )
+#: What `invoke status` shows besides: memory, and what a socket listens on.
+STATUS_PROPERTIES = (*UNIT_PROPERTIES, "MemoryCurrent", "Listen")
 
 
 @builder

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ..command import Command, builder, sh_args
-from .files import write
 from .layout import SIGNATURE_NAMESPACE, STATE_ROOT
 
 
@@ -82,9 +81,26 @@ def check_release(
     )
 
 
+#: Exit status of ``replace_allowed_signers`` when the file is no longer what was read.
+TRUST_CHANGED = 3
+
+
 @builder
-def install_allowed_signers(path: str, content: str) -> Command:
-    return write(path, content, mode="0644")
+def replace_allowed_signers(path: str, content: str, expected_sha256: str | None) -> Command:
+    """Install the trust root in one rename, so a reader sees the old file or the new one and
+    never a moment without a key: written and synced next to it, then moved over it. Only if
+    the file is still what was read (its sha256; None: absent or empty), else exit
+    ``TRUST_CHANGED`` with nothing changed (another host.setup rotated it meanwhile)."""
+    return sh_args(
+        'umask 077; cur=none; [ -s "$1" ] && { cur=$(sha256sum < "$1" | cut -d" " -f1) || exit 1; }; '
+        f'[ "$cur" = "$3" ] || exit {TRUST_CHANGED}; t="$1.tmp.$$"; '
+        'if printf %s "$2" > "$t" && chmod 0644 "$t" && sync "$t" && mv -f "$t" "$1"; '
+        'then sync "${1%/*}"; else rm -f "$t"; exit 1; fi',
+        path,
+        content,
+        expected_sha256 or "none",
+        mutates=True,
+    )
 
 
 #: Prints KEY=VALUE facts about the host; $1 is the allowed_signers path, $2 the state root.

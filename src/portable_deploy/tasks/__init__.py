@@ -2,15 +2,15 @@
 deploy.toml next to it is read (or the file $DEPLOY_TOML names).
 
 One module per group of tasks: ``deploy`` (the steps and the chain), ``observe`` (releases,
-status), ``logs`` (logs), ``secrets`` (secrets), ``host`` (host.setup) and ``sandbox``
-(sandbox.*); ``common`` is what they share.
+status), ``audit`` (audit), ``lock`` (lock.status, lock.release), ``logs`` (logs), ``secrets``
+(secrets), ``host`` (host.setup) and ``sandbox`` (sandbox.*); ``common`` is what they share.
 """
 
 from __future__ import annotations
 
 from invoke.collection import Collection
 
-from . import deploy, host, logs, observe, sandbox, secrets
+from . import audit, deploy, host, init, lock, logs, observe, sandbox, secrets
 
 ns = Collection(
     deploy.build,
@@ -23,9 +23,12 @@ ns = Collection(
     observe.releases,
     logs.logs,
     observe.status,
+    audit.audit,
     secrets.secrets,
+    init.init,
 )
 ns.add_collection(Collection.from_module(host, name="host"))
+ns.add_collection(Collection.from_module(lock, name="lock"))
 ns.add_collection(Collection.from_module(sandbox, name="sandbox"))
 
 __all__ = ["ns"]

@@ -21,6 +21,7 @@ DEBUG_ENV = "PORTABLE_DEPLOY_DEBUG"
 
 HOST_HELP = "Act on this host from deploy.toml (repeatable; default: every host)."
 ROLE_HELP = "Act on the hosts with this role in deploy.toml (repeatable; with --host: both)."
+JSON_HELP = "Print one JSON document on stdout and nothing else (messages go to stderr)."
 ECHO_HELP = "Show every remote command as `[host] $ command`."
 DRY_HELP = "Show the remote commands and the units that would restart; change nothing."
 #: The flags of every task that switches the live release (deploy, rollback, reattach).
