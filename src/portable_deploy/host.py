@@ -68,6 +68,15 @@ class RemoteTimeout(TransportError):
     """A remote command ran longer than its limit (it may still be running on the host)."""
 
 
+class _Handed(Exception):
+    """An exception of the caller's callback (``lines``' EACH: its stdout closed, say), carried
+    past the handling of the connection's own errors: it is not the connection's."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _transport_exceptions() -> tuple[type[BaseException], ...]:
     import paramiko
 
@@ -95,6 +104,8 @@ _NO_EXIT_STATUS = -1
 
 #: Bytes an upload writes at a time (SFTP's usual packet payload).
 _BLOCK = 32768
+#: Bytes read from a streamed command's channel at a time, at most.
+_READ = 1 << 20
 
 #: A command longer than this is named by its builder in a one-line error, not shown whole.
 _SHOWN_MAX = 160
@@ -304,29 +315,29 @@ class Host:
             raise RemoteCommandError(self.name, command, result)
         return result
 
-    def stream(self, command: Command, follow: bool = False) -> int:
-        """Run a read-only command with its output streamed to the terminal (logs)."""
+    def lines(
+        self, command: Command, each: Callable[[list[str]], None], *, follow: bool = False
+    ) -> Result:
+        """Run a read-only command and hand its output to EACH as it arrives, the whole lines of
+        each read at a time (logs). Read from the SSH channel itself: nothing is kept, however
+        long it runs. Ends when the command does, or when the connection is closed (``close``,
+        from another thread). FOLLOW: the command runs on a terminal of its own, so a closed
+        channel (Ctrl-C here, a lost connection) hangs it up and no ``journalctl -f`` is left on
+        the host; its stderr then comes with its stdout. The Result has no stdout (EACH had it);
+        exit code -1: the session ended without one (closed, or the connection lost)."""
         if self.echo is not None:
             self.echo(self.name, command.render(), False)
-        try:
-            # FOLLOW: a terminal of its own, so Ctrl-C reaches the remote command and a closed
-            # connection hangs it up (a `journalctl -f` is never left running on the host).
-            raw = self.connection().run(
-                command.render(reveal=True), hide=False, warn=True, in_stream=False, pty=follow
-            )
-        except _transport_exceptions() as e:
-            raise self._lost(f"running {_shown(command)}", e) from None
-        return int(raw.exited)
 
-    def lines(self, command: Command, each: Callable[[str], None]) -> int:
-        """Run a read-only command and hand each line of its output to EACH as it arrives (a
-        fleet's logs, followed on every host at once). Read from the SSH channel itself: nothing
-        is kept, however long it runs. Ends when the command does, or when the connection is
-        closed (``close``, from another thread)."""
-        if self.echo is not None:
-            self.echo(self.name, command.render(), False)
+        def hand(lines: list[str]) -> None:
+            try:
+                each(lines)
+            except Exception as e:
+                raise _Handed(e) from e
+
         try:
-            return self._lines(command, each)
+            return self._lines(command, hand, follow)
+        except _Handed as e:
+            raise e.error from None
         except _transport_exceptions() as e:
             raise self._lost(f"running {_shown(command)}", e) from None
 
@@ -423,22 +434,25 @@ class Host:
         )
         return Result(raw.stdout, raw.stderr, raw.exited)
 
-    def _lines(self, command: Command, each: Callable[[str], None]) -> int:
+    def _lines(self, command: Command, each: Callable[[list[str]], None], follow: bool) -> Result:
         channel = self.connection().client.get_transport().open_session()
         try:
-            # On a terminal of its own, the remote command gets SIGHUP when the channel closes
-            # (Ctrl-C here, a lost connection): nothing is left running on the host.
-            channel.get_pty(term="dumb", width=500)
+            if follow:
+                channel.get_pty(term="dumb", width=500)
             channel.exec_command(command.render(reveal=True))
             channel.shutdown_write()
             pending = b""
-            while chunk := channel.recv(65536):
+            while chunk := channel.recv(_READ):
                 done, pending = whole_lines(pending, chunk)
-                for line in done:
-                    each(line)
+                if done:
+                    each(done)
             if pending:
-                each(pending.decode("utf-8", "replace"))
-            return int(channel.recv_exit_status())
+                each([pending.decode("utf-8", "replace")])
+            code = int(channel.recv_exit_status())
+            stderr = b""
+            while part := channel.recv_stderr(_READ):
+                stderr += part
+            return Result("", stderr.decode("utf-8", "replace"), code)
         finally:
             channel.close()
 

@@ -1,0 +1,183 @@
+"""Log throughput: lines per second that `invoke logs --json` and the rendered view give from a
+host with 100,000 journal lines of the app, next to plain `ssh HOST journalctl -o cat` (and
+`ssh HOST journalctl -o json`, what --json asks the host for), in the same run on the bench's
+own sandbox VM. The runs of each round are interleaved, so a busy machine slows them alike.
+
+    python bench/logs.py [--rounds 3] [--lines 100000] [--out bench/results/logs-latest.txt]
+
+Every figure is the whole command, from start to its last line (Python's start and the SSH
+handshake included, as in the ssh baseline), with stdout read by this script through a pipe;
+the rendered view is measured on a pipe (plain text) and on a pseudo-terminal (priority
+colours). `ssh HOST journalctl -o json --output-fields ...` is what the view asks the host for.
+Target (issue 14): within 1.5x of the `journalctl -o cat` baseline's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pty
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from common import REPO, Bench, bench_project, median
+
+from portable_deploy import journal
+from portable_deploy.commands import journalctl
+
+#: journald keeps at most 10,000 lines per unit in 30 s (times a factor for free disk space:
+#: 30,000 were kept of 100,000 on the sandbox), so the lines come from units of 25,000 each.
+UNITS = 4
+#: Each unit prints its share of numbered request lines; every 10th is a warning, every 50th
+#: an error (the `<N>` prefix journald reads as the priority), for the colours.
+GENERATE = (
+    "systemd-run --quiet --wait --unit=scoreboard-logbench-{n} sh -c "
+    '\'seq $1 $2 | awk "{{ p = (\\$1 % 50 == 0) ? \\"<3>\\" : ((\\$1 % 10 == 0) ? \\"<4>\\" : '
+    '\\"\\"); print p \\"request \\" \\$1 \\": GET /api/scores 200 1.2ms\\" }}"\' sh {first} {last}'
+)
+COUNT = "journalctl --no-pager -o cat -u 'scoreboard-logbench-*' | grep -c '^request ' || true"
+
+
+def run(
+    argv: list[str], env: dict[str, str], cwd: Path, terminal: bool = False
+) -> tuple[float, int]:
+    """Run ARGV, read its stdout to the end (a pipe, or a pseudo-terminal); (seconds, lines)."""
+    start = time.monotonic()
+    lines = 0
+    if terminal:
+        main, sub = pty.openpty()
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=sub)
+        os.close(sub)
+        while True:
+            try:
+                chunk = os.read(main, 1 << 20)
+            except OSError:  # EIO: the terminal's last writer is gone
+                break
+            if not chunk:
+                break
+            lines += chunk.count(b"\n")
+        os.close(main)
+    else:
+        proc = subprocess.Popen(
+            argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read1(1 << 20):
+            lines += chunk.count(b"\n")
+    if proc.wait() != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(argv)}")
+    return time.monotonic() - start, lines
+
+
+def generate(b: Bench, total: int) -> None:
+    """TOTAL request lines in the app's journal (scoreboard-logbench-N units), all stored."""
+    share = total // UNITS
+    for n in range(1, UNITS + 1):
+        first = (n - 1) * share + 1
+        b.ssh(GENERATE.format(n=n, first=first, last=first + share - 1))
+    deadline = time.monotonic() + 600
+    while (stored := int(b.ssh(COUNT).strip() or 0)) < share * UNITS:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {stored} of {share * UNITS} lines reached the journal")
+        time.sleep(5)  # journald is still writing what the units printed
+    print(f"  {stored} request lines in the journal", flush=True)
+
+
+def local_render(b: Bench, lines: int) -> float:
+    """Lines per second this machine parses and renders (no host, no SSH): the view's own cost."""
+    command = journalctl.logs(
+        "scoreboard", output="json", fields=journalctl.VIEW_FIELDS, lines=lines
+    ).render()
+    text = b.ssh(command)
+    start = time.monotonic()
+    entries = journal.entries("sandbox", text)
+    rendered = [e.render(tagged=False, colour=True) for e in journal.in_order(entries)]
+    took = time.monotonic() - start
+    assert len(rendered) >= lines * 0.99, len(rendered)
+    return len(rendered) / took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every run (default 3)")
+    parser.add_argument("--lines", type=int, default=100_000, help="journal lines (100,000)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/logs-latest.txt")
+    args = parser.parse_args()
+    n = str(args.lines)
+    with bench_project("pd-bench-logs-") as b:
+        b.invoke("logs", "-n", "1")  # the first use sets the sandbox host up
+        generate(b, args.lines)
+        invoke = [sys.executable, "-m", "invoke", "logs", "-n", n]
+        journal_cmd = f"journalctl --no-pager -u 'scoreboard*' -n {n}"
+        fields = ",".join(journalctl.VIEW_FIELDS)  # what the view asks the host for
+        runs: dict[str, Callable[[], tuple[float, int]]] = {
+            "ssh HOST journalctl -o cat (baseline)": lambda: run(
+                b.vm.ssh_argv([f"{journal_cmd} -o cat"], batch=True), b.env, b.root
+            ),
+            "ssh HOST journalctl -o json": lambda: run(
+                b.vm.ssh_argv([f"{journal_cmd} -o json"], batch=True), b.env, b.root
+            ),
+            "ssh HOST journalctl -o json --output-fields": lambda: run(
+                b.vm.ssh_argv([f"{journal_cmd} -o json --output-fields {fields}"], batch=True),
+                b.env,
+                b.root,
+            ),
+            "invoke logs --json": lambda: run([*invoke, "--json"], b.env, b.root),
+            "invoke logs (view, pipe)": lambda: run(invoke, b.env, b.root),
+            "invoke logs (view, terminal: colours)": lambda: run(
+                invoke, b.env, b.root, terminal=True
+            ),
+        }
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        counts: dict[str, int] = {}
+        for r in range(1, args.rounds + 1):
+            for name, measure in runs.items():
+                took, lines = measure()
+                times[name].append(took)
+                counts[name] = lines
+                print(f"  round {r}: {name}: {lines} lines in {took:.1f} s", flush=True)
+        local = local_render(b, args.lines)
+        system = b.ssh("systemctl --version | head -n1").strip()
+
+    base = median(times["ssh HOST journalctl -o cat (baseline)"])
+    report = [
+        f"invoke logs throughput: {args.lines:,} journal lines of the app on the sandbox VM "
+        f"({system}, TCG), median of {args.rounds} interleaved rounds",
+        "",
+        f"{'run':44} {'lines':>8} {'seconds':>8} {'lines/s':>8} {'x baseline':>10}",
+    ]
+    for name, values in times.items():
+        t = median(values)
+        report.append(
+            f"{name:44} {counts[name]:>8} {t:>8.1f} {counts[name] / t:>8.0f} {t / base:>10.2f}"
+        )
+    report += [
+        "",
+        f"parse and render alone, on this machine: {local:,.0f} lines/s",
+        "the tool against its own remote command: "
+        f"--json {median(times['invoke logs --json']) / median(times['ssh HOST journalctl -o json']):.2f}x "
+        "ssh journalctl -o json; view "
+        f"{median(times['invoke logs (view, pipe)']) / median(times['ssh HOST journalctl -o json --output-fields']):.2f}x "
+        "ssh journalctl -o json --output-fields",
+        "",
+    ]
+    for name in (
+        "invoke logs --json",
+        "invoke logs (view, pipe)",
+        "invoke logs (view, terminal: colours)",
+    ):
+        ratio = median(times[name]) / base
+        verdict = "met" if ratio <= 1.5 else "NOT met"
+        report.append(f"target: {name} within 1.5x of journalctl -o cat: {ratio:.2f}x -> {verdict}")
+    text = "\n".join(report) + "\n"
+    print()
+    print(text, end="")
+    args.out.write_text(text)
+    print(f"(written to {args.out})")
+
+
+if __name__ == "__main__":
+    main()
