@@ -123,21 +123,21 @@ def sandbox_fleet(sandbox: Sandbox, sandbox_vm: VM) -> list[VM]:
 
 #: Tests that share a sandbox VM run in one xdist worker (`pytest -n 2 --dist loadgroup`): the
 #: e2e layer on one, the fault suite on another, so the two layers run side by side, each on VMs
-#: of its own. The fault suite is the longer layer: a few of its rollback cases run in the e2e
-#: worker, after the e2e modules (collection order), on that worker's VM, so both workers end
-#: about together. Unit, flow and app tests have no group and fill whichever worker is free.
+#: of its own. The fault suite is the longer layer: the e2e modules that need only one VM and
+#: no other module's state (status, logs) run in the fault suite's worker, before it (collection
+#: order; each module resets its VM first), so both workers end about together. Unit, flow and
+#: app tests have no group and fill whichever worker is free.
 VM_LAYERS = ("e2e", "faults")
-#: The fault cases that run in the e2e worker.
-FAULTS_IN_E2E = ("[rollback-sigkill@checked]", "[rollback-cut-ssh@checked]",
-                 "[rollback-sigkill@reattached]", "[rollback-cut-ssh@reattached]")  # fmt: skip
+#: The e2e modules that run in the fault suite's worker.
+E2E_IN_FAULTS = ("test_status.py", "test_logs.py")
 
 
 def vm_group(item: pytest.Item) -> str | None:
     layer = item.path.parent.name
     if layer not in VM_LAYERS:
         return None
-    if layer == "faults" and any(item.name.endswith(c) for c in FAULTS_IN_E2E):
-        return "e2e"
+    if layer == "e2e" and item.path.name in E2E_IN_FAULTS:
+        return "faults"
     return layer
 
 
