@@ -15,6 +15,7 @@ LAYERS: dict[str, int] = {
     "__main__": 7,
     "tasks": 6,
     "fleet": 5,
+    "logview": 5,
     "pipeline": 4,
     "steps": 3,
     "transfer": 3,

@@ -282,15 +282,19 @@ def test_json_on_one_host_prints_journalctls_lines_and_nothing_else(
     assert _out(capsys) == ([*reversed(full)], [])
 
 
-def test_the_view_of_one_host_is_plain_text_on_a_pipe(
+def test_the_view_of_one_host_is_journalctls_own_text(
     run_logs: Callable[..., None], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without --json a line is `time unit[pid]: message`, no host tag, no colour on a pipe."""
-    host = FakeHost("sandbox", [_recorded("journal_grep_newest_first.jsonl")[2]])
+    """Without --json, one host's lines are journalctl's text as it wrote it (it colours them
+    by priority itself: SYSTEMD_COLORS=1 on a terminal, 0 elsewhere), no host tag."""
+    line = "2026-11-27T15:56:37.596564+00:00 sandbox sh[909]: boom"
+    host = FakeHost("sandbox", [line])
     run_logs([host], follow=True)
     [(command, follow)] = host.commands
-    assert follow and command.endswith("-u 'scoreboard*' -n 100 -f")
-    assert _out(capsys) == (["2026-11-27T15:56:37.596564Z sh[909]: boom"], [])
+    assert follow and command == (
+        "env SYSTEMD_COLORS=0 journalctl --no-pager -o short-iso-precise -u 'scoreboard*' -n 100 -f"
+    )
+    assert _out(capsys) == ([line], [])
 
 
 def test_a_filter_on_one_host_reads_newest_first_and_shows_oldest_first(

@@ -44,10 +44,19 @@ def _write(root: Path, files: dict[str, str]) -> None:
         (root / path).write_text(text)
 
 
-def _init(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m portable_deploy init ARGS` in ROOT, stdin not a terminal (as in CI)."""
+def _child_env() -> dict[str, str]:
+    """The environment of a child that runs the plugin in another directory. Under mutation
+    testing the child runs the code as it is: mutmut's call recording looks for its config in
+    the working directory, and that is not the repo."""
     env = dict(os.environ, PYTHONPATH=str(SRC))
     env.pop("DEPLOY_TOML", None)
+    env.pop("MUTANT_UNDER_TEST", None)
+    return env
+
+
+def _init(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m portable_deploy init ARGS` in ROOT, stdin not a terminal (as in CI)."""
+    env = _child_env()
     return subprocess.run(
         [sys.executable, "-m", "portable_deploy", "init", *args],
         cwd=root,
@@ -310,8 +319,7 @@ def test_the_result_builds_without_a_warning(tmp_path: Path, static_binary: Stat
     assert _init(root, "--binary", "bin/hello").returncode == 0
     (root / "bin").mkdir()
     shutil.copy(static_binary("hello"), root / "bin/hello")
-    env = dict(os.environ, PYTHONPATH=str(SRC), DEPLOY_VERSION="1.0")
-    env.pop("DEPLOY_TOML", None)
+    env = dict(_child_env(), DEPLOY_VERSION="1.0")
     result = subprocess.run(
         [sys.executable, "-m", "invoke", "build"],
         cwd=root, env=env, capture_output=True, text=True, timeout=120,

@@ -28,6 +28,7 @@ def logs(
     units: Sequence[str] = (),
     grep: str | None = None,
     after_cursor: str | None = None,
+    colour: bool | None = None,
 ) -> Command:
     """Journal lines of every unit of the app (``APP.service``, ``APP-*.service`` ...), or of
     UNITS only (names checked with ``unit_names``).
@@ -35,11 +36,14 @@ def logs(
     ``release`` filters on the ``PORTABLE=`` field that the attach drop-in adds to every entry;
     ``grep`` is journalctl's own ``--grep`` (a PCRE2 pattern on MESSAGE, case-insensitive when
     all lower case); ``fields`` limits the fields of a JSON output; ``after_cursor`` starts
-    after that entry (every line since, then ``lines`` is not used). ``reverse``: newest first,
+    after that entry (every line since, then ``lines`` is not used). ``colour``: journalctl's
+    own priority colours in a text output on (or, on a terminal, off) whatever its stdout is
+    (``SYSTEMD_COLORS``). ``reverse``: newest first,
     the one way systemd 252 gives the last ``lines`` with ``--until`` (else none) or
     ``--since`` (else the first ones) (systemd/systemd#26657).
     """
     return cmd(
+        ["env", f"SYSTEMD_COLORS={int(colour)}"] if colour is not None else [],
         "journalctl",
         "--no-pager",
         "-o",
