@@ -104,7 +104,7 @@ def test_a_unit_that_is_not_the_apps_is_refused_with_the_apps_units() -> None:
         "--unit ssh: not a unit of the app; its units are scoreboard-http.socket, "
         "scoreboard-litestream.service, scoreboard.service"
     )
-    assert caught.value.hint
+    assert caught.value.hint == "name one of them (a .service may be named without its suffix)"
 
 
 def test_lines_is_reachable_as_n_and_unit_as_u() -> None:
