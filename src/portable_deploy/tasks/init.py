@@ -2,7 +2,8 @@
 .gitignore lines and a signing key). The files come from ``scaffold``; this module asks, checks
 what would be overwritten, and writes.
 
-In a repo without tasks.py yet, run it as ``python -m portable_deploy init``.
+In a repo without tasks.py yet, run it as ``portable-deploy init`` (``python -m portable_deploy
+init``).
 """
 
 from __future__ import annotations
