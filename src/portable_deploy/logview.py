@@ -111,7 +111,9 @@ def merged(opened: list[Host], command: Command, out: Out) -> tuple[list[str], d
         reader.check(command, h.lines(command, reader.take))
         logs[h.name] = got
 
-    failed = _report(opened, fleet.each(opened, read, len(opened)), out.tagged)
+    # Ctrl-C during a long read closes every connection: no host's read is waited for.
+    results = fleet.each(opened, read, len(opened), on_interrupt=lambda: _close(opened))
+    failed = _report(opened, results, out.tagged)
     out.write([out.text(e) for e in journal.merged([logs.get(h.name, []) for h in opened])])
     newest = {name: journal.in_order(log)[-1] for name, log in logs.items() if log}
     return failed, {name: entry.cursor for name, entry in newest.items()}
@@ -135,6 +137,11 @@ def follow_all(opened: list[Host], commands: dict[str, Command], out: Out) -> li
             if not stopping.is_set():
                 failed.append(h.name)
                 _error(e)
+        except BaseException:
+            # Anything else (stdout closed: `logs -f | head`) ends every host's stream, else
+            # the others would wait for their host's next line.
+            stop()
+            raise
 
     def stop() -> None:
         stopping.set()

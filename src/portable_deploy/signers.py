@@ -128,8 +128,9 @@ class Rotation:
 
 
 def rotate(current: str, change: Change) -> Rotation:
-    """CURRENT with CHANGE applied: missing keys appended, removed keys' lines dropped, every
-    other line (comments, other principals' keys) kept as it is.
+    """CURRENT with CHANGE applied: missing lines appended (a key the host trusts for another
+    principal, or with other options, too), removed keys' lines dropped, every other line
+    (comments, other principals' keys) kept as it is.
 
     A host with no file (or an empty one) starts from ``change.base``.
     """
@@ -142,14 +143,17 @@ def rotate(current: str, change: Change) -> Rotation:
             removed.append(key)
         else:
             kept.append(text)
-    present = {k.fingerprint for k in keys("\n".join(kept))}
+    # A configured line is there when the same line is (principal, options and key): the same
+    # key trusted for another principal would still refuse this one's signatures.
+    present = {" ".join(t.split()) for t in kept}
     added: list[Key] = []
     for text in change.lines:
         key = key_of(text)
-        if key is None or key.fingerprint in present or key.fingerprint in change.remove:
+        line = " ".join(text.split())
+        if key is None or line in present or key.fingerprint in change.remove:
             continue
         kept.append(text)
-        present.add(key.fingerprint)
+        present.add(line)
         added.append(key)
     # Untouched lines stay byte for byte (a file without a final newline included).
     after = start if not (added or removed) else "".join(f"{t}\n" for t in kept)

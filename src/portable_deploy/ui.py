@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 
@@ -155,12 +154,14 @@ def table(
 def data_on_stdout() -> Iterator[None]:
     """While inside, everything this module prints goes to stderr: stdout carries only the
     document a task prints itself (``--json``)."""
-    before = console.file
-    console.file = sys.stderr
+    # The console follows sys.stdout as it is when it prints (pytest swaps it): it is told to
+    # follow sys.stderr instead, never pinned to the file object of the moment.
+    before = console.stderr
+    console.stderr = True
     try:
         yield
     finally:
-        console.file = before
+        console.stderr = before
 
 
 def error(message: str, hint: str | None) -> None:

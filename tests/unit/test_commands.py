@@ -64,7 +64,7 @@ def test_journalctl_filters_by_release() -> None:
     """logs of one release filter on the PORTABLE= journal field."""
     c = journalctl.logs("scoreboard", follow=True, lines=10, release="scoreboard_2")
     assert c.render() == (
-        "journalctl --no-pager -o short-iso -u 'scoreboard*' -n 10 -f PORTABLE=scoreboard_2.raw"
+        "journalctl --no-pager -o short-iso -u 'scoreboard.*' -u 'scoreboard-*' -u 'scoreboard@*' -n 10 -f PORTABLE=scoreboard_2.raw"
     )
 
 

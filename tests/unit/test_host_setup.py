@@ -99,6 +99,16 @@ def test_rotate_adds_a_key_next_to_the_old_one() -> None:
     assert [k.blob for k in rotation.added] == ["BBBB"]
 
 
+def test_rotate_adds_a_trusted_key_for_a_new_principal() -> None:
+    """A key the host trusts for another principal is trusted for the configured one too: a
+    changed [sign] principal reaches the host (the host verifies with -I PRINCIPAL)."""
+    current = f"deploy {NS} ssh-ed25519 AAAA\n"
+    rotation = signers.rotate(current, signers.Change("", (f"ci {NS} ssh-ed25519 AAAA",)))
+    assert rotation.after == f"deploy {NS} ssh-ed25519 AAAA\nci {NS} ssh-ed25519 AAAA\n"
+    same = signers.rotate(current, signers.Change("", (f"deploy  {NS}  ssh-ed25519 AAAA",)))
+    assert same.after == current and not same.added
+
+
 def test_rotate_removes_a_key_by_fingerprint_whatever_its_principal() -> None:
     """The lines of a removed key go, under any principal; the others stay."""
     old = signers.Key("ssh-ed25519", "AAAA")

@@ -3,15 +3,17 @@
 ``recorded/journal_*.jsonl`` are journalctl's output on the sandbox VM (systemd 252.39), recorded
 by hand: ``journal_grep_newest_first.jsonl`` is
 ``journalctl --no-pager -o json --output-fields MESSAGE,PRIORITY,_PID,SYSLOG_IDENTIFIER,_SYSTEMD_UNIT
--u 'scoreboard*' -n 3 -r --grep 'boom|careful|debug'`` after a unit printed ``<3>boom``,
+-u 'scoreboard.*' -u 'scoreboard-*' -u 'scoreboard@*' -n 3 -r --grep 'boom|careful|debug'`` after a unit printed ``<3>boom``,
 ``<4>careful`` and ``<7>debug``; ``journal_full.jsonl`` is ``journalctl --no-pager -o json
--u 'scoreboard*' -n 2 --grep 'boom|careful'`` (every field; newest first too, see in_order).
+-u 'scoreboard.*' -u 'scoreboard-*' -u 'scoreboard@*' -n 2 --grep 'boom|careful'`` (every field; newest first too, see in_order).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -43,7 +45,7 @@ def test_the_view_asks_only_for_the_fields_it_shows() -> None:
     c = journalctl.logs("scoreboard", output="json", fields=journalctl.VIEW_FIELDS, lines=5)
     assert c.render() == (
         "journalctl --no-pager -o json --output-fields "
-        "MESSAGE,PRIORITY,_PID,SYSLOG_IDENTIFIER,_SYSTEMD_UNIT -u 'scoreboard*' -n 5"
+        "MESSAGE,PRIORITY,_PID,SYSLOG_IDENTIFIER,_SYSTEMD_UNIT -u 'scoreboard.*' -u 'scoreboard-*' -u 'scoreboard@*' -n 5"
     )
 
 
@@ -278,7 +280,12 @@ def test_json_on_one_host_prints_journalctls_lines_and_nothing_else(
     full = _recorded("journal_full.jsonl")
     host = FakeHost("sandbox", [*reversed(full), "-- No entries --"])
     run_logs([host], json=True, lines=2)
-    assert host.commands == [("journalctl --no-pager -o json -u 'scoreboard*' -n 2", False)]
+    assert host.commands == [
+        (
+            "journalctl --no-pager -o json -u 'scoreboard.*' -u 'scoreboard-*' -u 'scoreboard@*' -n 2",
+            False,
+        )
+    ]
     assert _out(capsys) == ([*reversed(full)], [])
 
 
@@ -292,7 +299,7 @@ def test_the_view_of_one_host_is_journalctls_own_text(
     run_logs([host], follow=True)
     [(command, follow)] = host.commands
     assert follow and command == (
-        "env SYSTEMD_COLORS=0 journalctl --no-pager -o short-iso-precise -u 'scoreboard*' -n 100 -f"
+        "env SYSTEMD_COLORS=0 journalctl --no-pager -o short-iso-precise -u 'scoreboard.*' -u 'scoreboard-*' -u 'scoreboard@*' -n 100 -f"
     )
     assert _out(capsys) == ([line], [])
 
@@ -370,3 +377,45 @@ def test_a_follow_of_several_hosts_starts_after_each_ones_newest_line(
     lines, _ = _out(capsys)
     shown = ["boom", "careful", "debug"]  # then the fake's follow, as it comes
     assert [line.rsplit(" ", 1)[1] for line in lines] == shown + shown[::-1]
+
+
+class QuietHost(FakeHost):
+    """A host whose follow prints nothing until its connection is closed."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, [])
+        self.closed = threading.Event()
+
+    def lines(
+        self, command: Command, each: Callable[[list[str]], None], *, follow: bool = False
+    ) -> Result:
+        self.commands.append((command.render(), follow))
+        if follow:
+            assert self.closed.wait(30), "never closed"
+            return Result("", "", -1)
+        return Result("", "", 0)
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_stdout_closed_during_a_follow_of_several_hosts_ends_every_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`logs -f | head` on several hosts: the reader that finds stdout closed closes every
+    host's connection, so a quiet host's stream ends too, and the task ends quietly."""
+    from portable_deploy import logview
+
+    def closed_stdout(self: logview.Out, texts: list[str]) -> None:
+        if texts:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(logview.Out, "write", closed_stdout)
+    loud = FakeHost("a", _recorded("journal_grep_newest_first.jsonl"))
+    quiet = QuietHost("b")
+    out = logview.Out(json=False, tagged=True, colour=False)
+    commands = {h.name: Command(("journalctl", "-f")) for h in (loud, quiet)}
+    started = time.monotonic()
+    with pytest.raises(BrokenPipeError):
+        logview.follow_all([loud, quiet], commands, out)  # type: ignore[list-item]
+    assert quiet.closed.is_set() and time.monotonic() - started < 10

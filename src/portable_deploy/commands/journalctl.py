@@ -30,8 +30,8 @@ def logs(
     after_cursor: str | None = None,
     colour: bool | None = None,
 ) -> Command:
-    """Journal lines of every unit of the app (``APP.service``, ``APP-*.service`` ...), or of
-    UNITS only (names checked with ``unit_names``).
+    """Journal lines of every unit of the app (``app_units``), or of UNITS only (names checked
+    with ``unit_names``).
 
     ``release`` filters on the ``PORTABLE=`` field that the attach drop-in adds to every entry;
     ``grep`` is journalctl's own ``--grep`` (a PCRE2 pattern on MESSAGE, case-insensitive when
@@ -49,7 +49,7 @@ def logs(
         "-o",
         output,
         ["--output-fields", ",".join(fields)] if fields else [],
-        [arg for unit in units for arg in ("-u", unit)] if units else ["-u", f"{app}*"],
+        [arg for unit in units or app_units(app) for arg in ("-u", unit)],
         ["--after-cursor", after_cursor] if after_cursor else ["-n", str(lines)],
         ["-f"] if follow else [],
         ["-r"] if reverse else [],
@@ -58,6 +58,13 @@ def logs(
         ["--grep", grep] if grep is not None else [],
         [f"PORTABLE={release}.raw"] if release else [],
     )
+
+
+def app_units(app: str) -> list[str]:
+    """Every unit of the app, as patterns: a unit file's name is the app's name followed by
+    ``.``, ``-`` or ``@`` (``units.py``), so ``APP*`` would also match another program's
+    ``APPshop.service``."""
+    return [f"{app}.*", f"{app}-*", f"{app}@*"]
 
 
 def unit_names(requested: Sequence[str], app_units: Sequence[str]) -> list[str]:

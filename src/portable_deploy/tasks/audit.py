@@ -52,9 +52,11 @@ def audit(
                 title = f"{cfg.app.name} on {h.name}: audit log{more}"
                 ui.table(title, COLUMNS, rows(shown), compact=True, whole=("release",))
 
-        each_host(opened, read, "audit")
-    if json:
-        print(dumps(records, indent=2))
+        try:
+            each_host(opened, read, "audit")
+        finally:  # the hosts that answered are printed, even when one did not (exit 1 after)
+            if json:
+                print(dumps(records, indent=2))
 
 
 def record_json(host: str, r: AuditRecord) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from invoke.context import Context
 from invoke.tasks import Task, task
 
-from .. import logview
+from .. import logview, ui
 from ..commands import journalctl
 from ..errors import DeployError
 from ..release import release_name
@@ -86,7 +87,8 @@ def logs(
         output="json",
         fields=() if json else journalctl.VIEW_FIELDS,
     )
-    with hosts(cfg, host, role) as opened, logview.stdout_closed_ends_it():
+    json_only = ui.data_on_stdout() if json else contextlib.nullcontext()
+    with json_only, hosts(cfg, host, role) as opened, logview.stdout_closed_ends_it():
         out = logview.Out(json=json, tagged=len(opened) > 1, colour=logview.colour_for(sys.stdout))
         if len(opened) == 1 and not (grep or since or until):
             # One host: one command, its lines shown as they come (follow or not). The view is
