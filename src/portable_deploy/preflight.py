@@ -147,7 +147,10 @@ def setup_host(host: Remote, cfg: Config, request: SetupRequest | None = None) -
     layout = Layout(cfg.app.name)
     info = facts.host_info(host.run(trust.host_info(layout.allowed_signers)).stdout)
     check_systemd(host.name, info)
-    check_capacity(host.name, facts.capacity(host.run(system.capacity(PORTABLES_DIR)).stdout))
+    # Room and squashfs are a new host's checks: a set-up host's trust root is rotated whatever
+    # its disk (revoking a leaked key on a full disk is when it is most urgent).
+    if not (request.trust is not None and info.set_up and info.trusted):
+        check_capacity(host.name, facts.capacity(host.run(system.capacity(PORTABLES_DIR)).stdout))
     current = host.run(files.cat(layout.allowed_signers)).stdout
     rotation = signers.rotate(current, request.trust or sign.trust_change(cfg))
     if not signers.keys(rotation.after):

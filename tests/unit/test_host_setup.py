@@ -256,7 +256,7 @@ def test_replace_allowed_signers_refuses_a_file_changed_since_it_was_read(tmp_pa
 
 # --- setup_host against a fake host --------------------------------------------------------------
 
-INFO = "systemd=252\nportablectl={}\nssh_keygen=/usr/bin/ssh-keygen\ntrust=no\nstate=no\nuser={}\n"
+INFO = "systemd=252\nportablectl={}\nssh_keygen=/usr/bin/ssh-keygen\ntrust={}\nstate={}\nuser={}\n"
 
 
 @dataclass
@@ -277,9 +277,9 @@ class FakeHost:
         self.ran.append(command)
         source = command.sources[0] if command.sources else ""
         if source == "trust.host_info":
-            return Result(
-                INFO.format("/usr/bin/portablectl" if self.portablectl else "", self.user), "", 0
-            )
+            portablectl = "/usr/bin/portablectl" if self.portablectl else ""
+            done = "yes" if self.set_up else "no"
+            return Result(INFO.format(portablectl, done, done, self.user), "", 0)
         if source == "system.capacity":
             return Result(self.capacity, "", 0)
         if source == "system.install_packages":
@@ -385,3 +385,16 @@ def test_a_set_up_host_is_left_alone(tmp_path: Path, key_a: Path) -> None:
     host = FakeHost(trusted=sign.allowed_signers_text(cfg), set_up=True)
     assert _setup(host, cfg) == []
     assert host.mutations() == []
+
+
+def test_a_set_up_hosts_key_is_removed_whatever_its_disk(
+    tmp_path: Path, key_a: Path, key_b: Path
+) -> None:
+    """Revoking a key on a set-up host does not wait for room: the capacity checks are a new
+    host's, and a full disk is no reason to keep trusting a leaked key."""
+    cfg = _config(tmp_path, key_a)
+    both = sign.allowed_signers_text(cfg) + f"deploy {NS} {Path(f'{key_b}.pub').read_text()}"
+    host = FakeHost(trusted=both, set_up=True, capacity="free_kib=1000\nsquashfs=module\n")
+    changed = _setup(host, cfg, change=sign.trust_change(cfg, remove=[f"{key_b}.pub"]))
+    assert host.mutations() == ["trust.replace_allowed_signers"]
+    assert changed == [f"no longer trusts key {_pub(key_b).fingerprint}"]
