@@ -169,6 +169,11 @@ class AuditRecord:
     #: The fleet operation this event was part of ("fleet deploy ID", "" for one host).
     operation: str = ""
 
+    def shown(self) -> dict[str, str | None]:
+        """The record as `audit --json` and `status --json` show it: its fields with a value,
+        and always ``live`` and ``message``."""
+        return {k: v for k, v in self.__dict__.items() if v or k in ("live", "message")}
+
     def to_json(self) -> str:
         data = {k: v for k, v in self.__dict__.items() if k not in ("secrets", "operation") or v}
         return json.dumps(data, sort_keys=True, separators=(",", ":"))

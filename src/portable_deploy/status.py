@@ -7,7 +7,6 @@ comes from ``problems``, never from how a view looks.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from .config import Config
 from .facts import AuditRecord, DiskUse, LockRecord, UnitState
 from .host import Remote
 from .preflight import HostState, state_command, state_from
+from .units import listen_port
 from .verify import probe, watched_units
 
 #: The audit events that switch the live release (an upload switches nothing).
@@ -39,15 +39,9 @@ class UnitStatus:
     @property
     def ports(self) -> list[int]:
         """The TCP/UDP ports of a socket's addresses ("[::]:80 (Stream)" -> 80)."""
-        found = []
-        for address in self.state.listen if self.state else ():
-            m = _PORT.search(address.split(" (", 1)[0])
-            if m:
-                found.append(int(m.group(1)))
-        return found
-
-
-_PORT = re.compile(r"(?:^|:)(\d+)$")
+        addresses = self.state.listen if self.state else ()
+        ports = (listen_port(address.split(" (", 1)[0]) for address in addresses)
+        return [port for port in ports if port is not None]
 
 
 @dataclass(frozen=True)
@@ -296,7 +290,7 @@ def to_json(s: HostStatus, now: datetime) -> dict[str, Any]:
             else None
         ),
         "tls": _tls_json(s.tls, now) if s.tls else None,
-        "last_deploy": _record_json(s.last_deploy) if s.last_deploy else None,
+        "last_deploy": s.last_deploy.shown() if s.last_deploy else None,
         "releases": {"images": s.disk.images, "bytes": s.disk.bytes, "disk_free": s.disk.free},
         "lock": _lock_json(s.lock) if s.lock else None,
     }
@@ -338,10 +332,6 @@ def _tls_json(t: TlsStatus, now: datetime) -> dict[str, Any]:
         "not_after": cert.not_after.isoformat() if cert else None,
         "days_left": cert.days_left(now) if cert else None,
     }
-
-
-def _record_json(r: AuditRecord) -> dict[str, Any]:
-    return {k: v for k, v in r.__dict__.items() if v or k == "live"}
 
 
 def _lock_json(lock: LockRecord) -> dict[str, Any]:

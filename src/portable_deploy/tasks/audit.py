@@ -61,9 +61,7 @@ def audit(
 
 def record_json(host: str, r: AuditRecord) -> dict[str, Any]:
     """One audit record as `audit --json` prints it: its fields, and the host it is from."""
-    data: dict[str, Any] = {"host": host}
-    data.update((k, v) for k, v in r.__dict__.items() if v or k in ("live", "message"))
-    return data
+    return {"host": host, **r.shown()}
 
 
 def rows(records: list[AuditRecord]) -> list[list[str]]:
