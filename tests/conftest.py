@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from portable_deploy.sandbox import VM, Sandbox
+from portable_deploy.sandbox import VM, Sandbox, mux
 
 BOOT_TIMEOUT = 300.0
 
@@ -56,6 +56,8 @@ def pid_alive(pid: int) -> bool:
 def teardown_sandbox(sandbox: Sandbox) -> None:
     """Stop every VM of SANDBOX and fail loudly if one of its QEMU processes survives."""
     pids = sorted({vm.pid for vm in sandbox.status()} | set(_BOOTED.get(sandbox.state_dir, [])))
+    for vm in _SHARED.pop(sandbox.state_dir, []):
+        mux.stop(vm)
     sandbox.down()
     # A VM whose record is gone (its state dir deleted under it) is still ours: stop it by pid.
     for pid in pids:
@@ -71,6 +73,9 @@ def teardown_sandbox(sandbox: Sandbox) -> None:
 #: QEMU pids booted through the fixtures, by state dir: stopped at the end even if their vm.json
 #: records are gone (never another Sandbox's: each teardown stops only its own).
 _BOOTED: dict[Path, list[int]] = {}
+#: The VMs whose shared SSH connection (mux.py) the fixtures started, by state dir: the tests'
+#: many short ssh commands then cost no handshake each on the TCG guest.
+_SHARED: dict[Path, list[VM]] = {}
 
 
 def _cmdline(pid: int) -> bytes:
@@ -83,6 +88,9 @@ def _cmdline(pid: int) -> bytes:
 def _up(sandbox: Sandbox, count: int) -> list[VM]:
     vms = sandbox.up(count, timeout=BOOT_TIMEOUT)
     _BOOTED.setdefault(sandbox.state_dir, []).extend(vm.pid for vm in vms)
+    for vm in vms:
+        mux.share(vm)
+        _SHARED.setdefault(sandbox.state_dir, []).append(vm)
     return vms
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from portable_deploy.errors import DeployError
-from portable_deploy.sandbox import VM, Sandbox, base_key
+from portable_deploy.sandbox import VM, Sandbox, base_key, mux
 from tests.conftest import BOOT_TIMEOUT, pid_alive, ssh_run, teardown_sandbox
 
 pytestmark = pytest.mark.e2e
@@ -117,6 +117,24 @@ def test_ssh_argv_pins_host_key_and_key(sandbox: Sandbox, sandbox_vm: VM) -> Non
     assert subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout == "ok\n"
 
 
+def test_a_shared_connection_carries_commands_and_stops_by_pid(sandbox_vm: VM) -> None:
+    """mux.share starts one master per VM that ssh_argv's commands ride on (ssh -O check finds
+    it); mux.stop ends it, its socket goes, and commands connect on their own again."""
+    check = [*sandbox_vm.ssh_argv(batch=True)[:-1], "-O", "check", "root@127.0.0.1"]
+    try:
+        assert mux.share(sandbox_vm)
+        master = subprocess.run(check, capture_output=True, text=True, check=False)
+        assert master.returncode == 0, master.stderr
+        pid = int(re.findall(r"pid=(\d+)", master.stderr)[0])
+        assert ssh_run(sandbox_vm, "echo through").stdout == "through\n"
+        assert mux.stop(sandbox_vm)
+        assert not pid_alive(pid) and not sandbox_vm.control_path.exists()
+        assert subprocess.run(check, capture_output=True, check=False).returncode != 0
+        assert ssh_run(sandbox_vm, "echo direct").stdout == "direct\n"
+    finally:
+        mux.share(sandbox_vm)  # as the fixture left it
+
+
 def test_a_changed_host_key_is_refused(sandbox_vm: VM, tmp_path: Path) -> None:
     """With a known_hosts that does not match, ssh refuses instead of accepting the VM."""
     wrong = tmp_path / "known_hosts"
@@ -125,6 +143,8 @@ def test_a_changed_host_key_is_refused(sandbox_vm: VM, tmp_path: Path) -> None:
     pub = (tmp_path / "other.pub").read_text().split()
     wrong.write_text(f"[127.0.0.1]:{sandbox_vm.ssh_port} {pub[0]} {pub[1]}\n")
     argv = dataclasses.replace(sandbox_vm, known_hosts=wrong).ssh_argv(["true"], batch=True)
+    # A connection of its own, not the shared one (whose host key was checked when it opened).
+    argv[1:1] = ["-o", "ControlPath=none"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 255
     assert "HOST IDENTIFICATION HAS CHANGED" in proc.stderr

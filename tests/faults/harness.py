@@ -29,6 +29,7 @@ from typing import IO
 from portable_deploy import failpoints
 from portable_deploy.commands import deadman, trust
 from portable_deploy.commands.layout import Layout
+from portable_deploy.sandbox import mux
 from tests.project import LAYOUT, STATE, Project, stopped
 
 #: The fault project's dead-man switch: the shortest the config allows, so that the cases where
@@ -57,9 +58,12 @@ class Load:
 
     MAX_SECONDS = 900.0
     MAX_ROWS = 50_000
+    #: The writer's pause between rows: the bench writes as fast as it measures; the suite
+    #: writes every 0.1 s (each row is an fsync in the TCG guest, whose CPU the deploy needs).
+    BENCH_PAUSE, SUITE_PAUSE = 0.02, 0.1
 
-    def __init__(self, port: int, prefix: str) -> None:
-        self.port, self.prefix = port, prefix
+    def __init__(self, port: int, prefix: str, pause: float = BENCH_PAUSE) -> None:
+        self.port, self.prefix, self.pause = port, prefix, pause
         self._stop = threading.Event()
         self._acked: list[str] = []
         self._write_failures = 0
@@ -122,7 +126,7 @@ class Load:
             else:
                 self._write_failures += 1
                 time.sleep(0.05)
-            time.sleep(0.02)
+            time.sleep(self.pause)
 
     def _read(self) -> None:
         while self._running():
@@ -360,10 +364,11 @@ def prepare(project: Project) -> None:
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
 
 
-def run_case(project: Project, case: Case, new: str) -> Outcome:
-    """From what is live now (with a rollback target), run CASE under load: deploy NEW (or roll
-    back), stopped at the case's boundary for its fault; wait until the host has healed, check
-    it, then deploy once more, plainly (NEW, or a good NEW + "n" after a broken one)."""
+def run_case(project: Project, case: Case, new: str, pause: float = Load.BENCH_PAUSE) -> Outcome:
+    """From what is live now (with a rollback target), run CASE under load (the writer pausing
+    PAUSE seconds between rows): deploy NEW (or roll back), stopped at the case's boundary for
+    its fault; wait until the host has healed, check it, then deploy once more, plainly (NEW, or
+    a good NEW + "n" after a broken one)."""
     state = project.state()
     assert state.live is not None and state.previous is not None, state
     old = state.live
@@ -375,7 +380,7 @@ def run_case(project: Project, case: Case, new: str) -> Outcome:
     if case.where is not None:
         env[failpoints.ENV] = "reattached" if case.where == RESTARTING else case.where
     marks = [time.monotonic()]
-    with Load(project.vm.http_port, f"{case.id}-{new}") as load:
+    with Load(project.vm.http_port, f"{case.id}-{new}", pause) as load:
         time.sleep(0.5)  # some rows before the deploy
         proc = subprocess.Popen(
             [sys.executable, "-m", "invoke", *args],
@@ -490,7 +495,7 @@ def _fault(project: Project, case: Case, proc: subprocess.Popen[str]) -> float:
 
 def hard_reboot(project: Project) -> None:
     """Reset the VM from inside, with no sync (a power cut, as far as the guest can tell), and
-    wait until it has booted again."""
+    wait until it has booted again (with a new shared connection, if one ran)."""
     with contextlib.suppress(subprocess.TimeoutExpired):  # the connection dies with the kernel
         subprocess.run(
             project.vm.ssh_argv(["echo b > /proc/sysrq-trigger"], batch=True),
@@ -498,8 +503,11 @@ def hard_reboot(project: Project) -> None:
             timeout=10,
             check=False,
         )
+    shared = mux.stop(project.vm)  # its connection died with the kernel
     time.sleep(5)
     _wait_ssh(project, 300)
+    if shared:
+        mux.share(project.vm)
 
 
 def _healed(project: Project) -> str | None:

@@ -24,6 +24,7 @@ from tests.faults.harness import (
     REBOOT,
     SIGKILL,
     Case,
+    Load,
     Outcome,
     audit_tail,
     no_fault_left,
@@ -58,7 +59,7 @@ def test_a_fault_heals_and_loses_nothing(project: Project, case: Case) -> None:
     """The host heals by itself to the old or the new release, every acknowledged row is kept,
     every image matches its signature, and the next plain deploy succeeds."""
     with no_fault_left(project):
-        outcome = run_case(project, case, f"f{CASES.index(case):02d}")
+        outcome = run_case(project, case, f"f{CASES.index(case):02d}", Load.SUITE_PAUSE)
     assert outcome.problems == [], f"{outcome.problems}; {shown(outcome)}"
     _expected_ending(project, outcome)
 

@@ -360,6 +360,16 @@ def test_vm_ssh_argv_batch_never_prompts() -> None:
     assert "BatchMode=yes" in argv and "ConnectTimeout=5" in argv
 
 
+def test_vm_ssh_argv_rides_on_the_shared_connection_when_one_runs() -> None:
+    """Every command names the VM's control socket, in its state dir, and never becomes a
+    master itself: with no shared connection running, ssh connects on its own."""
+    vm = VM.from_json(OLD_VM_JSON)
+    argv = vm.ssh_argv(["true"])
+    assert vm.control_path == Path("/tmp/qs2-sandbox/sandbox-1/ssh-48357.mux")
+    assert "ControlPath=/tmp/qs2-sandbox/sandbox-1/ssh-48357.mux" in argv
+    assert "ControlMaster=no" in argv
+
+
 def test_vm_is_frozen() -> None:
     """A VM is a value: fields cannot be reassigned, only replaced into a new VM."""
     vm = VM.from_json(OLD_VM_JSON)

@@ -9,10 +9,21 @@ together.
 
 from __future__ import annotations
 
+from . import mux
 from .base import BaseImage, base_key
 from .local import Progress
 from .manager import Sandbox
 from .qemu import Accel
 from .vm import FIRST_VM, VM, vm_name
 
-__all__ = ["FIRST_VM", "VM", "Accel", "BaseImage", "Progress", "Sandbox", "base_key", "vm_name"]
+__all__ = [
+    "FIRST_VM",
+    "VM",
+    "Accel",
+    "BaseImage",
+    "Progress",
+    "Sandbox",
+    "base_key",
+    "mux",
+    "vm_name",
+]

@@ -43,8 +43,15 @@ class VM:
     cpus: int | None = None
     started_at: float | None = None
 
+    @property
+    def control_path(self) -> Path:
+        """The socket of this VM's shared connection, when one runs (``mux.py``). It names the
+        port: a VM value with another VM's files never rides on that VM's connection."""
+        return self.key.parent / f"ssh-{self.ssh_port}.mux"
+
     def ssh_argv(self, command: Sequence[str] = (), batch: bool = False) -> list[str]:
         """``ssh`` to root on this VM, host key checked; BATCH adds no-prompt, short-timeout options.
+        The command rides on the VM's shared connection when one runs, else connects on its own.
 
         Like any ssh command line, COMMAND is joined with spaces and run by the remote shell.
         """
@@ -55,6 +62,8 @@ class VM:
             "-o", f"UserKnownHostsFile={self.known_hosts}",
             "-o", "StrictHostKeyChecking=yes",
             "-o", "IdentitiesOnly=yes",
+            "-o", f"ControlPath={self.control_path}",
+            "-o", "ControlMaster=no",
         ]  # fmt: skip
         if batch:
             argv += ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
