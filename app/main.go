@@ -34,6 +34,9 @@
 //	SCOREBOARD_FAIL_HEALTH=1  /healthz answers 500 (also: -X main.failHealth=1); =VERSION: only
 //	                          that version's does (one host of a fleet fails one release)
 //	SCOREBOARD_DEBUG=1      enable GET /debug/sleep?ms=N (tests)
+//	NOTIFY_SOCKET           set by systemd for Type=notify: the app checks its own
+//	    health (what /healthz checks) before it serves any socket, exits 1 if
+//	    that fails, and says READY=1 once it serves
 //
 // Build-time variables (go build -ldflags "-X main.NAME=VALUE"):
 // version (default "dev"), failHealth ("1" builds a release whose /healthz fails) and crash
@@ -167,6 +170,15 @@ func run() error {
 		logf("no passed socket named \"http\": ACME can validate only with tls-alpn-01 (on the https socket)")
 	}
 
+	// Under Type=notify, the health check before any socket is served: a release
+	// that would fail it exits here, having taken no connection (see selfCheck).
+	if os.Getenv("NOTIFY_SOCKET") != "" {
+		if err := a.selfCheck(); err != nil {
+			st.Close()
+			return fmt.Errorf("self-check before serving: %v", err)
+		}
+	}
+
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 
@@ -189,6 +201,11 @@ func run() error {
 	}
 	logf("version %s starting: serving %s; db %s; failHealth=%t; %s",
 		version, strings.Join(desc, ", "), dbPath, a.failHealth, tlsDesc)
+	// Type=notify: the start job (and an overlapped switch's gate) ends here,
+	// with the release's own health check passed before the first accept.
+	if err := notify("READY=1"); err != nil {
+		logf("%v", err)
+	}
 
 	var exitErr error
 	select {

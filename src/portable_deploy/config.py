@@ -107,6 +107,9 @@ class DeployConfig:
     #: Seconds a switched host waits for the deployer's sign of life before it puts the
     #: previous release back by itself (the dead-man switch).
     confirm_timeout: int = 60
+    #: Overlapped switches: the new release starts beside the old one on the same sockets (a
+    #: twin unit the build adds), ready before it shares them; then the old one drains.
+    overlap: bool = False
 
 
 #: A batch of the fleet's switch: a number of hosts, or a share of the fleet ("25%").
@@ -300,6 +303,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "lock_ttl": _example(DeployConfig, "lock_ttl"),
         "profile": _example(DeployConfig, "profile"),
         "confirm_timeout": _example(DeployConfig, "confirm_timeout"),
+        "overlap": "overlap = true",
     },
     "fleet": {
         "parallel": _example(FleetConfig, "parallel"),
@@ -930,6 +934,9 @@ def _load_deploy(doc: _Doc, data: Mapping[str, object]) -> DeployConfig:
         confirm_timeout=deploy.integer(
             "confirm_timeout", 10, 3600, "a whole number of seconds from 10 to 3600"
         ),
+        overlap=deploy.boolean("overlap")
+        if "overlap" in deploy.data
+        else _default(DeployConfig, "overlap"),
     )
 
 

@@ -103,11 +103,19 @@ def dropin_text(set_dir: str, secrets: SecretSet, unit: str) -> str | None:
 
 
 def wanted_dropins(
-    set_dir: str, secrets: SecretSet, units: Sequence[str], present: Mapping[str, str]
+    set_dir: str,
+    secrets: SecretSet,
+    units: Sequence[str],
+    present: Mapping[str, str],
+    same_as: Mapping[str, str] | None = None,
 ) -> dict[str, str | None]:
     """Unit -> drop-in text for every unit of the release and every unit that has one now
-    (None: remove it)."""
-    return {u: dropin_text(set_dir, secrets, u) for u in sorted(set(units) | set(present))}
+    (None: remove it). SAME_AS: units that get another unit's secrets (an overlap twin, its
+    app's), from the same files."""
+    alias = same_as or {}
+    return {
+        u: dropin_text(set_dir, secrets, alias.get(u, u)) for u in sorted(set(units) | set(present))
+    }
 
 
 def changed_units(present: Mapping[str, str], wanted: Mapping[str, str | None]) -> set[str]:

@@ -23,10 +23,11 @@ ENV = "PORTABLE_DEPLOY_FAILPOINT"
 #: The boundaries, in the order a deploy passes them. "upload": half of the image sent;
 #: "uploaded": before the host-side check; "checked": after it, before anything is installed or
 #: switched; "reattached": on the host, after the image swap and before the restarts (host side);
+#: "overlapping": on the host, in an overlapped restart, while the app and its twin both serve;
 #: "verifying": after verify's first health check passed; "rolling-back": in the automatic
 #: rollback, before its reattach.
 LOCAL = ("upload", "uploaded", "checked", "verifying", "rolling-back")
-ON_HOST = ("reattached",)
+ON_HOST = ("reattached", "overlapping")
 
 HOST_FLAG = "/run/portable-deploy-failpoint"
 HOST_WAIT = 120

@@ -30,6 +30,9 @@ from .units import (
     UnitDirError,
     directives,
     is_attachable,
+    overlap_name,
+    overlap_twin,
+    overlapped_services,
     parse_unit,
     self_bound_warning,
     unit_files,
@@ -208,6 +211,8 @@ def assemble_tree(cfg: Config, dest: Path) -> list[str]:
         )
     for unit in _unit_sources(cfg):
         _copy_entry(unit, unit_dir / unit.name, private, follow=True)
+    if cfg.deploy.overlap:
+        _add_overlap_twins(unit_dir, cfg.app.name)
 
     for target, source in sorted(cfg.image.files.items()):
         key = f'[image] files."{target}"'
@@ -240,6 +245,30 @@ def assemble_tree(cfg: Config, dest: Path) -> list[str]:
         f"{len(private)} file(s) readable only by their owner here are readable by every user "
         f"of the host in the image ({shown}): keep secrets out of images"
     ]
+
+
+def _add_overlap_twins(unit_dir: Path, app: str) -> None:
+    """[deploy] overlap: a twin unit next to each socket-activated service (units.overlap_twin)."""
+    texts = {p.name: p.read_text(errors="replace") for p in sorted(unit_dir.iterdir())}
+    infos = {name: parse_unit(name, text) for name, text in texts.items()}
+    services = overlapped_services(infos)
+    if not services:
+        raise DeployError(
+            "[deploy] overlap = true, but no service of the image is started by a .socket: an "
+            "overlapped switch runs the new release beside the old one on the sockets systemd holds",
+            f"add a {app}-http.socket with Service={app}.service, or set overlap = false",
+        )
+    for service in services:
+        twin = overlap_name(service)
+        if twin in texts:
+            raise DeployError(
+                f"[deploy] overlap = true: the units already hold {twin}, the name of "
+                f"{service}'s overlap twin, which the build writes",
+                f"rename {twin}, or set overlap = false",
+            )
+        path = unit_dir / twin
+        path.write_text(overlap_twin(service, texts[service]))
+        os.chmod(path, 0o644)
 
 
 def unit_mount_points(unit_text: str, unit_name: str | None = None) -> list[str]:

@@ -323,8 +323,9 @@ def _dropins(s: Session, target: Manifest, secrets: SecretSet | None) -> dict[st
     if secrets is None:
         return {}
     services = [u for u in target.unit_info if not u.endswith(".socket")]
+    twins = {n: i.overlap_of for n, i in unit_infos(target).items() if i.overlap_of}
     return wanted_dropins(
-        s.layout.secret_set(secrets.id), secrets, services, s.state.secret_dropins
+        s.layout.secret_set(secrets.id), secrets, services, s.state.secret_dropins, twins
     )
 
 

@@ -4,7 +4,9 @@ The rules: the app (a service a socket activates) restarts whenever the image ch
 long-running service (a sidecar such as Litestream) only when its unit file or a file it runs
 changed; a socket never, unless its unit file changed and the user allowed it; a oneshot is not
 restarted (it runs again when the app starts). A change of portable profile restarts every
-long-running service once, announced in the plan (sockets get no profile: they stay).
+long-running service once, announced in the plan (sockets get no profile: they stay). An app
+service with an overlap twin in the release restarts overlapped: the twin runs the release
+beside the old process until the app is back (``Plan.overlap``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,17 @@ class Plan:
     start: tuple[str, ...] = ()
     #: Unit -> why it restarts or starts, for the dry run and the deploy log.
     reasons: dict[str, str] = field(default_factory=dict)
+    #: (app, twin) for each app service of ``restart`` that the release overlaps ([deploy]
+    #: overlap): its twin starts from the release beside the old process, the app restarts
+    #: while the twin serves, then the twin stops.
+    overlap: tuple[tuple[str, str], ...] = ()
+    #: Every overlap twin of the release: none runs after a switch (a first attach starts them).
+    twins: tuple[str, ...] = ()
+
+    def restarted_alone(self) -> tuple[str, ...]:
+        """The units of ``restart`` that are not overlapped."""
+        overlapped = {app for app, _ in self.overlap}
+        return tuple(u for u in self.restart if u not in overlapped)
 
 
 def unit_infos(manifest: Manifest) -> dict[str, UnitInfo]:
@@ -56,9 +69,15 @@ def plan_release(
     """The units to stop, restart and start to go from ``old`` (live) to ``new``, attached with
     PROFILE; PROFILE_CHANGED says the live units run with another profile text; SECRETS_CHANGED
     names the units whose secrets change (a restart each, if long-running)."""
+    twins = {u.overlap_of: n for n, u in unit_infos(new).items() if u.overlap_of}
     if old is None:
         return Plan(
-            new.release, None, Action.ATTACH, profile, reasons={"*": "first deploy: attach --now"}
+            new.release,
+            None,
+            Action.ATTACH,
+            profile,
+            reasons={"*": "first deploy: attach --now"},
+            twins=tuple(sorted(twins.values())),
         )
     same_image = old.release == new.release and old.image_sha256 == new.image_sha256
     if same_image and not profile_changed and not secrets_changed:
@@ -73,11 +92,13 @@ def plan_release(
     start: list[str] = []
     reasons: dict[str, str] = {name: "removed from the release" for name in stop}
     blocked: list[str] = []
-    order = {Kind.SOCKET: 0, Kind.SERVICE: 1, Kind.OTHER: 2, Kind.ONESHOT: 3}
+    order = {Kind.SOCKET: 0, Kind.SERVICE: 1, Kind.OTHER: 2, Kind.ONESHOT: 3, Kind.OVERLAP: 4}
     for name, unit in sorted(
         units.items(), key=lambda kv: (order[kv[1].kind], kv[0] in apps, kv[0])
     ):
         unit_file_changed = f"{UNIT_DIR}/{name}" in changed
+        if unit.kind is Kind.OVERLAP:
+            continue  # runs only inside its app's overlapped restart
         if name not in old_units:
             if unit.kind is not Kind.ONESHOT:
                 start.append(name)
@@ -108,6 +129,9 @@ def plan_release(
             "its port for a moment and drops queued connections",
             hint="deploy with --restart-sockets to accept that, or keep the socket unit unchanged",
         )
+    overlap = tuple((app, twins[app]) for app in restart if app in twins)
+    for app, twin in overlap:
+        reasons[app] += f"; overlapped by {twin}"
     return Plan(
         new.release,
         old.release,
@@ -118,4 +142,6 @@ def plan_release(
         restart=tuple(restart),
         start=tuple(start),
         reasons=reasons,
+        overlap=overlap,
+        twins=tuple(sorted(twins.values())),
     )

@@ -19,8 +19,9 @@ from .commands.state import SECTION
 from .config import Config
 from .facts import AuditRecord, DiskUse, LockRecord, UnitState
 from .host import Remote
+from .plan import unit_infos
 from .preflight import HostState, state_command, state_from
-from .units import listen_port
+from .units import Kind, listen_port
 from .verify import probe, watched_units
 
 #: The audit events that switch the live release (an upload switches nothing).
@@ -35,6 +36,9 @@ class UnitStatus:
     must_run: bool
     #: None: systemd did not report it (its unit file is not attached).
     state: UnitState | None
+    #: An overlap twin: it runs only during a switch, and a start of it that failed was a
+    #: release's that was rolled back (not a problem of the live one).
+    twin: bool = False
 
     @property
     def ports(self) -> list[int]:
@@ -109,15 +113,17 @@ def from_sections(
     if state.live_manifest is not None:
         names = sorted(state.live_manifest.unit_info)
         must_run = set(watched_units(state.live_manifest))
+        infos = unit_infos(state.live_manifest)
+        twins = {n for n, info in infos.items() if info.kind is Kind.OVERLAP}
     else:  # units attached with no readable manifest: show what systemd has
-        names, must_run = sorted(states), set()
+        names, must_run, twins = sorted(states), set(), set()
     now = sections.get("now", "").strip()
     return HostStatus(
         host=host,
         app=app,
         live=state.live,
         rollback_target=state.previous,
-        units=tuple(UnitStatus(n, n in must_run, states.get(n)) for n in names),
+        units=tuple(UnitStatus(n, n in must_run, states.get(n), n in twins) for n in names),
         now=int(now) if now.isdigit() else None,
         health=health,
         tls=tls_status,
@@ -150,6 +156,8 @@ def problems(s: HostStatus, now: datetime) -> list[str]:
             found.append(
                 f"{u.name} is not loaded ({st.load_state if st else 'unknown to systemd'})"
             )
+        elif u.twin:
+            continue
         elif st.active_state == "failed":
             found.append(f"{u.name} failed ({st.result or st.sub_state})")
         elif st.sub_state == "auto-restart":
@@ -319,6 +327,7 @@ def _unit_json(u: UnitStatus) -> dict[str, Any]:
         "memory": st.memory,
         "listen": unit_listen(u),
         "ports": u.ports,
+        "overlap_twin": u.twin,
     }
 
 

@@ -242,24 +242,32 @@ def install(host: Remote, layout: Layout, manifest: Manifest, where: Where) -> N
     host.run(files.install(moves))
 
 
-def reattach_command(layout: Layout, plan: Plan, pause: Command | None = None) -> Command | None:
+def reattach_command(
+    layout: Layout, plan: Plan, pause: Command | None = None, overlapping: Command | None = None
+) -> Command | None:
     """The swap and the restarts it needs, as one command that stops at the first failure
-    (PAUSE, a failpoint, runs between the swap and the restarts)."""
+    (PAUSE, a failpoint, runs between the swap and the restarts; OVERLAPPING, another, while an
+    overlapped app and its twin both serve). An overlapped app restarts last, beside its twin."""
     image_path = layout.image(plan.release)
     if plan.action is Action.NONE:
         return None
     if plan.action is Action.ATTACH:
-        return portablectl.attach(image_path, plan.profile, now=True, enable=True)
+        command = portablectl.attach(image_path, plan.profile, now=True, enable=True)
+        # attach --now starts every unit it attached, overlap twins too: they run only in a switch.
+        return command.then(systemctl.stop(plan.twins)) if plan.twins else command
     command = portablectl.reattach(image_path, plan.profile, now=False, enable=True)
     if pause is not None:
         command = command.then(pause)
     for units, builder in (
         (plan.stop, systemctl.stop),
-        (plan.restart, systemctl.restart),
+        (plan.restarted_alone(), systemctl.restart),
         (plan.start, systemctl.start),
     ):
         if units:
             command = command.then(builder(units))
+    for app, twin in plan.overlap:
+        command = command.then(systemctl.restart_overlapped(app, twin, overlapping))
+        overlapping = None
     return command
 
 
@@ -268,7 +276,12 @@ def reattach(
 ) -> Command | None:
     """Switch the attached image, then stop, restart and start exactly the units the plan names
     (BEFORE, such as arming the dead-man switch, runs first in the same round trip)."""
-    command = reattach_command(layout, plan, failpoints.host_pause("reattached"))
+    command = reattach_command(
+        layout,
+        plan,
+        failpoints.host_pause("reattached"),
+        failpoints.host_pause("overlapping") if plan.overlap else None,
+    )
     if command is None:
         return None
     if before is not None:
@@ -291,9 +304,19 @@ def describe(plan: Plan, steps: ui.Steps) -> None:
                 f"the portable profile changes to {plan.profile}: every service restarts once "
                 "(sockets stay open and queue connections)"
             )
-        for verb, units in (("stop", plan.stop), ("restart", plan.restart), ("start", plan.start)):
+        for verb, units in (
+            ("stop", plan.stop),
+            ("restart", plan.restarted_alone()),
+            ("start", plan.start),
+        ):
             for unit in units:
                 steps.info(f"{verb} {unit}: {plan.reasons.get(unit, '')}")
+        for app, twin in plan.overlap:
+            steps.info(
+                f"overlap {app}: {plan.reasons.get(app, '')}: start {twin} from {plan.release} "
+                f"beside the old process (ready before it takes connections), restart {app} "
+                f"while {twin} serves, then stop {twin} (it drains)"
+            )
         if not (plan.stop or plan.restart or plan.start):
             steps.info("no unit needs a restart")
 

@@ -520,6 +520,45 @@ def test_fail_health_env_fails_healthz(harness: Harness) -> None:
     assert app.request("GET", "/healthz")[0] == 500
 
 
+def _notify_socket(tmp_path: Path) -> socket.socket:
+    """A datagram socket standing for systemd's notify socket ($NOTIFY_SOCKET)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.settimeout(30)
+    return sock
+
+
+def test_type_notify_says_ready_once_it_serves(harness: Harness, tmp_path: Path) -> None:
+    """Under Type=notify ($NOTIFY_SOCKET) the app checks its health, serves, then sends
+    READY=1: when systemd's start job ends, the new process answers."""
+    with _notify_socket(tmp_path) as notify:
+        app = harness.spawn(NOTIFY_SOCKET=str(tmp_path / "notify"))
+        assert notify.recv(100) == b"READY=1"
+        assert app.request("GET", "/healthz") == (200, "ok\n")
+
+
+@pytest.mark.parametrize("how", ["build", "env"])
+def test_a_release_that_fails_health_exits_before_serving_under_type_notify(
+    harness: Harness, broken_binary: Path, tmp_path: Path, how: str
+) -> None:
+    """Under Type=notify a release whose /healthz would fail exits 1 before it serves the
+    socket it was passed and never says READY=1 (an overlapped switch's gate): a connection
+    waiting on that socket is left to the next process."""
+    with _notify_socket(tmp_path) as notify:
+        notify.settimeout(0.5)
+        waiting = socket.create_connection(("127.0.0.1", harness.port))
+        env = {"NOTIFY_SOCKET": str(tmp_path / "notify")}
+        if how == "env":
+            env["SCOREBOARD_FAIL_HEALTH"] = "1"
+        app = harness.spawn(binary=broken_binary if how == "build" else None, **env)
+        code, log = app.wait()
+        assert code == 1 and "self-check before serving" in log, log
+        with pytest.raises(TimeoutError):
+            notify.recv(100)
+        assert harness.accept_queue() == 1  # still queued: the failed process never accepted it
+        waiting.close()
+
+
 def test_https_socket_fails_handshakes_while_tls_is_off(harness: Harness) -> None:
     """With SCOREBOARD_DOMAINS unset, http serves the app and a TLS handshake on https gets an alert."""
     app = harness.start(names="http:https")

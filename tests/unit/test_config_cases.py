@@ -787,9 +787,9 @@ EXACT = [
         APP + HOST + "[deploy]\nkeep = 3\n",
         {},
         "[deploy] keep: unknown key, valid keys are keep_releases, lock_ttl, profile, "
-        "confirm_timeout",
-        "keys of [deploy]: keep_releases, lock_ttl, profile, confirm_timeout; remove or rename "
-        "this one",
+        "confirm_timeout, overlap",
+        "keys of [deploy]: keep_releases, lock_ttl, profile, confirm_timeout, overlap; remove or "
+        "rename this one",
         id="deploy-key-typo",
     ),
     pytest.param(

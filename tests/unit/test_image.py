@@ -83,6 +83,37 @@ def test_image_holds_units_files_and_portable_mount_points(
     assert image.read_bytes()[8:12] == b"\0\0\0\0"
 
 
+def _overlapping(cfg: Config) -> Config:
+    return dataclasses.replace(cfg, deploy=dataclasses.replace(cfg.deploy, overlap=True))
+
+
+def test_overlap_adds_a_twin_of_the_socket_activated_service(
+    demo_project: Config, squashfs_listing: Listing
+) -> None:
+    """[deploy] overlap: the image holds demo-overlap.service, the twin of the service the
+    socket starts, and the manifest knows it as that service's twin."""
+    artifact = build(_overlapping(demo_project), "1.0")
+    listing = squashfs_listing(artifact.image)
+    assert listing["usr/lib/systemd/system/demo-overlap.service"].mode == "-rw-r--r--"
+    info = artifact.manifest.unit_info["demo-overlap.service"]
+    assert (info["kind"], info["overlap_of"]) == ("overlap", "demo.service")
+    assert "overlap_of" not in artifact.manifest.unit_info["demo.service"]
+
+
+def test_overlap_needs_a_socket_activated_service(demo_project: Config) -> None:
+    (demo_project.image.units / "demo-http.socket").unlink()
+    with pytest.raises(
+        DeployError, match=r"overlap = true, but no service .* started by a \.socket"
+    ):
+        build(_overlapping(demo_project), "1.0")
+
+
+def test_overlap_refuses_a_unit_with_the_twins_name(demo_project: Config) -> None:
+    (demo_project.image.units / "demo-overlap.service").write_text("[Service]\nExecStart=/x\n")
+    with pytest.raises(DeployError, match=r"already hold demo-overlap\.service"):
+        build(_overlapping(demo_project), "1.0")
+
+
 def test_manifest_files_match_the_extracted_image(demo_project: Config, tmp_path: Path) -> None:
     """Every file and symlink hash in the manifest is what unsquashfs extracts, and the binary runs."""
     artifact = build(demo_project, "1.0")

@@ -38,6 +38,19 @@ def stop(units: Sequence[str]) -> Command:
 
 
 @builder
+def restart_overlapped(app: str, twin: str, pause: Command | None = None) -> Command:
+    """APP restarted with no moment off its sockets: TWIN, its overlap twin, restarts from the
+    attached release beside APP's old process (with ``Type=notify`` the job ends only when the
+    new process is ready, before it takes a connection, and fails if it never is), then APP
+    restarts while TWIN serves, then TWIN stops and drains. The first failure ends it. PAUSE (a
+    failpoint) runs while both serve."""
+    command = restart([twin])
+    if pause is not None:
+        command = command.then(pause)
+    return command.then(restart([app])).then(stop([twin]))
+
+
+@builder
 def show(units: Sequence[str], properties: Sequence[str] = UNIT_PROPERTIES) -> Command:
     return cmd("systemctl", "show", "--no-pager", "-p", ",".join(properties), *units)
 
