@@ -153,14 +153,16 @@ def test_releases_lists_live_and_rollback_target(project: Project) -> None:
 
 
 def test_failed_health_check_is_rolled_back(project: Project) -> None:
-    """A release whose /healthz fails is rolled back by itself; the command exits 1 with one message."""
+    """A release whose /healthz fails is rolled back by itself; the command exits 1 with one message.
+    (The reference app is Type=notify and checks its own health before it serves: such a release
+    exits at start, and its overlapped start fails before it takes a connection.)"""
     project.bring_to("e2e2")
     project.add_points("alice", 1)
     scores = project.scores()
     quick = _variant(project, "quick-verify", {"deploy.toml": ("timeout = 60", "timeout = 10")})
     result = project.invoke("deploy", version="e2e3", toml=quick, SCOREBOARD_BROKEN="1")
     assert result.returncode == 1
-    assert "scoreboard_e2e3 failed verification" in result.stderr
+    assert "scoreboard_e2e3 failed to start" in result.stderr
     assert "rolled back, scoreboard_e2e2 is live" in result.stderr
     assert "Traceback" not in result.stderr
     assert project.get("/version") == (200, "e2e2\n")
