@@ -28,9 +28,11 @@ class Bench:
     #: Every VM of the bench (``bench_project(vms=N)``); ``vm`` is the first.
     vms: list[VM] = field(default_factory=list)
 
-    def invoke(self, *args: str, version: str | None = None, check: bool = True) -> float:
-        """Run `invoke ARGS` in the project; returns its wall time."""
-        env = dict(self.env)
+    def invoke(
+        self, *args: str, version: str | None = None, check: bool = True, **extra: str
+    ) -> float:
+        """Run `invoke ARGS` in the project (EXTRA in its environment); returns its wall time."""
+        env = dict(self.env, **extra)
         if version:
             env["DEPLOY_VERSION"] = version
         start = time.monotonic()

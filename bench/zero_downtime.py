@@ -1,7 +1,13 @@
 """Zero downtime: clients hit scoreboard through the forwarded ports while it is deployed N times
-with app-only changes. Three ways, side by side, on the same sandbox VM:
+with app-only changes, in one run on the same sandbox VM:
 
-  invoke deploy           reattach without --now, restart only the app; sockets held by systemd
+  steady                  no deploy: the latencies to compare with (as long as one scenario)
+  bare restart            `systemctl restart scoreboard.service`, N times (stop, then start)
+  invoke deploy, plain    [deploy] overlap = false: reattach without --now, restart the app only
+  invoke deploy, overlap  the reference app's default: the new release starts beside the old one
+                          on the same sockets (its twin), ready before it takes a connection
+  broken release          overlapped deploys of a release whose health check fails: counts the
+                          requests it answered (/version on HTTPS)
   naive reattach --now    what `portablectl reattach --now` does: restarts socket and sidecars too
   app binds its own port  no socket activation: the app binds :80 itself (restart = refused conns)
 
@@ -11,7 +17,8 @@ clients make a fresh TCP connection and a full TLS handshake (SNI scoreboard.tes
 against pebble's root) for every request on 443. The last scenario has no sockets, so it has
 no TLS either (HTTP on :80 only).
 
-    python bench/zero_downtime.py [--deploys 10] [--clients 4] [--scenarios tool,naive,selfbind]
+    python bench/zero_downtime.py [--deploys 10] [--clients 4]
+        [--scenarios steady,bare,plain,overlap,broken,naive,selfbind]
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ class Load:
     tls: ssl.SSLContext | None = None
     #: Answers that count as served (the app redirects plain HTTP when TLS is on).
     good: frozenset[int] = frozenset({200})
+    path: str = "/healthz"
+    #: Served answers by body (first line), when the path's body says something (/version).
+    bodies: dict[str, int] = field(default_factory=dict)
     ok: int = 0
     failed: int = 0
     worst: float = 0.0
@@ -55,24 +65,23 @@ class Load:
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _once(self) -> tuple[int, float | None]:
+    def _once(self) -> tuple[int, float | None, bytes]:
         if self.tls is None:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-            conn.request("GET", "/healthz", headers={"Host": DOMAIN})
+            conn.request("GET", self.path, headers={"Host": DOMAIN})
             response = conn.getresponse()
-            response.read()
+            body = response.read()
             conn.close()
-            return response.status, None
+            return response.status, None, body
         raw = socket.create_connection(("127.0.0.1", self.port), timeout=30)
         start = time.monotonic()
         with self.tls.wrap_socket(raw, server_hostname=DOMAIN) as tls:
             handshake = time.monotonic() - start
             conn = http.client.HTTPConnection(DOMAIN)
             conn.sock = tls
-            conn.request("GET", "/healthz", headers={"Host": DOMAIN, "Connection": "close"})
+            conn.request("GET", self.path, headers={"Host": DOMAIN, "Connection": "close"})
             response = conn.getresponse()
-            response.read()
-            return response.status, handshake
+            return response.status, handshake, response.read()
 
     def _client(self) -> None:
         deadline = time.monotonic() + MAX_SECONDS_PER_SCENARIO
@@ -80,9 +89,9 @@ class Load:
             if self.ok + self.failed >= MAX_REQUESTS:
                 return
             start = time.monotonic()
-            handshake = None
+            handshake, body = None, b""
             try:
-                status, handshake = self._once()
+                status, handshake, body = self._once()
                 good, why = status in self.good, f"HTTP {status}"
             except (OSError, http.client.HTTPException) as e:
                 good, why = False, type(e).__name__
@@ -92,6 +101,9 @@ class Load:
                 if good:
                     self.ok += 1
                     self.latencies.append(took)
+                    if self.path != "/healthz":
+                        said = body.decode(errors="replace").strip().split("\n")[0]
+                        self.bodies[said] = self.bodies.get(said, 0) + 1
                     if handshake is not None:
                         self.handshakes.append(handshake)
                 else:
@@ -170,19 +182,84 @@ def selfbind_units(b: Bench) -> None:
     b.ssh("rm -f /etc/default/scoreboard; sysctl -q -w net.ipv4.ip_unprivileged_port_start=80")
 
 
+ALL = ("steady", "bare", "plain", "overlap", "broken", "naive", "selfbind")
+
+
+def set_overlap(b: Bench, on: bool) -> None:
+    toml = b.root / "deploy.toml"
+    text = toml.read_text()
+    toml.write_text(
+        text.replace(f"overlap = {str(not on).lower()}", f"overlap = {str(on).lower()}")
+    )
+    assert f"overlap = {str(on).lower()}" in toml.read_text()
+
+
+def worst(results: list[tuple[str, Load]], prefix: str) -> float:
+    return max((load.worst for name, load in results if name.startswith(prefix)), default=0.0)
+
+
+def p99(results: list[tuple[str, Load]], name: str) -> float:
+    return next((percentile(load.latencies, 99) for n, load in results if n == name), float("nan"))
+
+
+def report_targets(results: list[tuple[str, Load]], broken: dict[str, int], bad: str) -> None:
+    """Each of the issue's targets, met or NOT met."""
+
+    def say(what: str, met: bool, detail: str) -> None:
+        print(f"target: {what}: {detail} -> {'met' if met else 'NOT met'}")
+
+    overlapped = [load for name, load in results if name.startswith("invoke deploy, overlap")]
+    plain = [load for name, load in results if name.startswith("invoke deploy, plain")]
+    for label, loads in (("overlapped", overlapped), ("plain", plain)):
+        if loads:
+            failed = sum(load.failed for load in loads)
+            say(f"0 failed with the {label} invoke deploy", failed == 0, f"{failed} failed")
+    bare = worst(results, "bare restart")
+    if overlapped and bare:
+        mine = worst(results, "invoke deploy, overlap")
+        say(
+            "worst latency of the overlapped deploy <= 0.5x the bare restart's",
+            mine <= 0.5 * bare,
+            f"{mine:.2f} s vs {bare:.2f} s ({mine / bare:.2f}x)",
+        )
+    for port in ("http", "https"):
+        steady, mine = (
+            p99(results, f"steady ({port})"),
+            p99(results, f"invoke deploy, overlap ({port})"),
+        )
+        if steady == steady and mine == mine:  # both measured (not NaN)
+            say(
+                f"p99 of the overlapped deploy within 1.5x of steady state ({port})",
+                mine <= 1.5 * steady,
+                f"{mine * 1000:.0f} ms vs {steady * 1000:.0f} ms ({mine / steady:.2f}x)",
+            )
+    if bad:
+        answered = sum(n for version, n in broken.items() if version.startswith(bad))
+        say(
+            "a release that fails health receives 0 requests",
+            answered == 0,
+            f"{answered} answered by it; answers by version: {broken}",
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--deploys", type=int, default=10)
     parser.add_argument("--clients", type=int, default=4, help="clients per port (default 4)")
     parser.add_argument(
+        "--broken", type=int, default=3, help="deploys of a release that fails health (default 3)"
+    )
+    parser.add_argument(
         "--scenarios",
-        default="tool,naive,selfbind",
-        help="comma-separated subset of tool,naive,selfbind, run in that order (default: all)",
+        default=",".join(ALL),
+        help=f"comma-separated subset of {','.join(ALL)}, run in that order (default: all)",
     )
     args = parser.parse_args()
     chosen = args.scenarios.split(",")
     versions = range(1, args.deploys + 1)
     results: list[tuple[str, Load]] = []
+    broken_answers: dict[str, int] = {}
+    bad = ""
     with bench_project("pd-bench-zd-") as b:
         context = tls_on(b)
         b.invoke("deploy", version="z0")  # verify's HTTPS check waits for the first certificate
@@ -196,6 +273,10 @@ def main() -> None:
         def tool_deploy(v: str):  # type: ignore[no-untyped-def]
             return lambda: b.invoke("deploy", version=v)
 
+        def bare() -> None:
+            b.ssh("systemctl restart scoreboard.service")
+            time.sleep(2)  # each restart's stall on its own, as between deploys
+
         def naive(v: str):  # type: ignore[no-untyped-def]
             def step() -> None:
                 b.invoke("build", version=v)
@@ -208,8 +289,34 @@ def main() -> None:
 
             return step
 
-        if "tool" in chosen:
-            results += run("invoke deploy", both(), [tool_deploy(f"z{i}") for i in versions])
+        if "steady" in chosen:
+            seconds = 3.0 * args.deploys
+            results += run(f"steady ({seconds:.0f} s)", both(), [lambda: time.sleep(seconds)])
+            results = [(n.replace(f" ({seconds:.0f} s)", ""), load) for n, load in results]
+        if "bare" in chosen:
+            results += run("bare restart", both(), [bare for _ in versions])
+        if "plain" in chosen:
+            set_overlap(b, False)
+            results += run("invoke deploy, plain", both(), [tool_deploy(f"p{i}") for i in versions])
+            set_overlap(b, True)
+        if "overlap" in chosen:
+            results += run(
+                "invoke deploy, overlap", both(), [tool_deploy(f"z{i}") for i in versions]
+            )
+        if "broken" in chosen:
+            bad = "bad"
+            loads = both()
+            loads["https"].path = "/version"
+
+            def broken_deploy(v: str):  # type: ignore[no-untyped-def]
+                return lambda: b.invoke("deploy", version=v, check=False, SCOREBOARD_BROKEN="1")
+
+            results += run(
+                "broken release, overlap",
+                loads,
+                [broken_deploy(f"bad{i}") for i in range(1, args.broken + 1)],
+            )
+            broken_answers = dict(loads["https"].bodies)
         if "naive" in chosen:
             results += run("naive reattach --now", both(), [naive(f"n{i}") for i in versions])
         if "selfbind" in chosen:
@@ -223,11 +330,11 @@ def main() -> None:
 
     print()
     print(
-        f"{args.deploys} app-only deploys each, {args.clients} clients per port, "
+        f"{args.deploys} app-only deploys (or restarts) each, {args.clients} clients per port, "
         "fresh connection (and TLS handshake) per request"
     )
     print(
-        f"{'':32} {'requests':>9} {'failed':>7} {'worst':>7} {'p50':>7} {'p99':>7}"
+        f"{'':36} {'requests':>9} {'failed':>7} {'worst':>7} {'p50':>7} {'p99':>7}"
         f" {'handshake p50':>14} {'p99':>7}"
     )
     for name, load in results:
@@ -237,14 +344,11 @@ def main() -> None:
             else ""
         )
         print(
-            f"{name:32} {load.ok + load.failed:9d} {load.failed:7d} {load.worst:6.1f}s"
+            f"{name:36} {load.ok + load.failed:9d} {load.failed:7d} {load.worst:6.2f}s"
             f" {percentile(load.latencies, 50) * 1000:5.1f}ms {percentile(load.latencies, 99) * 1000:5.0f}ms"
             f"{hs}  {load.errors or ''}"
         )
-    tool = [load for name, load in results if name.startswith("invoke deploy")]
-    if tool:
-        met = all(load.failed == 0 for load in tool)
-        print(f"target: 0 failed with invoke deploy on both ports -> {'met' if met else 'NOT met'}")
+    report_targets(results, broken_answers, bad)
 
 
 if __name__ == "__main__":
