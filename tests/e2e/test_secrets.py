@@ -89,9 +89,12 @@ def test_the_token_reaches_the_app_and_nowhere_else(site: Project) -> None:
         f"journalctl --no-pager -o cat | grep -c -F {tok} || true"
     )
     assert on_host.split() == ["0"], on_host
-    assert "api-token" in site.ssh(
-        "cat /etc/systemd/system/scoreboard.service.d/50-portable-deploy-secrets.conf"
+    dropins = site.ssh(
+        "cat /etc/systemd/system/scoreboard.service.d/50-portable-deploy-secrets.conf; echo ===; "
+        "cat /etc/systemd/system/scoreboard-overlap.service.d/50-portable-deploy-secrets.conf"
     )
+    app, twin = dropins.split("===\n")
+    assert "api-token" in app and twin == app  # the overlap twin runs with the same secrets
     audit = [
         json.loads(line)
         for line in site.ssh("cat /var/lib/portable-deploy/scoreboard/audit.jsonl").splitlines()
