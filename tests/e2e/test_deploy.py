@@ -85,7 +85,10 @@ def test_app_only_deploy_keeps_socket_and_litestream(project: Project) -> None:
     app_pid = project.unit("scoreboard.service", "MainPID")
     result = project.deploy_built("e2e2")
     ok(result)
-    assert "restart scoreboard.service: app service: image changed" in result.stdout
+    assert (
+        "overlap scoreboard.service: app service: image changed; overlapped by "
+        "scoreboard-overlap.service" in " ".join(result.stdout.split())
+    )
     assert project.get("/version") == (200, "e2e2\n")
     assert project.unit("scoreboard-http.socket", "ActiveEnterTimestampMonotonic") == socket_since
     assert project.unit("scoreboard-litestream.service", "MainPID") == litestream_pid

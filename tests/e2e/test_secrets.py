@@ -130,7 +130,7 @@ def test_a_secret_only_change_restarts_the_app_not_the_socket(site: Project) -> 
     set_token(site, new_token("v3"))
     result = site.deploy_built(live)
     ok(result)
-    assert "restart scoreboard.service: its secrets changed" in " ".join(result.stdout.split())
+    assert "overlap scoreboard.service: its secrets changed" in " ".join(result.stdout.split())
     assert site.unit("scoreboard-http.socket", "ActiveEnterTimestampMonotonic") == sockets
     assert site.unit("scoreboard-litestream.service", "MainPID") == litestream
     assert site.unit("scoreboard.service", "MainPID") != app
