@@ -245,9 +245,10 @@ def install(host: Remote, layout: Layout, manifest: Manifest, where: Where) -> N
 def reattach_command(
     layout: Layout, plan: Plan, pause: Command | None = None, overlapping: Command | None = None
 ) -> Command | None:
-    """The swap and the restarts it needs, as one command that stops at the first failure
-    (PAUSE, a failpoint, runs between the swap and the restarts; OVERLAPPING, another, while an
-    overlapped app and its twin both serve). An overlapped app restarts last, beside its twin."""
+    """The swap and the restarts it needs, as one command that stops at the first failure: the
+    units gone from the release stopped, the swap, the restarts and starts (PAUSE, a failpoint,
+    runs between the swap and the restarts; OVERLAPPING, another, while an overlapped app and
+    its twin both serve). An overlapped app restarts last, beside its twin."""
     image_path = layout.image(plan.release)
     if plan.action is Action.NONE:
         return None
@@ -256,10 +257,13 @@ def reattach_command(
         # attach --now starts every unit it attached, overlap twins too: they run only in a switch.
         return command.then(systemctl.stop(plan.twins)) if plan.twins else command
     command = portablectl.reattach(image_path, plan.profile, now=False, enable=True)
+    if plan.stop:
+        # Before the swap, while their unit files are attached: after it, an inactive unit the
+        # release no longer has (an overlap twin) is unknown to systemd and cannot be stopped.
+        command = systemctl.stop(plan.stop).then(command)
     if pause is not None:
         command = command.then(pause)
     for units, builder in (
-        (plan.stop, systemctl.stop),
         (plan.restarted_alone(), systemctl.restart),
         (plan.start, systemctl.start),
     ):

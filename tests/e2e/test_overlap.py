@@ -191,3 +191,23 @@ def test_status_shows_both_instances_during_a_switch(project: Project) -> None:
             deploy.wait()
     assert project.get("/version") == (200, "ov4\n")
     assert _twin_state(project) == "inactive"
+
+
+def test_overlap_turned_off_and_on_again(project: Project) -> None:
+    """A release built with overlap = false after an overlapped one: the twin (inactive, and
+    gone from the release) is stopped before the swap and the app restarts plainly; turned on
+    again, the next release restarts overlapped."""
+    project.bring_to("ov1")
+    plain = project.root / "deploy-plain.toml"
+    text = (project.root / "deploy.toml").read_text()
+    plain.write_text(text.replace("overlap = true", "overlap = false"))
+    result = project.invoke("deploy", version="ov5", toml=plain)
+    ok(result)
+    assert f"stop {TWIN}: removed from the release" in result.stdout
+    assert project.unit(TWIN, "LoadState") == "not-found"
+    assert project.get("/version") == (200, "ov5\n")
+    result = project.invoke("deploy", version="ov6")
+    ok(result)
+    assert f"overlap {APP}" in result.stdout
+    assert project.get("/version") == (200, "ov6\n")
+    assert project.unit(TWIN, "LoadState") == "loaded" and _twin_state(project) == "inactive"

@@ -76,7 +76,8 @@ def test_litestream_restarts_only_when_its_binary_changes(
 
 
 def test_new_units_are_started_and_removed_units_stopped(tmp_path: Path, live_v1: FakeHost) -> None:
-    """A release without Litestream and with a new worker: the swap stops one, restarts the app, starts the other."""
+    """A release without Litestream and with a new worker: the removed one is stopped before the
+    swap (its unit file is still attached then), then the app restarts and the new one starts."""
     units = {n: t for n, t in UNITS.items() if n != "scoreboard-litestream.service"}
     units["scoreboard-worker.service"] = "[Service]\nExecStart=/usr/bin/scoreboard worker\n"
     v2 = manifest("2", app="e", units=units)
@@ -84,8 +85,8 @@ def test_new_units_are_started_and_removed_units_stopped(tmp_path: Path, live_v1
     live_v1.on(r"incoming/scoreboard_2\.raw$", arrived(v2))
     pipeline.deploy_to(live_v1, config(tmp_path), signed(v2), Options(), ui.Steps())
     assert [line for line in live_v1.log if "portablectl reattach" in line] == [
-        "{ { portablectl reattach --profile pd-hardened --copy=copy --enable /var/lib/portables/scoreboard_2.raw && "
-        "systemctl stop scoreboard-litestream.service ; } && "
+        "{ { systemctl stop scoreboard-litestream.service && portablectl reattach --profile "
+        "pd-hardened --copy=copy --enable /var/lib/portables/scoreboard_2.raw ; } && "
         "systemctl restart scoreboard.service ; } && systemctl start scoreboard-worker.service"
     ]
 

@@ -90,6 +90,15 @@ def test_going_back_to_a_release_without_a_twin_stops_it() -> None:
     plan = plan_release(manifest("2", units=OVERLAPPED), manifest("1"))
     assert plan.stop == ("scoreboard-overlap.service",)
     assert plan.overlap == () and plan.restart == ("scoreboard.service",)
+    # Stopped before the swap: after it the twin's unit file is gone, and an inactive unit
+    # systemd no longer knows cannot be stopped ("not loaded", exit 5).
+    command = reattach_command(Layout("scoreboard"), plan)
+    assert command is not None
+    assert re.findall(r"portablectl reattach|systemctl \w+ [\w.-]+", command.render()) == [
+        "systemctl stop scoreboard-overlap.service",
+        "portablectl reattach",
+        "systemctl restart scoreboard.service",
+    ]
 
 
 def test_the_host_command_starts_the_twin_restarts_the_app_then_stops_the_twin() -> None:
