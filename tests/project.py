@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from portable_deploy import facts, profiles
+from portable_deploy import facts, failpoints, profiles
 from portable_deploy.commands.layout import STATE_ROOT, Layout
 from portable_deploy.commands.state import SECTION, host_state
 from portable_deploy.sandbox import VM
@@ -58,6 +58,20 @@ class Project:
     def deploy(self, version: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         result = self.invoke("deploy", *args, version=version, **env)
         return result
+
+    def start_deploy(self, version: str, failpoint: str) -> subprocess.Popen[str]:
+        """Build and sign VERSION, then start its deploy with FAILPOINT armed, not waited for
+        (stderr into stdout, both piped): the test meets it at the failpoint."""
+        ok(self.invoke("build", version=version))
+        ok(self.invoke("sign", version=version))
+        return subprocess.Popen(
+            [sys.executable, "-m", "invoke", "deploy", "--no-build"],
+            cwd=self.root,
+            env=dict(self.env, DEPLOY_VERSION=version, **{failpoints.ENV: failpoint}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     def built(self, version: str) -> bool:
         dist = self.root / "dist"

@@ -34,7 +34,7 @@ from .history import (
 from .host import Remote, RemoteCommandError, TransportError
 from .locking import Held, deploy_lock, read_lock, release_stale, why_stale
 from .manifest import Manifest
-from .plan import Action, Plan, plan_release, unit_infos
+from .plan import Action, Plan, overlap_twins, plan_release, unit_infos
 from .preflight import (
     HostState,
     install_profile_command,
@@ -323,9 +323,12 @@ def _dropins(s: Session, target: Manifest, secrets: SecretSet | None) -> dict[st
     if secrets is None:
         return {}
     services = [u for u in target.unit_info if not u.endswith(".socket")]
-    twins = {n: i.overlap_of for n, i in unit_infos(target).items() if i.overlap_of}
     return wanted_dropins(
-        s.layout.secret_set(secrets.id), secrets, services, s.state.secret_dropins, twins
+        s.layout.secret_set(secrets.id),
+        secrets,
+        services,
+        s.state.secret_dropins,
+        overlap_twins(target),
     )
 
 

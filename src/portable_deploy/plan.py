@@ -57,6 +57,11 @@ def unit_infos(manifest: Manifest) -> dict[str, UnitInfo]:
     return {name: UnitInfo.from_dict(name, data) for name, data in manifest.unit_info.items()}
 
 
+def overlap_twins(manifest: Manifest) -> dict[str, str]:
+    """Each overlap twin of the release -> the app service it doubles ([deploy] overlap)."""
+    return {n: u.overlap_of for n, u in unit_infos(manifest).items() if u.overlap_of}
+
+
 def plan_release(
     old: Manifest | None,
     new: Manifest,
@@ -69,7 +74,7 @@ def plan_release(
     """The units to stop, restart and start to go from ``old`` (live) to ``new``, attached with
     PROFILE; PROFILE_CHANGED says the live units run with another profile text; SECRETS_CHANGED
     names the units whose secrets change (a restart each, if long-running)."""
-    twins = {u.overlap_of: n for n, u in unit_infos(new).items() if u.overlap_of}
+    twins = {app: twin for twin, app in overlap_twins(new).items()}
     if old is None:
         return Plan(
             new.release,
@@ -92,13 +97,13 @@ def plan_release(
     start: list[str] = []
     reasons: dict[str, str] = {name: "removed from the release" for name in stop}
     blocked: list[str] = []
-    order = {Kind.SOCKET: 0, Kind.SERVICE: 1, Kind.OTHER: 2, Kind.ONESHOT: 3, Kind.OVERLAP: 4}
+    order = {Kind.SOCKET: 0, Kind.SERVICE: 1, Kind.OTHER: 2, Kind.ONESHOT: 3}
+    # A twin is none of these: it runs only inside its app's overlapped restart.
+    ordinary = {n: u for n, u in units.items() if u.kind is not Kind.OVERLAP}
     for name, unit in sorted(
-        units.items(), key=lambda kv: (order[kv[1].kind], kv[0] in apps, kv[0])
+        ordinary.items(), key=lambda kv: (order[kv[1].kind], kv[0] in apps, kv[0])
     ):
         unit_file_changed = f"{UNIT_DIR}/{name}" in changed
-        if unit.kind is Kind.OVERLAP:
-            continue  # runs only inside its app's overlapped restart
         if name not in old_units:
             if unit.kind is not Kind.ONESHOT:
                 start.append(name)

@@ -19,9 +19,9 @@ from .commands.state import SECTION
 from .config import Config
 from .facts import AuditRecord, DiskUse, LockRecord, UnitState
 from .host import Remote
-from .plan import unit_infos
+from .plan import overlap_twins
 from .preflight import HostState, state_command, state_from
-from .units import Kind, listen_port
+from .units import listen_port
 from .verify import probe, watched_units
 
 #: The audit events that switch the live release (an upload switches nothing).
@@ -113,8 +113,7 @@ def from_sections(
     if state.live_manifest is not None:
         names = sorted(state.live_manifest.unit_info)
         must_run = set(watched_units(state.live_manifest))
-        infos = unit_infos(state.live_manifest)
-        twins = {n for n, info in infos.items() if info.kind is Kind.OVERLAP}
+        twins = set(overlap_twins(state.live_manifest))
     else:  # units attached with no readable manifest: show what systemd has
         names, must_run, twins = sorted(states), set(), set()
     now = sections.get("now", "").strip()

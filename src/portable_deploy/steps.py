@@ -269,9 +269,9 @@ def reattach_command(
     ):
         if units:
             command = command.then(builder(units))
-    for app, twin in plan.overlap:
-        command = command.then(systemctl.restart_overlapped(app, twin, overlapping))
-        overlapping = None
+    for i, (app, twin) in enumerate(plan.overlap):
+        pause_here = overlapping if i == 0 else None  # the failpoint stops once
+        command = command.then(systemctl.restart_overlapped(app, twin, pause_here))
     return command
 
 

@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,17 +112,7 @@ def test_an_upload_killed_half_way_resumes(project: Project) -> None:
     """SIGKILL of the deployer half way through the stream; the next deploy of the same release
     sends only the rest (and at most one chunk again)."""
     project.bring_to("up2")
-    ok(project.invoke("build", version="up3"))
-    ok(project.invoke("sign", version="up3"))
-    env = dict(project.env, DEPLOY_VERSION="up3", PORTABLE_DEPLOY_FAILPOINT="upload")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "deploy", "--no-build"],
-        cwd=project.root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = project.start_deploy("up3", "upload")
     try:
         deadline = time.monotonic() + 300
         while not stopped(proc.pid):

@@ -8,7 +8,7 @@ import re
 
 from portable_deploy.commands.layout import Layout
 from portable_deploy.credentials import Entry, SecretSet, wanted_dropins
-from portable_deploy.plan import Action, plan_release, unit_infos
+from portable_deploy.plan import Action, overlap_twins, plan_release
 from portable_deploy.steps import reattach_command
 from portable_deploy.units import (
     OVERLAP_KEY,
@@ -139,8 +139,8 @@ def test_the_twin_gets_its_apps_secrets_from_the_same_files() -> None:
             Entry("dsn", "y", ("scoreboard.service",), "DSN"),
         )
     )
-    infos = unit_infos(manifest("1", units=OVERLAPPED))
-    twins = {n: i.overlap_of for n, i in infos.items() if i.overlap_of}
+    twins = overlap_twins(manifest("1", units=OVERLAPPED))
+    assert twins == {"scoreboard-overlap.service": "scoreboard.service"}
     wanted = wanted_dropins("/sets/s1", secrets, list(OVERLAPPED), {}, twins)
     assert wanted["scoreboard-overlap.service"] == wanted["scoreboard.service"]
     assert "api-token" in (wanted["scoreboard.service"] or "")
