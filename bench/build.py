@@ -126,7 +126,7 @@ def compare(cfg: Config, runs: int, workdir: Path) -> Result:
     tree = workdir / "tree"
     assemble_tree(cfg, tree)
     bare_out = workdir / "bare.raw"
-    argv = mksquashfs_argv(tree, bare_out, cfg.image.compression)
+    argv = mksquashfs_argv(tree, bare_out, cfg.image.compression, cfg.image.compression_level)
 
     def bare() -> None:
         bare_out.unlink(missing_ok=True)

@@ -107,7 +107,7 @@ def main() -> None:
             mux.share(vm)  # the checks' ssh commands cost the guest no handshake each
             root = Path(tmp) / "app"
             root.mkdir()
-            project = make_project(vm, root)
+            project = make_project(vm, root, pack_level=None)  # the reference app's images
             prepare(project)
             base = {
                 name: max(baseline(project, args.runs, act))

@@ -67,6 +67,8 @@ class ImageConfig:
     #: Destination inside the image (relative, no leading slash) -> local source file.
     files: Mapping[str, Path] = field(default_factory=dict)
     compression: Compression = Compression.ZSTD
+    #: mksquashfs's -Xcompression-level (None: the compressor's own default, 15 for zstd).
+    compression_level: int | None = None
     #: Output directory for images, manifests and signatures.
     dist: Path = Path("dist")
 
@@ -290,6 +292,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "units": _example(ImageConfig, "units"),
         "files": 'files = { "usr/bin/scoreboard" = "build/scoreboard" }',
         "compression": _example(ImageConfig, "compression"),
+        "compression_level": "compression_level = 3",
         "dist": _example(ImageConfig, "dist"),
     },
     "sign": {
@@ -799,6 +802,7 @@ def _load_image(doc: _Doc, data: Mapping[str, object], app: str) -> ImageConfig:
             f"expected one of {', '.join(c.value for c in Compression)}, "
             f"found {_found(image.data['compression'])}",
         )
+    level = _compression_level(image, Compression(compression))
     units, dist = image.path("units"), image.path("dist")
     assert units is not None and dist is not None  # both have a default
     try:
@@ -810,7 +814,28 @@ def _load_image(doc: _Doc, data: Mapping[str, object], app: str) -> ImageConfig:
         units=units,
         files=files,
         compression=Compression(compression),
+        compression_level=level,
         dist=dist,
+    )
+
+
+#: The compressors whose level mksquashfs takes (-Xcompression-level), and its range.
+LEVELS = {Compression.ZSTD: (1, 22), Compression.GZIP: (1, 9), Compression.LZO: (1, 9)}
+
+
+def _compression_level(image: _Table, compression: Compression) -> int | None:
+    if "compression_level" not in image.data:
+        return None
+    if compression not in LEVELS:
+        takes = ", ".join(f"{c} ({low}-{high})" for c, (low, high) in LEVELS.items())
+        raise image.fail(
+            "compression_level",
+            f"{compression} has no level in mksquashfs; only {takes} do",
+            hint="remove compression_level, or choose one of those compressors",
+        )
+    low, high = LEVELS[compression]
+    return image.integer(
+        "compression_level", low, high, f"an integer from {low} to {high} for {compression}"
     )
 
 

@@ -112,7 +112,7 @@ def build(
     with tempfile.TemporaryDirectory(prefix=f"portable-deploy-{name}-") as tmp:
         tree = Path(tmp) / "root"
         warnings = assemble_tree(cfg, tree)
-        pack(tree, image, cfg.image.compression)
+        pack(tree, image, cfg.image.compression, cfg.image.compression_level)
         files = tree_hashes(tree)
         units = attached_units(tree, name)
         infos = {
@@ -333,13 +333,13 @@ def bind_mount_points(unit_text: str, unit_name: str | None = None) -> list[str]
     return points
 
 
-def pack(tree: Path, out: Path, compression: Compression | str) -> None:
+def pack(tree: Path, out: Path, compression: Compression | str, level: int | None = None) -> None:
     """mksquashfs ``tree`` into ``out`` reproducibly; ``out`` appears only when complete."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    argv = mksquashfs_argv(tree, tmp, compression)
+    argv = mksquashfs_argv(tree, tmp, compression, level)
     # mksquashfs refuses SOURCE_DATE_EPOCH next to -mkfs-time/-all-time, which pin times anyway.
     env = tool_env({k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"})
     try:
@@ -368,8 +368,10 @@ def pack(tree: Path, out: Path, compression: Compression | str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def mksquashfs_argv(tree: Path, out: Path, compression: Compression | str) -> list[str]:
-    """The exact mksquashfs command line ``pack`` runs."""
+def mksquashfs_argv(
+    tree: Path, out: Path, compression: Compression | str, level: int | None = None
+) -> list[str]:
+    """The exact mksquashfs command line ``pack`` runs (LEVEL: ``-Xcompression-level``)."""
     return [
         "mksquashfs",
         str(tree),
@@ -377,6 +379,7 @@ def mksquashfs_argv(tree: Path, out: Path, compression: Compression | str) -> li
         *MKSQUASHFS_FLAGS,
         "-comp",
         str(compression),
+        *(["-Xcompression-level", str(level)] if level is not None else []),
         "-quiet",
         "-no-progress",
     ]

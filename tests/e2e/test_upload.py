@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from portable_deploy.chunks import RESEND
+from portable_deploy.config import load_config
 from portable_deploy.sandbox import VM
 from tests.project import LAYOUT, STATE, Project, make_project, ok, stopped
 
@@ -167,7 +168,7 @@ def test_a_damaged_kept_image_is_caught_and_the_whole_image_sent(project: Projec
 
 
 def _compressed_size(binary: Path, scratch: Path) -> int:
-    """BINARY's size in a squashfs image of its own, packed as deploy packs images."""
+    """BINARY's size in a squashfs image of its own, packed as the project packs images."""
     from portable_deploy.image import mksquashfs_argv
 
     tree = scratch / "one-binary"
@@ -175,5 +176,8 @@ def _compressed_size(binary: Path, scratch: Path) -> int:
     (tree / binary.name).write_bytes(binary.read_bytes())
     out = scratch / "one-binary.raw"
     out.unlink(missing_ok=True)
-    subprocess.run(mksquashfs_argv(tree, out, "zstd"), check=True, capture_output=True)
+    argv = mksquashfs_argv(
+        tree, out, "zstd", load_config(scratch / "deploy.toml").image.compression_level
+    )
+    subprocess.run(argv, check=True, capture_output=True)
     return out.stat().st_size

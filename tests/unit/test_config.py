@@ -1040,7 +1040,7 @@ def test_real_directory_without_git_is_a_config_error(tmp_path: Path) -> None:
 SECTIONS = ["app", "build", "image", "sign", "deploy", "verify", "secrets"]
 KEY_NAMES = [
     "app", "build", "image", "sign", "hosts", "deploy", "verify", "files", "name", "version",
-    "commands", "tree", "units", "compression", "dist", "key", "allowed_signers", "principal",
+    "commands", "tree", "units", "compression", "compression_level", "dist", "key", "allowed_signers", "principal",
     "address", "port", "user", "identity_file", "sandbox", "keep_releases", "lock_ttl", "path",
     "status", "version_path", "timeout", "settle", "prod", "vm", "usr/bin/x", "./usr/bin/x",
     "secrets", "env", "command", "environment", "api-token",
@@ -1115,6 +1115,7 @@ NEAR: dict[str, list[object]] = {
     "units": ["units", "units", "units", ".", "nope", "deploy.toml"],
     "files": [{"usr/bin/x": "x"}, {"./usr/bin/x": "a", "usr/bin/x": "b"}, {"a": "b", "a/c": "d"}],
     "compression": ["zstd", "bz2"],
+    "compression_level": [3, 0, 23],
     "dist": ["dist"],
     "key": ["k"],
     "allowed_signers": ["deploy.toml", "nope"],
@@ -1158,7 +1159,7 @@ near_valid = st.fixed_dictionaries(
     },
     optional={
         "build": table(["commands"]),
-        "image": table(["tree", "units", "files", "compression", "dist"]),
+        "image": table(["tree", "units", "files", "compression", "compression_level", "dist"]),
         "sign": table(["key", "allowed_signers", "principal"]),
         "deploy": table(["keep_releases", "lock_ttl"]),
         "verify": table(["port", "path", "status", "version_path", "timeout", "settle"]),

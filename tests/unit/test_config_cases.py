@@ -341,10 +341,32 @@ EXACT = [
         id="compression-int",
     ),
     pytest.param(
+        APP + HOST + "[image]\ncompression_level = 23\n",
+        {},
+        "[image] compression_level: expected an integer from 1 to 22 for zstd, found 23 (integer)",
+        "for example: compression_level = 3",
+        id="compression-level-high",
+    ),
+    pytest.param(
+        APP + HOST + '[image]\ncompression = "gzip"\ncompression_level = "3"\n',
+        {},
+        '[image] compression_level: expected an integer from 1 to 9 for gzip, found "3" (string)',
+        "for example: compression_level = 3",
+        id="compression-level-string",
+    ),
+    pytest.param(
+        APP + HOST + '[image]\ncompression = "xz"\ncompression_level = 3\n',
+        {},
+        "[image] compression_level: xz has no level in mksquashfs; only zstd (1-22), gzip (1-9), "
+        "lzo (1-9) do",
+        "remove compression_level, or choose one of those compressors",
+        id="compression-level-xz",
+    ),
+    pytest.param(
         APP + HOST + '[image]\ndsit = "x"\n',
         {},
         '[image] dsit: unknown key, did you mean "dist"?',
-        "keys of [image]: tree, units, files, compression, dist; remove or rename this one",
+        "keys of [image]: tree, units, files, compression, compression_level, dist; remove or rename this one",
         id="image-key-typo",
     ),
     pytest.param(
@@ -1572,6 +1594,24 @@ ACCEPTED = [
             id=f"compression-{c.value}",
         )
         for c in Compression
+    ),
+    pytest.param(
+        APP + HOST,
+        lambda cfg: cfg.image.compression_level,
+        None,
+        id="compression-level-default",
+    ),
+    pytest.param(
+        APP + HOST + '[image]\ncompression = "lzo"\ncompression_level = 9\n',
+        lambda cfg: cfg.image.compression_level,
+        9,
+        id="compression-level-lzo",
+    ),
+    pytest.param(
+        APP + HOST + "[image]\ncompression_level = 1\n",
+        lambda cfg: cfg.image.compression_level,
+        1,
+        id="compression-level-zstd-lowest",
     ),
 ]
 
