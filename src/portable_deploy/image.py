@@ -132,6 +132,7 @@ def build(
         image_sha256=sha,
         image_size=size,
         compression=str(cfg.image.compression),
+        compression_level=cfg.image.compression_level,
         git_commit=commit,
         git_dirty=dirty,
         files=files,

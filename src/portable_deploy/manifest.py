@@ -42,6 +42,8 @@ class Manifest:
     unit_info: Mapping[str, Mapping[str, object]] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
     )
+    #: [image] compression_level the image was packed at; None: the compressor's own default.
+    compression_level: int | None = None
 
     def __post_init__(self) -> None:
         # Read-only and in a stable order, so a Manifest really is a value.
@@ -78,6 +80,8 @@ class Manifest:
             "units": list(self.units),
             "unit_info": {k: dict(v) for k, v in self.unit_info.items()},
         }
+        if self.compression_level is not None:  # absent: the compressor's default, as before
+            obj["compression_level"] = self.compression_level
         return json.dumps(obj, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -158,6 +162,9 @@ def _parse(obj: Any) -> Manifest:
         files=files,
         units=tuple(units),
         unit_info=unit_info,
+        compression_level=_get(obj, "compression_level", int)
+        if "compression_level" in obj
+        else None,
     )
     # Derived keys must agree with what they are derived from.
     for key, expected in (("release", manifest.release), ("image", manifest.image_name)):

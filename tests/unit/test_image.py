@@ -53,6 +53,17 @@ def test_build_writes_image_and_manifest_named_after_the_release(demo_project: C
     assert Manifest.from_json(artifact.manifest_path.read_text(), "m") == artifact.manifest
 
 
+def test_the_manifest_records_the_compression_level_the_image_was_packed_at(
+    demo_project: Config,
+) -> None:
+    """[image] compression_level is a build input: the manifest names it beside the compressor."""
+    cfg = dataclasses.replace(
+        demo_project, image=dataclasses.replace(demo_project.image, compression_level=3)
+    )
+    assert build(cfg, "1.0").manifest.compression_level == 3
+    assert build(demo_project, "1.1").manifest.compression_level is None
+
+
 def test_image_holds_units_files_and_portable_mount_points(
     demo_project: Config, squashfs_listing: Listing
 ) -> None:

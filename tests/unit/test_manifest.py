@@ -38,6 +38,15 @@ def test_json_round_trips() -> None:
     assert Manifest.from_json(m.to_json(), "test") == m
 
 
+def test_a_compression_level_is_recorded_only_when_set() -> None:
+    """The level an image was packed at round-trips; the default leaves no key (manifests of
+    builds at the compressor's default are as they were)."""
+    m = _manifest(compression_level=3)
+    assert json.loads(m.to_json())["compression_level"] == 3
+    assert Manifest.from_json(m.to_json(), "test") == m
+    assert "compression_level" not in json.loads(_manifest().to_json())
+
+
 def test_json_has_the_documented_top_level_keys() -> None:
     """The JSON carries format 1, the release names, image identity, git, files and units."""
     obj = json.loads(_manifest().to_json())
@@ -116,6 +125,9 @@ def _edited(**changes: Any) -> str:
         pytest.param(_edited(git={"commit": None}), "missing key git.'dirty'", id="git"),
         pytest.param(_edited(files={"a": "md5:x"}), "files['a']", id="file-value"),
         pytest.param(_edited(image="other.raw"), "'image' is 'other.raw'", id="derived"),
+        pytest.param(
+            _edited(compression_level="3"), "'compression_level' has the wrong type", id="level"
+        ),
         pytest.param(
             _edited(units=["demo.service", "sshd.service"]),
             "'units' names 'sshd.service', which is not a unit file of 'demo'",
