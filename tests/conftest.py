@@ -94,6 +94,13 @@ def _up(sandbox: Sandbox, count: int) -> list[VM]:
     return vms
 
 
+def cores_per_worker() -> int:
+    """This xdist worker's share of the host's cores (all of them without xdist): each worker
+    boots VMs of its own, and VMs with more vCPUs than their share of cores run slower."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
     """The session's Sandbox: VMs under a temp state dir, the default (shared) base cache.
@@ -104,7 +111,7 @@ def sandbox() -> Iterator[Sandbox]:
     if os.geteuid() != 0 and not any(Sandbox().cache_dir.glob("base-*/base.json")):
         pytest.skip("the sandbox base image is not built and building it needs root")
     state = Path(tempfile.mkdtemp(prefix="portable-deploy-e2e-"))
-    box = Sandbox(state_dir=state)
+    box = Sandbox(state_dir=state, cores=cores_per_worker())
     # atexit covers a run killed between tests; the finalizer is the normal path (and runs on ^C).
     atexit.register(box.down)
     try:

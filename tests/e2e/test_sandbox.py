@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from portable_deploy.errors import DeployError
-from portable_deploy.sandbox import VM, Sandbox, base_key, mux
+from portable_deploy.sandbox import VM, Sandbox, base_key, mux, qemu
 from tests.conftest import BOOT_TIMEOUT, pid_alive, ssh_run, teardown_sandbox
 
 pytestmark = pytest.mark.e2e
@@ -153,6 +153,18 @@ def test_a_changed_host_key_is_refused(sandbox_vm: VM, tmp_path: Path) -> None:
 def test_systemd_is_252(sandbox_vm: VM) -> None:
     """The sandbox runs Debian 12's systemd 252, like the target VPS."""
     assert ssh_run(sandbox_vm, "systemd --version").stdout.startswith("systemd 252 ")
+
+
+def test_the_vm_has_its_share_of_cores_and_a_tsc_clock(sandbox: Sandbox, sandbox_vm: VM) -> None:
+    """The session's VM gets no more vCPUs than its worker's share of the host's cores, and its
+    kernel keeps time with the TSC (with QEMU's TSC taken as reliable), not the emulated HPET."""
+    expected = qemu.vcpus(1, sandbox.cores)
+    out = ssh_run(
+        sandbox_vm,
+        "nproc; cat /sys/devices/system/clocksource/clocksource0/current_clocksource",
+    ).stdout.split()
+    assert out == [str(expected), "tsc"]
+    assert sandbox_vm.cpus == expected
 
 
 def test_portablectl_is_installed(sandbox_vm: VM) -> None:

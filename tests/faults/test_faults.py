@@ -59,7 +59,7 @@ def test_a_fault_heals_and_loses_nothing(project: Project, case: Case) -> None:
     """The host heals by itself to the old or the new release, every acknowledged row is kept,
     every image matches its signature, and the next plain deploy succeeds."""
     with no_fault_left(project):
-        outcome = run_case(project, case, f"f{CASES.index(case):02d}", Load.SUITE_PAUSE)
+        outcome = run_case(project, case, f"f{CASES.index(case):02d}", Load.SUITE_PACE)
     assert outcome.problems == [], f"{outcome.problems}; {shown(outcome)}"
     _expected_ending(project, outcome)
 

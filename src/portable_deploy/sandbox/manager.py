@@ -43,9 +43,15 @@ def _default_cache_dir() -> Path:
 class Sandbox:
     """The VMs of one state directory, booted from the base image in one cache directory."""
 
-    def __init__(self, state_dir: Path | None = None, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, state_dir: Path | None = None, cache_dir: Path | None = None, cores: int | None = None
+    ) -> None:
         self.state_dir = Path(state_dir) if state_dir is not None else _default_state_dir()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+        #: The host cores these VMs may count on (None: all of them). Where other work runs beside
+        #: them (the test suite's other xdist worker and its VMs), a smaller share gives each VM
+        #: fewer vCPUs, which is faster (``qemu.vcpus``).
+        self.cores = cores
 
     # -- base image and accelerator --
 
@@ -126,7 +132,7 @@ class Sandbox:
             names = [vm_name(i) for i in range(1, count + 1)]
             missing = [n for n in names if n not in running]
             accel = self.accel(base) if missing else Accel.TCG
-            cpus = qemu.vcpus(len(missing))
+            cpus = qemu.vcpus(len(missing), self.cores)
             for name in names:
                 if name in running:
                     say(f"{name}: already running (pid {running[name].pid})")
