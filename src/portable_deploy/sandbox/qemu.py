@@ -169,7 +169,7 @@ def vcpus(booting: int, cores: int | None = None) -> int:
     Under TCG every vCPU is a busy host thread; three 2-vCPU VMs on two cores took 47 s to
     start sshd against 40 s with one vCPU each, while a lone VM boots faster with two. A VM
     given more vCPUs than its share of cores is slower, not faster: with another core-bound
-    process beside it, an app-only deploy took 27.5 s in a 2-vCPU VM and 21 s in a 1-vCPU one
+    process beside it, an app-only deploy took 27.6 s in a 2-vCPU VM and 22.0 s in a 1-vCPU one
     (a vCPU thread that holds a guest lock is descheduled while the other spins for it).
     """
     cores = cores or os.cpu_count() or 1
