@@ -67,7 +67,7 @@ class Load:
 
     def __init__(self, port: int, prefix: str, pace: tuple[float, float] = BENCH_PACE) -> None:
         self.port, self.prefix = port, prefix
-        self.pause, self.read_pause = pace
+        self.write_pause, self.read_pause = pace
         self._stop = threading.Event()
         self._acked: list[str] = []
         self._write_failures = 0
@@ -130,7 +130,7 @@ class Load:
             else:
                 self._write_failures += 1
                 time.sleep(0.05)
-            time.sleep(self.pause)
+            time.sleep(self.write_pause)
 
     def _read(self) -> None:
         while self._running():
